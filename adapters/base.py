@@ -1,0 +1,201 @@
+"""What an adapter is: the provider-specific part of a stream, with no I/O.
+
+An adapter does three things, all pure:
+
+* ``build_request(messages, options, base_url=, api_key=)`` turns ``{"role", "content"}``
+  messages and options into an :class:`HTTPRequest` (URL, headers, JSON body);
+* ``new_parser(request)`` returns an :class:`EventParser`, the per-stream state that turns
+  one decoded wire event (an SSE event, or one NDJSON line as an event's ``data``) into a
+  :class:`~streamcoord.Chunk` or ``None``;
+* ``build_continuation(request, partial_text)`` builds the request that continues an
+  interrupted answer (stream recovery).
+
+The coordinator does all the I/O: it sends the request, decodes the wire format named by
+``wire_format`` ("sse" or "ndjson"), calls the parser, and ends the stream at the SSE
+``[DONE]`` marker before the parser sees it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from streamcoord._chunk import Chunk
+from streamcoord.errors import APIError, ConnectionLost, api_error_for_status
+
+__all__ = [
+    "CONTINUE_INSTRUCTION",
+    "REDACTED",
+    "Adapter",
+    "EventParser",
+    "HTTPRequest",
+    "error_message",
+    "redact_headers",
+    "validate_messages",
+]
+
+REDACTED = "[redacted]"
+
+# Header names whose values are secrets; compared lower-case.
+_SECRET_HEADERS = frozenset(
+    {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie"}
+)
+
+
+def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:
+    """A copy of ``headers`` safe to log or show: secret values replaced by ``[redacted]``."""
+    return {k: (REDACTED if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class HTTPRequest:
+    """One HTTP request to a provider. ``repr`` never shows secret header values."""
+
+    url: str
+    json: Dict[str, Any]
+    headers: Dict[str, str] = dataclasses.field(default_factory=dict)
+    method: str = "POST"
+
+    def __repr__(self) -> str:
+        return f"HTTPRequest(method={self.method!r}, url={self.url!r}, headers={redact_headers(self.headers)!r})"
+
+    def with_json(self, body: Dict[str, Any]) -> "HTTPRequest":
+        return dataclasses.replace(self, json=body)
+
+
+class EventParser:
+    """Per-stream parsing state. Subclasses implement :meth:`parse`.
+
+    ``parse(event)`` gets one event with ``.event`` (type), ``.data`` (payload string) and
+    ``.id``; it returns a Chunk, or ``None`` to skip the event (pings, bookkeeping events).
+    It raises an :class:`~streamcoord.APIError` subclass for an in-stream error event.
+    It sets ``self.done = True`` when the provider has signalled the end of the answer;
+    :meth:`finish`, called at a clean end of the body, raises :class:`ConnectionLost` when
+    that signal never came, so a truncated stream is never taken for a complete one.
+    """
+
+    provider = "custom"
+
+    def __init__(self) -> None:
+        self.done = False
+        self.next_index = 0
+
+    def parse(self, event: Any) -> Optional[Chunk]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        if not self.done:
+            raise ConnectionLost(
+                f"the {self.provider} stream ended before the provider signalled its end "
+                "(a proxy or the server cut it short)"
+            )
+
+
+class Adapter:
+    """Base class of provider adapters. Subclass it for a custom provider.
+
+    Class attributes describe the provider: ``name``; ``wire_format`` ("sse" or
+    "ndjson"); ``default_base_url``; ``api_key_env`` (environment variables tried in order);
+    ``requires_api_key``.
+    """
+
+    name = "custom"
+    wire_format = "sse"
+    default_base_url = ""
+    api_key_env: Sequence[str] = ()
+    requires_api_key = True
+
+    # -- configuration -------------------------------------------------------------
+    def resolve_api_key(self, api_key: Optional[str]) -> Optional[str]:
+        """The key from the argument, else from the provider's usual environment variables."""
+        if api_key:
+            return api_key
+        for var in self.api_key_env:
+            value = os.environ.get(var)
+            if value:
+                return value
+        if self.requires_api_key:
+            names = " or ".join(self.api_key_env) or "api_key"
+            raise ValueError(
+                f"no API key for {self.name!r}: pass api_key=... or set {names} in the environment"
+            )
+        return None
+
+    def resolve_base_url(self, base_url: Optional[str]) -> str:
+        return (base_url or self.default_base_url).rstrip("/")
+
+    # -- the three pure operations ------------------------------------------------------
+    def build_request(
+        self, messages: List[Dict[str, Any]], options: Dict[str, Any], *, base_url: str, api_key: Optional[str]
+    ) -> HTTPRequest:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def new_parser(self, request: HTTPRequest) -> EventParser:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
+        """Default continuation: the partial answer as an assistant turn, then an instruction.
+
+        Adapters whose provider continues an assistant prefix natively override this.
+        """
+        body = dict(request.json)
+        messages = list(body.get("messages") or [])
+        messages.append({"role": "assistant", "content": partial_text})
+        messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
+        body["messages"] = messages
+        return request.with_json(body)
+
+    # -- errors ------------------------------------------------------------------------
+    def error_from_response(self, status: int, body: Any, retry_after: Optional[float] = None) -> APIError:
+        """The exception for a non-2xx answer; ``body`` is decoded JSON or text."""
+        cls = api_error_for_status(status)
+        return cls(
+            f"{self.name} answered HTTP {status}: {error_message(body)}",
+            status=status,
+            body=body,
+            provider=self.name,
+            retry_after=retry_after,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+CONTINUE_INSTRUCTION = (
+    "Your previous answer was cut off. Continue it exactly where it stopped, without "
+    "repeating anything and without any preamble."
+)
+
+
+def error_message(body: Any) -> str:
+    """A short human message from a provider's error body (JSON or text)."""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("type") or err.get("status")
+            if msg:
+                return str(msg)[:500]
+        elif isinstance(err, str):
+            return err[:500]
+    text = body if isinstance(body, str) else repr(body)
+    return text[:500] if text else "(empty body)"
+
+
+def validate_messages(messages: Any) -> List[Dict[str, Any]]:
+    """Check ``messages`` up front so mistakes fail with a clear message, not a 400 later."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise TypeError(
+            'messages must be a list of {"role": ..., "content": ...} dicts, e.g. '
+            '[{"role": "user", "content": "Hello"}]'
+        )
+    if not messages:
+        raise ValueError('messages is empty: pass at least one {"role": "user", "content": ...}')
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or "role" not in message:
+            raise TypeError(f'messages[{i}] must be a dict with "role" and "content", got {message!r:.80}')
+        if message["role"] not in ("system", "user", "assistant", "tool", "developer"):
+            raise ValueError(
+                f'messages[{i}]["role"] is {message["role"]!r}: use "system", "user", "assistant" or "tool"'
+            )
+    return [dict(m) for m in messages]

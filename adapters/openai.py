@@ -1,0 +1,182 @@
+"""OpenAI chat completions (``POST {base_url}/chat/completions``, SSE, ``[DONE]``).
+
+Also the adapter for every OpenAI-compatible server (Groq, OpenRouter, vLLM, LM Studio,
+DeepSeek, Together, ...): same wire format, another ``base_url`` and key variable.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional, Sequence
+
+from adapters._options import check_options, require_model
+from adapters.base import Adapter, EventParser, HTTPRequest, error_message
+from streamcoord._chunk import Chunk, normalize_usage
+from streamcoord.errors import ProtocolError, api_error_for_type
+
+__all__ = ["OpenAIAdapter", "OpenAICompatibleAdapter", "OpenAIParser"]
+
+_json_loads = json.loads
+
+FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+# Request parameters passed through to the body unchanged.
+PASSTHROUGH = (
+    "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format", "n",
+    "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias", "user",
+    "parallel_tool_calls", "reasoning_effort", "metadata", "service_tier", "store",
+    "prediction", "modalities", "audio", "verbosity",
+)
+
+
+def raise_error_event(provider: str, obj: Dict[str, Any]) -> None:
+    """An ``{"error": ...}`` event inside a 200 stream, classified by its type or code."""
+    err = obj.get("error")
+    kind = None
+    if isinstance(err, dict):
+        kind = err.get("type") or err.get("code")
+        status_hint = err.get("status") if isinstance(err.get("status"), int) else None
+    else:
+        status_hint = None
+    cls, status = api_error_for_type(str(kind) if kind is not None else None, status_hint)
+    raise cls(f"{provider} sent an error event: {error_message(obj)}", status=status, body=obj, provider=provider)
+
+
+class OpenAIParser(EventParser):
+    provider = "openai"
+
+    def __init__(self, provider: str = "openai") -> None:
+        super().__init__()
+        self.provider = provider
+
+    def parse(self, event: Any) -> Optional[Chunk]:
+        data = event.data
+        try:
+            obj = _json_loads(data)
+        except ValueError as exc:
+            raise ProtocolError(f"{self.provider} sent an event that is not JSON: {data[:200]!r}") from exc
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"{self.provider} sent an event that is not a JSON object: {data[:200]!r}")
+        if "error" in obj and obj["error"]:
+            raise_error_event(self.provider, obj)
+        content = ""
+        finish_reason = None
+        tool_calls = None
+        metadata: Dict[str, Any] = {}
+        for choice in obj.get("choices") or ():
+            delta = choice.get("delta") or {}
+            index = choice.get("index") or 0
+            if index:
+                # n > 1: other choices ride along, tagged, and stay out of stream.text.
+                text = delta.get("content")
+                raw_finish = choice.get("finish_reason")
+                if text or raw_finish:
+                    chunk_meta: Dict[str, Any] = {"choice": index}
+                    if raw_finish:
+                        chunk_meta["raw_finish_reason"] = raw_finish
+                    return self._chunk(
+                        obj, text or "", FINISH_REASONS.get(raw_finish, "stop") if raw_finish else None,
+                        None, None, chunk_meta,
+                    )
+                continue
+            text = delta.get("content")
+            if text:
+                content = text
+            calls = delta.get("tool_calls")
+            if calls:
+                tool_calls = calls
+            refusal = delta.get("refusal")
+            if refusal:
+                metadata["refusal"] = refusal
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning and isinstance(reasoning, str):
+                metadata["reasoning"] = reasoning
+            raw_finish = choice.get("finish_reason")
+            if raw_finish:
+                finish_reason = FINISH_REASONS.get(raw_finish, "stop")
+                metadata["raw_finish_reason"] = raw_finish
+                self.done = True
+        usage = None
+        raw_usage = obj.get("usage")
+        if raw_usage:
+            usage = normalize_usage(
+                raw_usage.get("prompt_tokens"), raw_usage.get("completion_tokens"), raw_usage.get("total_tokens")
+            )
+            metadata["raw_usage"] = raw_usage
+        if not (content or finish_reason or usage or tool_calls or metadata):
+            return None  # role-only first delta, Azure prompt_filter_results, keep-alives
+        return self._chunk(obj, content, finish_reason, usage, tool_calls, metadata)
+
+    def _chunk(self, obj, content, finish_reason, usage, tool_calls, metadata) -> Chunk:
+        index = self.next_index
+        self.next_index = index + 1
+        return Chunk(content, finish_reason, obj.get("model"), obj.get("id"), index, usage, tool_calls, metadata, obj)
+
+    def finish(self) -> None:
+        # [DONE] ends the stream before the parser sees it; a finish_reason also counts
+        # (some compatible servers omit [DONE]).
+        super().finish()
+
+
+class OpenAIAdapter(Adapter):
+    name = "openai"
+    wire_format = "sse"
+    default_base_url = "https://api.openai.com/v1"
+    api_key_env: Sequence[str] = ("OPENAI_API_KEY",)
+    requires_api_key = True
+    example_model = "gpt-4o-mini"
+    # OpenAI proper takes stream_options and max_completion_tokens; compatible servers
+    # vary, so they get the older, more widely accepted spelling.
+    include_usage = True
+    max_tokens_field = "max_completion_tokens"
+
+    def build_request(
+        self, messages: List[Dict[str, Any]], options: Dict[str, Any], *, base_url: str, api_key: Optional[str]
+    ) -> HTTPRequest:
+        check_options(self.name, options, PASSTHROUGH + ("max_tokens", "max_completion_tokens"))
+        body: Dict[str, Any] = {"model": require_model(self.name, options, self.example_model), "messages": messages, "stream": True}
+        if self.include_usage:
+            body["stream_options"] = {"include_usage": True}
+        for key in PASSTHROUGH:
+            if options.get(key) is not None:
+                body[key] = options[key]
+        max_tokens = options.get("max_tokens", options.get("max_completion_tokens"))
+        if max_tokens is not None:
+            body[self.max_tokens_field] = max_tokens
+        body.update(options.get("extra_body") or {})
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        headers.update(options.get("extra_headers") or {})
+        return HTTPRequest(url=f"{base_url}/chat/completions", json=body, headers=headers)
+
+    def new_parser(self, request: HTTPRequest) -> EventParser:
+        return OpenAIParser(self.name)
+
+
+class OpenAICompatibleAdapter(OpenAIAdapter):
+    """An OpenAI-compatible server: ``OpenAICompatibleAdapter("vllm", "http://localhost:8000/v1")``."""
+
+    include_usage = False
+    max_tokens_field = "max_tokens"
+    example_model = "the server's model name"
+
+    def __init__(
+        self, name: str, base_url: str = "", api_key_env: Sequence[str] = (), requires_api_key: bool = False
+    ) -> None:
+        self.name = name
+        self.default_base_url = base_url
+        self.api_key_env = tuple(api_key_env)
+        self.requires_api_key = requires_api_key
+
+    def resolve_base_url(self, base_url: Optional[str]) -> str:
+        url = super().resolve_base_url(base_url)
+        if not url:
+            raise ValueError(f"provider {self.name!r} needs base_url=..., e.g. base_url='http://localhost:8000/v1'")
+        return url

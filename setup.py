@@ -1,0 +1,31 @@
+"""streamcoord: a streaming client for LLM chat APIs that never hangs, leaks or loses a word."""
+
+from setuptools import setup
+
+setup(
+    name="streamcoord",
+    version="0.1.0",
+    description="Stream chat answers from LLM providers to synchronous Python code, with recovery and metrics.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=["streamcoord", "adapters", "recovery_store"],
+    package_data={"streamcoord": ["py.typed"], "adapters": ["py.typed"], "recovery_store": ["py.typed"]},
+    install_requires=[
+        "requests>=2.28",
+        "urllib3>=2.3,<3",  # HTTPResponse.read1: hand over whatever the network delivered
+        "tenacity>=8.2",
+        "diskcache>=5.6",
+    ],
+    extras_require={
+        "redis": ["redis>=4.5"],
+        "test": ["pytest>=7", "hypothesis>=6.80", "openai>=1.40"],
+    },
+    entry_points={"console_scripts": ["streamcoord=streamcoord.__main__:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "License :: OSI Approved :: MIT License",
+        "Typing :: Typed",
+    ],
+)

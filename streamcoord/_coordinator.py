@@ -1,0 +1,170 @@
+"""The direct API: ``StreamingCoordinator.start_stream`` / ``simple_stream`` with a callback."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Dict, Optional
+
+import requests
+
+from adapters.base import Adapter, EventParser, HTTPRequest
+from streamcoord._chunk import Chunk
+from streamcoord._client import _default_session
+from streamcoord._config import Retry, Timeout, TimeoutTypes
+from streamcoord._metrics import StreamMetrics
+from streamcoord._options import StreamOptions
+from streamcoord._worker import StreamSpec, Worker
+
+__all__ = ["FunctionParser", "StreamHandle", "StreamingCoordinator"]
+
+
+class FunctionParser(EventParser):
+    """Wraps ``parse_chunk_fn(data) -> Chunk | None`` (one SSE event's data, or one NDJSON line)."""
+
+    def __init__(self, fn: Callable[[str], Optional[Chunk]], provider: str) -> None:
+        super().__init__()
+        self._fn = fn
+        self.provider = provider
+
+    def parse(self, event: Any) -> Optional[Chunk]:
+        chunk = self._fn(event.data)
+        if chunk is not None and not isinstance(chunk, Chunk):
+            raise TypeError(f"parse_chunk_fn must return a streamcoord.Chunk or None, got {type(chunk).__name__}")
+        return chunk
+
+    def finish(self) -> None:
+        """A custom stream ends where the body ends."""
+
+
+class StreamHandle:
+    """A stream running with a callback: ``join()``, ``cancel()``, ``metrics``, ``error``."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self.stream_id = worker.spec.stream_id
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the end of the stream; True if it ended, False if ``timeout`` passed."""
+        self._worker.thread.join(timeout)
+        return not self._worker.thread.is_alive()
+
+    def cancel(self) -> None:
+        """Stop the stream and close its connection (waits up to 2 s for the worker)."""
+        self._worker.cancel()
+        if self._worker.thread is not threading.current_thread():
+            self._worker.thread.join(2.0)
+
+    @property
+    def done(self) -> bool:
+        return not self._worker.thread.is_alive()
+
+    @property
+    def error(self) -> Optional[BaseException]:
+        """The exception that ended the stream, or None."""
+        return self._worker.error
+
+    @property
+    def metrics(self) -> StreamMetrics:
+        return self._worker.metrics.snapshot()
+
+    @property
+    def text(self) -> str:
+        return "".join(self._worker.text_parts)
+
+    def __repr__(self) -> str:
+        return f"<StreamHandle stream_id={self.stream_id!r} {self._worker.metrics.status}>"
+
+
+class StreamingCoordinator:
+    """Run a stream against any URL with your own parser, delivering chunks to a callback."""
+
+    @staticmethod
+    def start_stream(
+        url: str,
+        request: Dict[str, Any],
+        headers: Dict[str, str],
+        callback: Callable[[Chunk], Any],
+        *,
+        parse_chunk_fn: Callable[[str], Optional[Chunk]],
+        provider: str = "custom",
+        timeout: TimeoutTypes = 300.0,
+        stream_recovery: bool = False,
+        track_metrics: bool = False,
+        on_metrics: Optional[Callable[[StreamMetrics], Any]] = None,
+        transform_chunk: Optional[Callable[[Chunk], Optional[Chunk]]] = None,
+        validate_chunk: Optional[Callable[[Chunk], Any]] = None,
+        on_invalid: str = "skip",
+        buffer_chunks: int = 1,
+        on_error: Optional[Callable[[Optional[int], Any], Any]] = None,
+        stream_id: Optional[str] = None,
+        wire_format: str = "sse",
+        session: Optional[requests.Session] = None,
+        max_retries: Any = 2,
+        max_line_bytes: int = 8 * 1024 * 1024,
+    ) -> StreamHandle:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be an http:// or https:// URL, got {url!r:.80}")
+        if not isinstance(request, dict):
+            raise TypeError(f"request must be the JSON body as a dict, got {type(request).__name__}")
+        if not callable(callback):
+            raise TypeError("callback must be a function (chunk) -> None")
+        if not callable(parse_chunk_fn):
+            raise TypeError("parse_chunk_fn must be a function (data: str) -> Chunk | None")
+        if wire_format not in ("sse", "ndjson"):
+            raise ValueError(f'wire_format must be "sse" or "ndjson", got {wire_format!r}')
+        if stream_recovery:
+            raise ValueError(
+                "stream_recovery needs an adapter that can build a continuation request; "
+                "use Client(MyAdapter()).stream_chat(..., stream_recovery=True)"
+            )
+        opts = StreamOptions(
+            {
+                "track_metrics": track_metrics, "on_metrics": on_metrics, "transform_chunk": transform_chunk,
+                "validate_chunk": validate_chunk, "on_invalid": on_invalid, "buffer_chunks": buffer_chunks,
+                "on_error": on_error, "timeout": timeout, "stream_id": stream_id, "max_line_bytes": max_line_bytes,
+            },
+            Timeout(),
+        )
+        adapter = Adapter()
+        adapter.name = provider
+        spec = StreamSpec(
+            stream_id=opts.stream_id,
+            provider=provider,
+            adapter=adapter,
+            request=HTTPRequest(url=url, json=request, headers=dict(headers or {})),
+            new_parser=lambda _request: FunctionParser(parse_chunk_fn, provider),
+            session=session if session is not None else _default_session(),
+            timeout=opts.timeout,
+            retry=Retry.coerce(max_retries),
+            wire_format=wire_format,
+            on_metrics=opts.on_metrics,
+            transform_chunk=opts.transform_chunk,
+            validate_chunk=opts.validate_chunk,
+            on_invalid=opts.on_invalid,
+            buffer_chunks=opts.buffer_chunks,
+            on_error=opts.on_error,
+            max_line_bytes=opts.max_line_bytes,
+            callback=callback,
+        )
+        worker = Worker(spec)
+        worker.start()
+        return StreamHandle(worker)
+
+    @staticmethod
+    def simple_stream(
+        *,
+        url: Optional[str] = None,
+        request: Optional[Dict[str, Any]] = None,
+        headers: Optional[Dict[str, str]] = None,
+        callback: Optional[Callable[[Chunk], Any]] = None,
+        parse_chunk: Optional[Callable[[str], Optional[Chunk]]] = None,
+        options: Optional[Dict[str, Any]] = None,
+    ) -> StreamHandle:
+        """The short form: every argument by name; ``options`` takes start_stream's options."""
+        required = {"url": url, "request": request, "callback": callback, "parse_chunk": parse_chunk}
+        missing = [name for name, value in required.items() if value is None]
+        if missing:
+            raise TypeError(f"simple_stream() missing required argument(s): {', '.join(missing)}")
+        return StreamingCoordinator.start_stream(
+            url, request, headers or {}, callback, parse_chunk_fn=parse_chunk, **(options or {})
+        )

@@ -1,0 +1,186 @@
+"""Incremental wire decoders: bytes in, events out, no I/O.
+
+``SSEDecoder`` follows the WHATWG EventSource "event stream interpretation" rules: UTF-8
+always; one leading BOM stripped; CR, LF and CRLF line ends (a CRLF split across two reads
+is still one line end); ``:`` comments; ``data`` lines joined with ``\\n``; one leading space
+stripped from a value; ``event``/``id``/``retry``; unknown fields ignored; an event not
+terminated by a blank line at the end of the stream is discarded.
+
+``NDJSONDecoder`` yields one event per non-blank line (its ``data`` is the line).
+
+Both take arbitrary splits of the byte stream, including inside a UTF-8 character: lines are
+cut on the bytes ``\\n``/``\\r``, which never occur inside a multi-byte UTF-8 sequence, and
+only complete lines are decoded. A line longer than ``max_line_bytes`` is a ProtocolError
+rather than unbounded memory.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional
+
+from streamcoord.errors import ProtocolError
+
+__all__ = ["DEFAULT_MAX_LINE_BYTES", "NDJSONDecoder", "SSEDecoder", "ServerSentEvent"]
+
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class ServerSentEvent:
+    """One dispatched event: ``event`` (type, "message" by default), ``data``, ``id``, ``retry``."""
+
+    __slots__ = ("event", "data", "id", "retry")
+
+    def __init__(self, data: str, event: str = "message", id: str = "", retry: Optional[int] = None) -> None:
+        self.data = data
+        self.event = event
+        self.id = id
+        self.retry = retry
+
+    def __repr__(self) -> str:
+        return f"ServerSentEvent(event={self.event!r}, data={self.data!r}, id={self.id!r}, retry={self.retry!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServerSentEvent):
+            return NotImplemented
+        return (self.event, self.data, self.id, self.retry) == (other.event, other.data, other.id, other.retry)
+
+
+def _too_long(limit: int) -> ProtocolError:
+    return ProtocolError(
+        f"a line of the stream is longer than max_line_bytes={limit}; the server is not sending "
+        "a valid event stream (raise max_line_bytes if such long lines are expected)"
+    )
+
+
+class SSEDecoder:
+    """Incremental ``text/event-stream`` decoder: ``feed(bytes) -> [ServerSentEvent]``."""
+
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, last_event_id: str = "") -> None:
+        self.max_line_bytes = max_line_bytes
+        self.last_event_id = last_event_id  # persists across events, as in EventSource
+        self.retry: Optional[int] = None  # the reconnection time the server asked for, ms
+        self._tail = b""  # bytes of the current, incomplete line
+        self._started = False  # the BOM is only stripped at the very start
+        self._skip_lf = False  # the previous read ended in CR: a leading LF completes a CRLF
+        # The event being built:
+        self._data: Optional[str] = None
+        self._type = ""
+        self._id: Optional[str] = None
+
+    def feed(self, chunk: bytes) -> List[ServerSentEvent]:
+        if not chunk:
+            return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if self._tail:
+            chunk = self._tail + chunk
+        cut = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+        if cut < 0:
+            if len(chunk) > self.max_line_bytes:
+                raise _too_long(self.max_line_bytes)
+            self._tail = chunk
+            return []
+        tail = chunk[cut + 1 :]
+        if len(tail) > self.max_line_bytes:
+            raise _too_long(self.max_line_bytes)
+        self._tail = tail
+        if chunk[cut] == 13:  # b"\r": the LF of a CRLF may start the next read
+            self._skip_lf = True
+        text = chunk[:cut].decode("utf-8", "replace")
+        if not self._started:
+            self._started = True
+            if text[:1] == "\ufeff":
+                text = text[1:]
+        # The common case (LF only) splits with the fast str.split.
+        lines = _LINE_END.split(text) if "\r" in text else text.split("\n")
+        if cut > self.max_line_bytes:
+            for line in lines:
+                if len(line) > self.max_line_bytes:  # chars <= bytes, so this errs on the safe side
+                    raise _too_long(self.max_line_bytes)
+        return self._lines(lines)
+
+    def _lines(self, lines: List[str]) -> List[ServerSentEvent]:
+        events: List[ServerSentEvent] = []
+        data = self._data
+        for line in lines:
+            if line[:6] == "data: ":
+                data = line[6:] if data is None else data + "\n" + line[6:]
+                continue
+            if not line:
+                if data is not None:
+                    if self._id is not None:
+                        self.last_event_id = self._id
+                        self._id = None
+                    events.append(ServerSentEvent(data, self._type or "message", self.last_event_id, self.retry))
+                    data = None
+                elif self._id is not None:
+                    self.last_event_id = self._id
+                    self._id = None
+                self._type = ""
+                continue
+            if line[0] == ":":
+                continue
+            field, colon, value = line.partition(":")
+            if colon and value[:1] == " ":
+                value = value[1:]
+            if field == "data":
+                data = value if data is None else data + "\n" + value
+                if len(data) > self.max_line_bytes:
+                    raise _too_long(self.max_line_bytes)
+            elif field == "event":
+                self._type = value
+            elif field == "id":
+                if "\x00" not in value:
+                    self._id = value
+            elif field == "retry":
+                if value and value.isascii() and value.isdigit():
+                    self.retry = int(value)
+        self._data = data
+        return events
+
+    def flush(self) -> List[ServerSentEvent]:
+        """End of stream: an event without its terminating blank line is discarded (spec)."""
+        self._tail = b""
+        self._data = None
+        self._type = ""
+        self._id = None
+        return []
+
+
+class NDJSONDecoder:
+    """Incremental newline-delimited JSON framing: one event per non-blank line."""
+
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> List[ServerSentEvent]:
+        if self._tail:
+            chunk = self._tail + chunk
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            if len(chunk) > self.max_line_bytes:
+                raise _too_long(self.max_line_bytes)
+            self._tail = chunk
+            return []
+        tail = chunk[cut + 1 :]
+        if len(tail) > self.max_line_bytes:
+            raise _too_long(self.max_line_bytes)
+        self._tail = tail
+        lines = chunk[:cut].decode("utf-8", "replace").split("\n")
+        if cut > self.max_line_bytes:
+            for line in lines:
+                if len(line) > self.max_line_bytes:
+                    raise _too_long(self.max_line_bytes)
+        return [ServerSentEvent(line) for line in lines if line.strip()]
+
+    def flush(self) -> List[ServerSentEvent]:
+        """End of stream: a last line without its newline is still a line."""
+        tail, self._tail = self._tail, b""
+        line = tail.decode("utf-8", "replace")
+        return [ServerSentEvent(line)] if line.strip() else []

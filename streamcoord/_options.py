@@ -1,0 +1,91 @@
+"""Checking the stream options once, up front, with messages that say what to pass."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from streamcoord._config import Timeout
+
+__all__ = ["STREAM_OPTIONS", "StreamOptions", "new_stream_id", "split_options"]
+
+STREAM_OPTIONS = frozenset({
+    "track_metrics", "on_metrics", "transform_chunk", "validate_chunk", "on_invalid",
+    "buffer_chunks", "stream_recovery", "recovery", "on_error", "timeout", "stream_id",
+    "max_line_bytes",
+})
+
+_STREAM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}\Z")
+RECOVERY_KEYS = frozenset({"strategy", "max_retries", "keep"})
+
+
+def new_stream_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _callable(name: str, value: Any, signature: str) -> Optional[Callable[..., Any]]:
+    if value is None:
+        return None
+    if not callable(value):
+        raise TypeError(f"{name} must be a function {signature}, got {value!r:.80}")
+    return value
+
+
+class StreamOptions:
+    """The validated stream options of one ``stream_chat`` call."""
+
+    __slots__ = (
+        "track_metrics", "on_metrics", "transform_chunk", "validate_chunk", "on_invalid",
+        "buffer_chunks", "stream_recovery", "recovery", "on_error", "timeout", "stream_id",
+        "max_line_bytes",
+    )
+
+    def __init__(self, options: Dict[str, Any], default_timeout: Timeout) -> None:
+        self.on_metrics = _callable("on_metrics", options.get("on_metrics"), "(metrics) -> None")
+        track = options.get("track_metrics")
+        self.track_metrics = bool(self.on_metrics is not None if track is None else track)
+        if not self.track_metrics:
+            self.on_metrics = None
+        self.transform_chunk = _callable("transform_chunk", options.get("transform_chunk"), "(chunk) -> Chunk | None")
+        self.validate_chunk = _callable("validate_chunk", options.get("validate_chunk"), "(chunk) -> None | str")
+        self.on_error = _callable("on_error", options.get("on_error"), "(status, body) -> None")
+        on_invalid = options.get("on_invalid", "skip")
+        if on_invalid not in ("skip", "raise"):
+            raise ValueError(f'on_invalid must be "skip" or "raise", got {on_invalid!r}')
+        self.on_invalid = on_invalid
+        buffer_chunks = options.get("buffer_chunks", 1)
+        if buffer_chunks is None:
+            buffer_chunks = 1
+        if isinstance(buffer_chunks, bool) or not isinstance(buffer_chunks, int) or buffer_chunks < 1:
+            raise ValueError(f"buffer_chunks must be a whole number >= 1 (1 = no buffering), got {buffer_chunks!r}")
+        self.buffer_chunks = buffer_chunks
+        timeout = options.get("timeout")
+        self.timeout = default_timeout if timeout is None else Timeout.coerce(timeout)
+        stream_id = options.get("stream_id")
+        if stream_id is None:
+            stream_id = new_stream_id()
+        elif not isinstance(stream_id, str) or not _STREAM_ID.match(stream_id):
+            raise ValueError(
+                f"stream_id must be 1-200 characters of letters, digits and _.:-, got {stream_id!r:.80}"
+            )
+        self.stream_id = stream_id
+        max_line = options.get("max_line_bytes", 8 * 1024 * 1024)
+        if isinstance(max_line, bool) or not isinstance(max_line, int) or max_line < 1024:
+            raise ValueError(f"max_line_bytes must be a whole number >= 1024, got {max_line!r}")
+        self.max_line_bytes = max_line
+        self.stream_recovery = bool(options.get("stream_recovery", False))
+        recovery = options.get("recovery") or {}
+        if not isinstance(recovery, dict):
+            raise TypeError(f'recovery must be a dict like {{"strategy": "paragraph", "max_retries": 3}}, got {recovery!r:.80}')
+        unknown = set(recovery) - RECOVERY_KEYS
+        if unknown:
+            raise ValueError(f"unknown recovery option(s) {sorted(unknown)}: use {sorted(RECOVERY_KEYS)}")
+        self.recovery = recovery
+
+
+def split_options(options: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(stream options, request options for the adapter)."""
+    stream = {k: v for k, v in options.items() if k in STREAM_OPTIONS}
+    request = {k: v for k, v in options.items() if k not in STREAM_OPTIONS}
+    return stream, request
