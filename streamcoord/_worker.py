@@ -37,6 +37,7 @@ from streamcoord.errors import (
     ChunkValidationError,
     ConnectionLost,
     ProtocolError,
+    StreamcoordError,
     StreamTimeout,
 )
 
@@ -381,13 +382,17 @@ class Worker:
                 break
             metrics.bytes_received += len(data)
             chunks = []
-            for event in feed(data):
-                if sse and event.data == "[DONE]":
-                    parser.done = done = True
-                    break
-                chunk = parse(event)
-                if chunk is not None:
-                    chunks.append(chunk)
+            try:
+                for event in feed(data):
+                    if sse and event.data == "[DONE]":
+                        parser.done = done = True
+                        break
+                    chunk = parse(event)
+                    if chunk is not None:
+                        chunks.append(chunk)
+            except StreamcoordError as exc:
+                self._fail_mid_read(chunks, exc)
+                raise
             if chunks:
                 last_content = monotonic()
                 self._deliver(chunks)
@@ -398,11 +403,27 @@ class Worker:
         if done:
             self._drain_body(read1, sock)
         else:
-            tail = [c for c in map(parse, decoder.flush()) if c is not None]
+            tail: List[Chunk] = []
+            try:
+                for event in decoder.flush():
+                    chunk = parse(event)
+                    if chunk is not None:
+                        tail.append(chunk)
+            except StreamcoordError as exc:
+                self._fail_mid_read(tail, exc)
+                raise
             if tail:
                 self._deliver(tail)
         parser.finish()
         self._flush_pending()
+
+    def _fail_mid_read(self, chunks: List[Chunk], exc: StreamcoordError) -> None:
+        """A parse error or an error event: what was parsed before it is still delivered,
+        and an error event is reported to ``on_error`` with the provider's body."""
+        if chunks:
+            self._deliver(chunks)
+        if isinstance(exc, APIError):
+            self._report_error(exc.status, exc.body)
 
     def _drain_body(self, read1: Callable[[int], bytes], sock: Optional[socket.socket]) -> None:
         """After ``[DONE]``: read to the end of the body so the connection can be reused."""

@@ -1,0 +1,53 @@
+"""Shared fixtures: a loopback fake provider and a check that no thread outlives a test."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import streamcoord
+from tests.support.fakeserver import FakeProvider
+
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+API_KEY = "sk-test-SECRET-0123456789"
+
+
+def streamcoord_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("streamcoord-")]
+
+
+@pytest.fixture
+def server():
+    with FakeProvider() as provider:
+        yield provider
+    assert provider.errors == [], provider.errors
+
+
+@pytest.fixture
+def no_thread_leak():
+    """Fails the test if a streamcoord worker thread is still alive at its end."""
+    before = set(streamcoord_threads())
+    yield
+    leaked = [t for t in streamcoord_threads() if t not in before]
+    for t in leaked:
+        t.join(2.0)  # a worker that is finishing gets its bounded moment
+    alive = [t.name for t in leaked if t.is_alive()]
+    assert alive == [], f"worker threads outlived their streams: {alive}"
+
+
+@pytest.fixture
+def sleeps():
+    """Retry waits recorded instead of slept, so retry tests run instantly."""
+    return []
+
+
+@pytest.fixture
+def client(server, sleeps, no_thread_leak):
+    def make(provider="openai", **kwargs):
+        kwargs.setdefault("api_key", API_KEY)
+        kwargs.setdefault("base_url", server.base_url + ("/v1" if provider in ("openai", "mistral") else ""))
+        kwargs.setdefault("max_retries", streamcoord.Retry(2, sleep=sleeps.append))
+        return streamcoord.Client(provider, **kwargs)
+
+    return make
