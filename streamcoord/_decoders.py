@@ -89,15 +89,17 @@ class SSEDecoder:
         if len(tail) > self.max_line_bytes:
             raise _too_long(self.max_line_bytes)
         self._tail = tail
-        if chunk[cut] == 13:  # b"\r": the LF of a CRLF may start the next read
+        if chunk[cut] == 13 and not tail:  # b"\r" last: the LF of a CRLF may start the next read
             self._skip_lf = True
-        text = chunk[:cut].decode("utf-8", "replace")
+        text = chunk[: cut + 1].decode("utf-8", "replace")
         if not self._started:
             self._started = True
             if text[:1] == "\ufeff":
                 text = text[1:]
-        # The common case (LF only) splits with the fast str.split.
+        # The common case (LF only) splits with the fast str.split. The text ends with a line
+        # end, so the last item of the split is always "" and is dropped.
         lines = _LINE_END.split(text) if "\r" in text else text.split("\n")
+        del lines[-1]
         if cut > self.max_line_bytes:
             for line in lines:
                 if len(line) > self.max_line_bytes:  # chars <= bytes, so this errs on the safe side
@@ -109,7 +111,12 @@ class SSEDecoder:
         data = self._data
         for line in lines:
             if line[:6] == "data: ":
-                data = line[6:] if data is None else data + "\n" + line[6:]
+                if data is None:
+                    data = line[6:]
+                    continue
+                data = data + "\n" + line[6:]
+                if len(data) > self.max_line_bytes:
+                    raise _too_long(self.max_line_bytes)
                 continue
             if not line:
                 if data is not None:
