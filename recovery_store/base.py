@@ -1,0 +1,208 @@
+"""The recovery-store contract: what the coordinator persists so a broken stream can resume.
+
+A stream's record is small and boring on purpose: the request metadata a continuation
+needs (``meta``), the assistant text produced so far (``text``), a ``status`` and the time
+of the last write. The coordinator writes the text *before* the consumer sees it, so even a
+killed process leaves behind everything the user was shown.
+
+Every backend (memory, disk, Redis) implements the same semantics, checked by one shared
+test suite:
+
+* ``append`` costs O(len(delta)): a long answer arrives in thousands of small pieces, and
+  rewriting one growing string would make persisting an answer quadratic.
+* Records live ``ttl`` seconds after their *last write*; ``load`` returns ``None`` after
+  that. Operations that modify a record (``append``, ``replace_text``, ``set_status``,
+  ``update_meta``, ``finish(keep=True)``) raise ``KeyError`` for an unknown or expired
+  record instead of silently creating a half record without its ``meta``.
+* Values are JSON only (never pickle), so a store can be read by another process, another
+  Python version or another language, and a tampered store cannot execute code.
+* ``stream_id`` becomes part of storage keys, so it is restricted to a safe alphabet.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import logging
+import math
+import re
+from typing import Any, Optional
+
+__all__ = [
+    "DEFAULT_TTL",
+    "STATUSES",
+    "RecoveryStore",
+    "StreamRecord",
+    "dump_meta",
+    "validate_status",
+    "validate_stream_id",
+    "validate_text",
+    "validate_ttl",
+]
+
+logger = logging.getLogger("streamcoord.recovery_store")
+
+#: Default lifetime of a record after its last write: 24 hours.
+DEFAULT_TTL = 86400.0
+
+#: The statuses a record can have.
+STATUSES = ("streaming", "completed", "failed")
+
+_STREAM_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+
+# Top-level meta keys that would mean someone is about to persist credentials. The store
+# "holds only what a resume needs" (DESIGN.md, Logging and security); headers never are.
+# Only top-level keys are checked: a request body may legitimately contain a tool schema
+# with a parameter called "headers".
+_SECRET_META_KEYS = frozenset(
+    {
+        "headers",
+        "authorization",
+        "proxy-authorization",
+        "api_key",
+        "api-key",
+        "apikey",
+        "x-api-key",
+        "x-goog-api-key",
+        "cookie",
+    }
+)
+
+
+@dataclasses.dataclass
+class StreamRecord:
+    """One stream's persisted state, as returned by :meth:`RecoveryStore.load`.
+
+    ``meta`` is a fresh copy: mutating it does not change the store.
+    """
+
+    stream_id: str
+    meta: dict  # JSON-able: provider, request body (never headers/keys), strategy, model...
+    text: str  # all assistant text persisted so far, in order
+    status: str  # "streaming" | "completed" | "failed"
+    updated_at: float  # time.time() of the last write
+
+
+def validate_stream_id(stream_id: Any) -> str:
+    """Return ``stream_id`` if it is safe to embed in a storage key, else raise."""
+    if not isinstance(stream_id, str):
+        raise TypeError(f"stream_id must be a str, not {type(stream_id).__name__}")
+    if not _STREAM_ID_RE.fullmatch(stream_id):
+        raise ValueError(
+            "stream_id must be 1 to 200 characters of A-Z, a-z, 0-9, '_', '.', ':' or '-'; "
+            f"got {stream_id[:50]!r}{'...' if len(stream_id) > 50 else ''}"
+        )
+    return stream_id
+
+
+def validate_text(text: Any) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, not {type(text).__name__}")
+    return text
+
+
+def validate_status(status: Any) -> str:
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(map(repr, STATUSES))}; got {status!r}")
+    return status
+
+
+def validate_ttl(ttl: Any) -> float:
+    try:
+        value = float(ttl)
+    except (TypeError, ValueError):
+        raise TypeError(f"ttl must be a number of seconds, not {type(ttl).__name__}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"ttl must be a positive, finite number of seconds; got {ttl!r}")
+    return value
+
+
+def dump_meta(meta: Any) -> str:
+    """Serialize ``meta`` to JSON, with a clear ``TypeError`` if it cannot be.
+
+    NaN and infinities are rejected because they are not JSON (other languages and strict
+    parsers reading the store would choke). Non-str dict keys are converted to str by
+    ``json`` exactly as on every backend, so a round trip is the same everywhere.
+    """
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict, not {type(meta).__name__}")
+    for key in meta:
+        if isinstance(key, str) and key.lower() in _SECRET_META_KEYS:
+            raise ValueError(
+                f"meta must not contain {key!r}: the recovery store holds only what a resume "
+                "needs (the request body, never headers or API keys)"
+            )
+    try:
+        return json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"meta must be JSON-serializable (dicts, lists, str, numbers, bool, None): {exc}") from exc
+
+
+class RecoveryStore(abc.ABC):
+    """Where partial stream output is persisted. Subclasses must be thread-safe.
+
+    The coordinator calls ``start`` once, ``append`` for every piece of text before the
+    consumer sees it, ``replace_text`` after a recovery rewind, and ``finish`` at the end.
+    ``client.resume`` calls ``load``.
+    """
+
+    ttl: float = DEFAULT_TTL
+
+    @abc.abstractmethod
+    def start(self, stream_id: str, meta: dict) -> None:
+        """Create (or overwrite) a record: status ``"streaming"``, text ``""``."""
+
+    @abc.abstractmethod
+    def append(self, stream_id: str, text: str) -> None:
+        """Append ``text`` in O(len(text)) and refresh the expiry. ``KeyError`` if unknown."""
+
+    @abc.abstractmethod
+    def replace_text(self, stream_id: str, text: str) -> None:
+        """Atomically set the whole text (after a rewind). ``KeyError`` if unknown."""
+
+    @abc.abstractmethod
+    def set_status(self, stream_id: str, status: str) -> None:
+        """Set the status (one of :data:`STATUSES`). ``KeyError`` if unknown."""
+
+    @abc.abstractmethod
+    def update_meta(self, stream_id: str, **changes: Any) -> None:
+        """Shallow-merge ``changes`` into ``meta``. ``KeyError`` if unknown."""
+
+    @abc.abstractmethod
+    def load(self, stream_id: str) -> Optional[StreamRecord]:
+        """The record, or ``None`` if it is unknown or expired."""
+
+    @abc.abstractmethod
+    def delete(self, stream_id: str) -> None:
+        """Remove the record; deleting an unknown record is not an error."""
+
+    def finish(self, stream_id: str, keep: bool = False) -> None:
+        """Mark the stream completed: kept (status ``"completed"``) if ``keep``, else deleted.
+
+        Deleting is idempotent, so ``finish(id)`` on an unknown record does nothing;
+        ``finish(id, keep=True)`` on an unknown record raises ``KeyError``.
+        """
+        if keep:
+            self.set_status(stream_id, "completed")
+        else:
+            self.delete(validate_stream_id(stream_id))
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release resources; idempotent. Further use raises ``ValueError``."""
+
+    def __enter__(self) -> "RecoveryStore":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _unknown(stream_id: str) -> KeyError:
+    """The error for writing to a record that does not exist (or has expired)."""
+    return KeyError(f"no recovery record for stream_id {stream_id!r} (never started, deleted or expired)")
+
+
+def _closed(store: object) -> ValueError:
+    return ValueError(f"{type(store).__name__} is closed")

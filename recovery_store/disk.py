@@ -1,0 +1,269 @@
+"""The default recovery store: a diskcache (SQLite) directory, shared by threads and processes.
+
+Layout, per stream (``{id}`` is the validated stream id):
+
+* ``h:{id}``: the small head ``{"status", "updated_at", "n", "keep_until"}``, rewritten on
+  every write; it expires ``ttl`` after the last write and defines the record's life.
+* ``m:{id}``: ``meta`` (it holds the request body, possibly large), written only by
+  ``start``/``update_meta`` so an append never rewrites it.
+* ``p:{id}:{i}``: the i-th appended piece of text, ``0 <= i < n``. An append writes one
+  piece and the head: O(len(delta)), not O(total).
+
+Refreshing every piece's expiry on every append would be O(pieces) again. Instead meta and
+pieces get ``2 * ttl`` and the head remembers (``keep_until``, wall clock) how long they
+are guaranteed to live; only when that would end before the head's new expiry are they all
+touched again, at most about once per ``ttl``. Orphans of an expired head are culled by
+diskcache at most ``2 * ttl`` later.
+
+Security: the directory is created 0700, and values are stored as JSON *text* by
+:class:`JSONTextDisk`, which also refuses to unpickle anything it finds in the database, so
+a tampered cache file cannot run code. Size-based eviction is off (``eviction_policy
+"none"``): partial answers disappear by expiry, never because the cache grew.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Optional, Union
+
+import diskcache
+from diskcache.core import MODE_PICKLE, UNKNOWN
+
+from .base import (
+    DEFAULT_TTL,
+    RecoveryStore,
+    StreamRecord,
+    _closed,
+    _unknown,
+    dump_meta,
+    logger,
+    validate_status,
+    validate_stream_id,
+    validate_text,
+    validate_ttl,
+)
+
+__all__ = ["DiskStore", "JSONTextDisk", "default_directory", "default_store"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class JSONTextDisk(diskcache.Disk):
+    """A diskcache ``Disk`` that stores every value as JSON text and never unpickles.
+
+    Unlike ``diskcache.JSONDisk`` (zlib-compressed JSON blobs, and still willing to
+    unpickle a row whose mode says pickle), the database holds plain, inspectable JSON.
+    Keys must be ``str``.
+    """
+
+    def put(self, key: Any) -> Any:
+        if type(key) is not str:
+            raise TypeError(f"JSONTextDisk keys must be str, not {type(key).__name__}")
+        return super().put(key)
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise ValueError("refusing to unpickle a key found in the recovery cache")
+        return super().get(key, raw)
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
+        if read:
+            raise TypeError("JSONTextDisk does not store file-like values")
+        data = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: SQLite cannot hold them raw; escape
+            data = json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        return super().store(data, False, key=key)
+
+    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> Any:
+        if mode == MODE_PICKLE:
+            raise ValueError("refusing to unpickle a value found in the recovery cache")
+        if read:
+            raise TypeError("JSONTextDisk does not return file handles")
+        data = super().fetch(mode, filename, value, False)
+        if isinstance(data, bytes):
+            data = data.decode("utf-8")
+        return json.loads(data)
+
+
+def default_directory() -> str:
+    """``$STREAMCOORD_RECOVERY_DIR``, else the platform's per-user cache directory."""
+    env = os.environ.get("STREAMCOORD_RECOVERY_DIR")
+    if env:
+        return os.path.abspath(os.path.expanduser(env))
+    home = os.path.expanduser("~")
+    if sys.platform == "darwin":
+        base = os.path.join(home, "Library", "Caches")
+    elif os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        base = xdg if os.path.isabs(xdg) else os.path.join(home, ".cache")  # XDG: absolute only
+    return os.path.join(base, "streamcoord", "recovery")
+
+
+def _private_directory(directory: str) -> None:
+    """Create ``directory`` 0700, or tighten it to 0700 if it already exists and is ours."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.name != "posix":
+        return  # chmod cannot express owner-only access on Windows; ACLs are inherited
+    st = os.stat(directory)
+    if st.st_uid == os.getuid() and (st.st_mode & 0o777) != 0o700:
+        os.chmod(directory, 0o700)
+
+
+class DiskStore(RecoveryStore):
+    """Recovery records in a diskcache directory; safe across threads and processes.
+
+    ``clock`` (default :func:`time.time`) stamps ``updated_at`` and decides expiry on
+    ``load``; it must be wall-clock time because other processes read the same records.
+    diskcache's own expiry (real time) reclaims the space.
+    """
+
+    def __init__(
+        self,
+        directory: Optional[PathLike] = None,
+        ttl: float = DEFAULT_TTL,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ttl = validate_ttl(ttl)
+        self._clock = clock
+        self.directory = os.path.abspath(os.fspath(directory)) if directory is not None else default_directory()
+        _private_directory(self.directory)
+        self._cache = diskcache.Cache(self.directory, disk=JSONTextDisk, eviction_policy="none")
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"DiskStore({self.directory!r}, ttl={self.ttl!r})"
+
+    @property
+    def cache(self) -> diskcache.Cache:
+        """The underlying cache (for inspection and tests; do not write to it)."""
+        return self._cache
+
+    # -- helpers (call inside a transaction) ----------------------------------------------
+    def _txn(self) -> Any:
+        if self._closed:
+            raise _closed(self)
+        return self._cache.transact(retry=True)
+
+    def _head(self, sid: str) -> Optional[dict]:
+        head = self._cache.get("h:" + sid)
+        if head is not None and self._clock() - head["updated_at"] >= self.ttl:
+            logger.debug("recovery record expired", extra={"stream_id": sid})
+            return None
+        return head
+
+    def _remove(self, sid: str, head: Optional[dict]) -> None:
+        if head is None:
+            head = self._cache.get("h:" + sid)  # logically expired heads still list pieces
+        for i in range(head["n"] if head else 0):
+            self._cache.delete(f"p:{sid}:{i}")
+        self._cache.delete("m:" + sid)
+        self._cache.delete("h:" + sid)
+
+    def _write_head(self, sid: str, head: dict) -> None:
+        """Stamp and store ``head``; first make sure meta and pieces outlive it."""
+        now = time.time()  # diskcache expires by real time, whatever self._clock says
+        if head["keep_until"] < now + self.ttl:
+            long = 2 * self.ttl
+            self._cache.touch("m:" + sid, expire=long)
+            for i in range(head["n"]):
+                self._cache.touch(f"p:{sid}:{i}", expire=long)
+            head["keep_until"] = now + long
+        head["updated_at"] = self._clock()
+        self._cache.set("h:" + sid, head, expire=self.ttl)
+
+    def _existing(self, sid: str) -> dict:
+        head = self._head(sid)
+        if head is None:
+            raise _unknown(sid)
+        return head
+
+    # -- the contract ----------------------------------------------------------------------
+    def start(self, stream_id: str, meta: dict) -> None:
+        validate_stream_id(stream_id)
+        dump_meta(meta)  # validate (TypeError/ValueError) before touching the cache
+        long = 2 * self.ttl
+        with self._txn():
+            self._remove(stream_id, None)
+            self._cache.set("m:" + stream_id, meta, expire=long)
+            head = {"status": "streaming", "n": 0, "keep_until": time.time() + long}
+            self._write_head(stream_id, head)
+
+    def append(self, stream_id: str, text: str) -> None:
+        validate_stream_id(stream_id)
+        validate_text(text)
+        with self._txn():
+            head = self._existing(stream_id)
+            if text:
+                self._cache.set(f"p:{stream_id}:{head['n']}", text, expire=2 * self.ttl)
+                head["n"] += 1
+            self._write_head(stream_id, head)
+
+    def replace_text(self, stream_id: str, text: str) -> None:
+        validate_stream_id(stream_id)
+        validate_text(text)
+        with self._txn():
+            head = self._existing(stream_id)
+            for i in range(1, head["n"]):
+                self._cache.delete(f"p:{stream_id}:{i}")
+            if text:
+                self._cache.set(f"p:{stream_id}:0", text, expire=2 * self.ttl)
+            else:
+                self._cache.delete(f"p:{stream_id}:0")
+            head["n"] = 1 if text else 0
+            self._write_head(stream_id, head)
+
+    def set_status(self, stream_id: str, status: str) -> None:
+        validate_stream_id(stream_id)
+        validate_status(status)
+        with self._txn():
+            head = self._existing(stream_id)
+            head["status"] = status
+            self._write_head(stream_id, head)
+
+    def update_meta(self, stream_id: str, **changes: Any) -> None:
+        validate_stream_id(stream_id)
+        with self._txn():
+            head = self._existing(stream_id)
+            meta = self._cache.get("m:" + stream_id)
+            if meta is None:
+                raise _unknown(stream_id)
+            meta.update(changes)
+            dump_meta(meta)
+            self._cache.set("m:" + stream_id, meta, expire=2 * self.ttl)
+            self._write_head(stream_id, head)
+
+    def load(self, stream_id: str) -> Optional[StreamRecord]:
+        validate_stream_id(stream_id)
+        with self._txn():  # a consistent snapshot: no append can land half-way
+            head = self._head(stream_id)
+            if head is None:
+                return None
+            meta = self._cache.get("m:" + stream_id)
+            pieces = [self._cache.get(f"p:{stream_id}:{i}") for i in range(head["n"])]
+        if meta is None or any(p is None for p in pieces):
+            logger.warning("recovery record is incomplete; ignoring it", extra={"stream_id": stream_id})
+            return None
+        return StreamRecord(stream_id, meta, "".join(pieces), head["status"], head["updated_at"])
+
+    def delete(self, stream_id: str) -> None:
+        validate_stream_id(stream_id)
+        with self._txn():
+            self._remove(stream_id, None)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._cache.close()
+
+
+def default_store() -> DiskStore:
+    """A new :class:`DiskStore` on :func:`default_directory`; the caller owns (closes) it."""
+    return DiskStore()

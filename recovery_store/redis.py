@@ -1,0 +1,221 @@
+"""A recovery store in Redis, for several web nodes or machines sharing resumable streams.
+
+Layout, per stream, under ``prefix`` (default ``"streamcoord:"``):
+
+* ``{prefix}{id}:head``: a hash with ``meta`` (JSON text), ``status`` and ``updated_at``;
+  an append only rewrites ``updated_at``, never the (possibly large) meta.
+* ``{prefix}{id}:text``: a string grown with ``APPEND``, so an append costs O(len(delta))
+  and ``load`` is a single ``GET``.
+
+Both keys get ``PEXPIRE ttl`` on every write. Writes to an existing record run as
+optimistic transactions (``WATCH`` the head, check it, then ``MULTI``/``EXEC``), so an
+append can never resurrect a record that was deleted or expired meanwhile.
+
+The ``redis`` package is an optional extra, imported only when a store is created.
+Strings are sent as UTF-8 bytes (``surrogatepass``) and decoded here, so the store works
+whatever ``decode_responses`` setting a client passed in ``client=`` has.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any, Callable, Dict, Optional
+
+from .base import (
+    DEFAULT_TTL,
+    RecoveryStore,
+    StreamRecord,
+    _closed,
+    _unknown,
+    dump_meta,
+    validate_status,
+    validate_stream_id,
+    validate_text,
+    validate_ttl,
+)
+
+__all__ = ["RedisStore"]
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise ImportError(
+            "RedisStore needs the 'redis' package, an optional extra: pip install streamcoord[redis]"
+        ) from exc
+    return redis
+
+
+def _b(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
+
+
+class RedisStore(RecoveryStore):
+    """Recovery records in Redis. Thread-safe (redis-py pools connections).
+
+    ``client`` may be an existing ``redis.Redis``; then ``url`` is ignored and ``close()``
+    leaves that client open. ``clock`` (default :func:`time.time`) stamps ``updated_at``
+    and decides expiry on ``load``; Redis's own ``PEXPIRE`` reclaims the keys.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        ttl: float = DEFAULT_TTL,
+        prefix: str = "streamcoord:",
+        *,
+        client: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ttl = validate_ttl(ttl)
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        self.prefix = prefix
+        self._clock = clock
+        self._ttl_ms = max(1, math.ceil(self.ttl * 1000))
+        if client is None:
+            self._redis = _import_redis().Redis.from_url(url)
+            self._owns_client = True
+            self._url = url
+        else:
+            self._redis = client
+            self._owns_client = False
+            self._url = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        where = "client=..." if self._url is None else repr(_redact_url(self._url))
+        return f"RedisStore({where}, ttl={self.ttl!r}, prefix={self.prefix!r})"
+
+    @property
+    def client(self) -> Any:
+        """The underlying ``redis.Redis`` client."""
+        return self._redis
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _keys(self, sid: str) -> "tuple[str, str]":
+        if self._closed:
+            raise _closed(self)
+        return f"{self.prefix}{sid}:head", f"{self.prefix}{sid}:text"
+
+    def _expired(self, updated_at: Any) -> bool:
+        return updated_at is None or self._clock() - float(_s(updated_at)) >= self.ttl
+
+    def _update(self, sid: str, write: Callable[[Any, str, str, Dict[bytes, bytes]], None], *fields: str) -> None:
+        """Run ``write(pipe, head, text, values)`` in a transaction on an existing record.
+
+        ``values`` holds the head's ``updated_at`` and ``fields``; ``KeyError`` if the record
+        is unknown or expired. ``write`` queues commands; the stamp and expiries are added.
+        """
+        head, text = self._keys(sid)
+        names = ("updated_at",) + fields
+
+        def txn(pipe: Any) -> None:
+            got = pipe.hmget(head, *names)
+            if self._expired(got[0]):
+                raise _unknown(sid)
+            pipe.multi()
+            write(pipe, head, text, dict(zip(names, got)))
+            pipe.hset(head, "updated_at", repr(self._clock()))
+            pipe.pexpire(head, self._ttl_ms)
+            pipe.pexpire(text, self._ttl_ms)
+
+        self._redis.transaction(txn, head)
+
+    # -- the contract ----------------------------------------------------------------------
+    def start(self, stream_id: str, meta: dict) -> None:
+        validate_stream_id(stream_id)
+        meta_json = dump_meta(meta)
+        head, text = self._keys(stream_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(head, text)
+        pipe.hset(head, mapping={"meta": _b(meta_json), "status": "streaming", "updated_at": repr(self._clock())})
+        pipe.pexpire(head, self._ttl_ms)
+        pipe.execute()
+
+    def append(self, stream_id: str, text: str) -> None:
+        validate_stream_id(stream_id)
+        validate_text(text)
+        data = _b(text)
+
+        def write(pipe: Any, head: str, key: str, values: Dict[str, Any]) -> None:
+            if data:
+                pipe.append(key, data)
+
+        self._update(stream_id, write)
+
+    def replace_text(self, stream_id: str, text: str) -> None:
+        validate_stream_id(stream_id)
+        validate_text(text)
+        data = _b(text)
+
+        def write(pipe: Any, head: str, key: str, values: Dict[str, Any]) -> None:
+            if data:
+                pipe.set(key, data)
+            else:
+                pipe.delete(key)
+
+        self._update(stream_id, write)
+
+    def set_status(self, stream_id: str, status: str) -> None:
+        validate_stream_id(stream_id)
+        validate_status(status)
+
+        def write(pipe: Any, head: str, key: str, values: Dict[str, Any]) -> None:
+            pipe.hset(head, "status", status)
+
+        self._update(stream_id, write)
+
+    def update_meta(self, stream_id: str, **changes: Any) -> None:
+        validate_stream_id(stream_id)
+
+        def write(pipe: Any, head: str, key: str, values: Dict[str, Any]) -> None:
+            meta = json.loads(_s(values["meta"]) or "{}")
+            meta.update(changes)
+            pipe.hset(head, "meta", _b(dump_meta(meta)))
+
+        self._update(stream_id, write, "meta")
+
+    def load(self, stream_id: str) -> Optional[StreamRecord]:
+        validate_stream_id(stream_id)
+        head, text = self._keys(stream_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hmget(head, "meta", "status", "updated_at")
+        pipe.get(text)
+        (meta, status, updated_at), data = pipe.execute()
+        if meta is None or status is None or self._expired(updated_at):
+            return None
+        return StreamRecord(
+            stream_id=stream_id,
+            meta=json.loads(_s(meta)),
+            text=_s(data) if data is not None else "",
+            status=_s(status),
+            updated_at=float(_s(updated_at)),
+        )
+
+    def delete(self, stream_id: str) -> None:
+        validate_stream_id(stream_id)
+        self._redis.delete(*self._keys(stream_id))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._owns_client:
+                self._redis.close()
+
+
+def _redact_url(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:***@host``: reprs never show passwords."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://***@{host}"

@@ -1,0 +1,175 @@
+"""DiskStore specifics: private directory, JSON-only storage, sharing across stores and processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import recovery_store
+from recovery_store import DiskStore, default_store
+from recovery_store import disk as disk_module
+
+REPO_ROOT = Path(recovery_store.__file__).resolve().parent.parent
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+
+
+def _rows(directory):
+    with sqlite3.connect(os.path.join(directory, "cache.db")) as con:
+        return con.execute("SELECT key, raw, mode, filename, value FROM Cache").fetchall()
+
+
+@posix_only
+def test_a_new_directory_is_created_private(tmp_path):
+    target = tmp_path / "a" / "b" / "recovery"
+    with DiskStore(target):
+        pass
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o700
+
+
+@posix_only
+def test_an_existing_directory_of_ours_is_tightened_to_0700(tmp_path):
+    target = tmp_path / "recovery"
+    target.mkdir(mode=0o755)
+    os.chmod(target, 0o755)
+    with DiskStore(target):
+        pass
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o700
+
+
+def test_values_are_stored_as_json_text_never_pickle(tmp_path):
+    with DiskStore(tmp_path) as store:
+        store.start("s1", {"provider": "openai", "request": {"big": "z" * 40_000}})
+        store.append("s1", "héllo 😀")
+        assert isinstance(store.cache.disk, disk_module.JSONTextDisk)
+    rows = _rows(tmp_path)
+    assert rows
+    for key, raw, mode, filename, value in rows:
+        assert raw == 1 and isinstance(key, str)
+        assert mode in (1, 3)  # raw text in SQLite, or a text file; never 4 (pickle)
+        if mode == 1:
+            assert isinstance(value, str)
+            json.loads(value)
+        else:
+            json.loads((tmp_path / filename).read_text(encoding="utf-8"))
+    values = {key: value for key, _, mode, _, value in rows if mode == 1}
+    assert json.loads(values["p:s1:0"]) == "héllo 😀"
+
+
+def test_a_tampered_pickle_row_is_refused_not_unpickled(tmp_path):
+    with DiskStore(tmp_path) as store:
+        store.start("s1", {"provider": "openai"})
+    with sqlite3.connect(os.path.join(tmp_path, "cache.db")) as con:
+        con.execute("UPDATE Cache SET mode = 4, value = ? WHERE key = 'm:s1'", (pickle.dumps({"evil": True}),))
+    with DiskStore(tmp_path) as store:
+        with pytest.raises(ValueError, match="unpickle"):
+            store.load("s1")
+
+
+def test_append_is_visible_to_a_second_store_on_the_same_directory(tmp_path):
+    with DiskStore(tmp_path) as first, DiskStore(tmp_path) as second:
+        first.start("s1", {"provider": "openai"})
+        first.append("s1", "Hello")
+        assert second.load("s1").text == "Hello"
+        second.append("s1", ", world")
+        assert first.load("s1").text == "Hello, world"
+
+
+def test_append_is_visible_to_a_second_process(tmp_path):
+    with DiskStore(tmp_path) as store:
+        store.start("s1", {"provider": "openai"})
+        store.append("s1", "from parent; ")
+        code = (
+            "import sys, recovery_store as r\n"
+            "s = r.DiskStore(sys.argv[1])\n"
+            "rec = s.load('s1')\n"
+            "s.append('s1', 'from child, who saw ' + repr(rec.text))\n"
+            "s.close()\n"
+        )
+        subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT, check=True, timeout=60)
+        assert store.load("s1").text == "from parent; from child, who saw 'from parent; '"
+
+
+def test_a_record_survives_a_killed_writer_process(tmp_path):
+    code = (
+        "import os, sys, recovery_store as r\n"
+        "s = r.DiskStore(sys.argv[1])\n"
+        "s.start('s1', {'provider': 'openai'})\n"
+        "s.append('s1', 'persisted before the consumer saw it')\n"
+        "os._exit(9)\n"  # no close, no cleanup
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT, timeout=60)
+    assert proc.returncode == 9
+    with DiskStore(tmp_path) as store:
+        assert store.load("s1").text == "persisted before the consumer saw it"
+
+
+def test_records_expire_in_real_time_and_disappear_from_disk(tmp_path):
+    with DiskStore(tmp_path, ttl=0.05) as store:
+        store.start("s1", {"provider": "openai"})
+        store.append("s1", "soon gone")
+        time.sleep(0.15)
+        assert store.load("s1") is None
+        store.cache.expire(now=time.time() + 0.2)  # what diskcache's culling does later
+    assert _rows(tmp_path) == []
+
+
+def test_pieces_outlive_ttl_while_the_stream_keeps_writing(tmp_path):
+    # The stream lasts about 3 ttl; early pieces must not expire under a live head.
+    with DiskStore(tmp_path, ttl=0.3) as store:
+        store.start("s1", {"provider": "openai"})
+        for i in range(9):
+            store.append("s1", f"{i} ")
+            time.sleep(0.1)
+        assert store.load("s1").text == "".join(f"{i} " for i in range(9))
+
+
+def test_an_append_writes_one_piece_and_a_small_head(tmp_path):
+    with DiskStore(tmp_path) as store:
+        store.start("s1", {"request": {"messages": "m" * 10_000}})
+        for _ in range(50):
+            store.append("s1", "x" * 10)
+        head = store.cache.get("h:s1")
+        assert head["n"] == 50
+        assert len(json.dumps(head)) < 200  # neither the text nor the meta is rewritten
+
+
+def test_default_directory_honours_the_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMCOORD_RECOVERY_DIR", str(tmp_path / "env-dir"))
+    assert disk_module.default_directory() == str(tmp_path / "env-dir")
+    with default_store() as store:
+        assert isinstance(store, DiskStore)
+        assert store.directory == str(tmp_path / "env-dir")
+        assert os.path.isdir(store.directory)
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="XDG applies to Linux and other Unixes")
+def test_default_directory_follows_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("STREAMCOORD_RECOVERY_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert disk_module.default_directory() == str(tmp_path / "xdg" / "streamcoord" / "recovery")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert disk_module.default_directory() == str(tmp_path / "home" / ".cache" / "streamcoord" / "recovery")
+
+
+def test_default_directory_on_macos_is_library_caches(tmp_path, monkeypatch):
+    monkeypatch.delenv("STREAMCOORD_RECOVERY_DIR", raising=False)
+    monkeypatch.setattr(disk_module.sys, "platform", "darwin")
+    monkeypatch.setattr(disk_module.os.path, "expanduser", lambda p: str(tmp_path) if p == "~" else p)
+    expected = os.path.join(str(tmp_path), "Library", "Caches", "streamcoord", "recovery")
+    assert disk_module.default_directory() == expected
+
+
+def test_a_directory_given_as_a_path_object_works(tmp_path):
+    with DiskStore(tmp_path / "p") as store:
+        assert store.directory == str(tmp_path / "p")
+        assert "DiskStore(" in repr(store)
