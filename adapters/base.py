@@ -18,11 +18,12 @@ The coordinator does all the I/O: it sends the request, decodes the wire format 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from streamcoord._chunk import Chunk
-from streamcoord.errors import APIError, ConnectionLost, api_error_for_status
+from streamcoord.errors import APIError, ConnectionLost, ProtocolError, api_error_for_status
 
 __all__ = [
     "CONTINUE_INSTRUCTION",
@@ -31,6 +32,7 @@ __all__ = [
     "EventParser",
     "HTTPRequest",
     "error_message",
+    "json_object",
     "redact_headers",
     "validate_messages",
 ]
@@ -180,6 +182,26 @@ def error_message(body: Any) -> str:
             return err[:500]
     text = body if isinstance(body, str) else repr(body)
     return text[:500] if text else "(empty body)"
+
+
+_scan_once = json.JSONDecoder().scan_once
+
+
+def json_object(data: str, provider: str) -> Dict[str, Any]:
+    """One event's JSON object. Calls the C scanner directly: ``json.loads`` spends as long
+    again on its wrapper and two whitespace regexes, and this runs once per chunk."""
+    try:
+        obj, end = _scan_once(data, 0)
+        if end != len(data) and data[end:].strip():
+            raise ValueError("extra data after the JSON value")
+    except (StopIteration, ValueError):
+        try:
+            obj = json.loads(data)  # leading whitespace, or a real error with a good message
+        except ValueError as exc:
+            raise ProtocolError(f"{provider} sent an event that is not JSON: {data[:200]!r}") from exc
+    if obj.__class__ is not dict:
+        raise ProtocolError(f"{provider} sent an event that is not a JSON object: {data[:200]!r}")
+    return obj
 
 
 def validate_messages(messages: Any) -> List[Dict[str, Any]]:

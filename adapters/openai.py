@@ -6,17 +6,14 @@ DeepSeek, Together, ...): same wire format, another ``base_url`` and key variabl
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List, Optional, Sequence
 
 from adapters._options import check_options, require_model
-from adapters.base import Adapter, EventParser, HTTPRequest, error_message
+from adapters.base import Adapter, EventParser, HTTPRequest, error_message, json_object
 from streamcoord._chunk import Chunk, normalize_usage
-from streamcoord.errors import ProtocolError, api_error_for_type
+from streamcoord.errors import api_error_for_type
 
 __all__ = ["OpenAIAdapter", "OpenAICompatibleAdapter", "OpenAIParser"]
-
-_json_loads = json.loads
 
 FINISH_REASONS = {
     "stop": "stop",
@@ -50,19 +47,34 @@ def raise_error_event(provider: str, obj: Dict[str, Any]) -> None:
 
 class OpenAIParser(EventParser):
     provider = "openai"
+    # Raw finish_reason -> normalized; unknown values count as "stop". Subclasses (Mistral)
+    # extend it.
+    finish_reasons: Dict[str, str] = FINISH_REASONS
 
     def __init__(self, provider: str = "openai") -> None:
         super().__init__()
         self.provider = provider
 
     def parse(self, event: Any) -> Optional[Chunk]:
-        data = event.data
-        try:
-            obj = _json_loads(data)
-        except ValueError as exc:
-            raise ProtocolError(f"{self.provider} sent an event that is not JSON: {data[:200]!r}") from exc
-        if not isinstance(obj, dict):
-            raise ProtocolError(f"{self.provider} sent an event that is not a JSON object: {data[:200]!r}")
+        obj = json_object(event.data, self.provider)
+        # Fast path for by far the most common event, a plain content delta of choice 0;
+        # everything else (and anything unusual about this one) takes parse_object.
+        choices = obj.get("choices")
+        if choices.__class__ is list and len(choices) == 1:
+            choice = choices[0]
+            delta = choice.get("delta")
+            if delta.__class__ is dict and len(delta) == 1 and choice.get("finish_reason") is None:
+                text = delta.get("content")
+                if text and text.__class__ is str and not choice.get("index") and not obj.get("usage") and "error" not in obj:
+                    index = self.next_index
+                    self.next_index = index + 1
+                    return Chunk(text, None, obj.get("model"), obj.get("id"), index, None, None, {}, obj)
+        return self.parse_object(obj)
+
+    def parse_object(self, obj: Dict[str, Any]) -> Optional[Chunk]:
+        """One decoded ``chat.completion.chunk``; separate from :meth:`parse` so that
+        OpenAI-like parsers (Mistral) can reshape the object first."""
+        finish_reasons = self.finish_reasons
         if "error" in obj and obj["error"]:
             raise_error_event(self.provider, obj)
         content = ""
@@ -81,7 +93,7 @@ class OpenAIParser(EventParser):
                     if raw_finish:
                         chunk_meta["raw_finish_reason"] = raw_finish
                     return self._chunk(
-                        obj, text or "", FINISH_REASONS.get(raw_finish, "stop") if raw_finish else None,
+                        obj, text or "", finish_reasons.get(raw_finish, "stop") if raw_finish else None,
                         None, None, chunk_meta,
                     )
                 continue
@@ -99,7 +111,7 @@ class OpenAIParser(EventParser):
                 metadata["reasoning"] = reasoning
             raw_finish = choice.get("finish_reason")
             if raw_finish:
-                finish_reason = FINISH_REASONS.get(raw_finish, "stop")
+                finish_reason = finish_reasons.get(raw_finish, "stop")
                 metadata["raw_finish_reason"] = raw_finish
                 self.done = True
         usage = None

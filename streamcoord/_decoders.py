@@ -96,15 +96,35 @@ class SSEDecoder:
             self._started = True
             if text[:1] == "\ufeff":
                 text = text[1:]
-        # The common case (LF only) splits with the fast str.split. The text ends with a line
-        # end, so the last item of the split is always "" and is dropped.
-        lines = _LINE_END.split(text) if "\r" in text else text.split("\n")
-        del lines[-1]
         if cut > self.max_line_bytes:
-            for line in lines:
+            for line in _LINE_END.split(text):
                 if len(line) > self.max_line_bytes:  # chars <= bytes, so this errs on the safe side
                     raise _too_long(self.max_line_bytes)
-        return self._lines(lines)
+        if "\r" in text:
+            lines = _LINE_END.split(text)
+            del lines[-1]  # the text ends with a line end: the last item is always ""
+            return self._lines(lines)
+        return self._blocks(text)
+
+    def _blocks(self, text: str) -> List[ServerSentEvent]:
+        """LF-only text, cut at blank lines: an event that is one ``data:`` line (nearly
+        every LLM event) is dispatched without the line-by-line state machine."""
+        blocks = text.split("\n\n")
+        last = blocks.pop()  # after the last blank line: "" or lines of an unfinished event
+        events: List[ServerSentEvent] = []
+        for block in blocks:
+            if block[:5] == "data:" and self._data is None and not self._type and self._id is None and "\n" not in block:
+                data = block[6:] if block[5:6] == " " else block[5:]
+                events.append(ServerSentEvent(data, "message", self.last_event_id, self.retry))
+            else:
+                lines = block.split("\n")
+                lines.append("")  # the blank line that ended the block
+                events += self._lines(lines)
+        if last:
+            lines = last.split("\n")
+            del lines[-1]
+            events += self._lines(lines)
+        return events
 
     def _lines(self, lines: List[str]) -> List[ServerSentEvent]:
         events: List[ServerSentEvent] = []
