@@ -6,7 +6,7 @@ import dataclasses
 import sys
 from typing import Any, Dict, List, Optional
 
-__all__ = ["FINISH_REASONS", "Chunk", "ToolCallAccumulator", "normalize_usage"]
+__all__ = ["FINISH_REASONS", "Chunk", "ToolCallAccumulator", "content_chunk", "normalize_usage"]
 
 # The one finish_reason vocabulary all providers are mapped to.
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "error"})
@@ -36,6 +36,42 @@ class Chunk:
     tool_calls: Optional[List[Dict[str, Any]]] = None
     metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
     raw: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+
+def _content_chunk_factory():
+    """A constructor for the most common chunk, text only, about twice as fast as
+    ``Chunk(...)``: a frozen dataclass's ``__init__`` goes through ``object.__setattr__``
+    once per field, while the slot descriptors set a field directly. It runs once per
+    chunk, which makes it worth having. (Python 3.9 has no slotted dataclasses: there it
+    is the plain constructor.)"""
+    slots = getattr(Chunk, "__slots__", ())
+    if tuple(slots) != ("content", "finish_reason", "model", "id", "index", "usage", "tool_calls", "metadata", "raw"):
+        def content_chunk(content: str, model: Any, id: Any, index: int, raw: Any) -> Chunk:  # noqa: A002
+            return Chunk(content, None, model, id, index, None, None, {}, raw)
+
+        return content_chunk
+    new = object.__new__
+    set_content, set_finish, set_model, set_id, set_index, set_usage, set_tools, set_meta, set_raw = (
+        getattr(Chunk, name).__set__ for name in slots
+    )
+
+    def content_chunk(content: str, model: Any, id: Any, index: int, raw: Any) -> Chunk:  # noqa: A002
+        chunk = new(Chunk)
+        set_content(chunk, content)
+        set_finish(chunk, None)
+        set_model(chunk, model)
+        set_id(chunk, id)
+        set_index(chunk, index)
+        set_usage(chunk, None)
+        set_tools(chunk, None)
+        set_meta(chunk, {})
+        set_raw(chunk, raw)
+        return chunk
+
+    return content_chunk
+
+
+content_chunk = _content_chunk_factory()
 
 
 def normalize_usage(

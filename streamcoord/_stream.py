@@ -28,47 +28,55 @@ class ChatStream:
     def __init__(self, spec: StreamSpec) -> None:
         self._spec = spec
         self._worker: Optional[Worker] = None
-        self._batch: List[Chunk] = []
-        self._pos = 0
+        self._it: Iterator[Chunk] = iter(())
         self._closed = False
         self._exhausted = False
         self.stream_id = spec.stream_id
         self.provider = spec.provider
 
     # -- iteration ---------------------------------------------------------------------
-    def __iter__(self) -> "ChatStream":
-        return self
+    # The current batch is held as a list iterator, shared by ``for`` loops (which run
+    # the generator below: one C-level step per chunk) and explicit ``next()`` calls, so
+    # either can stop at any chunk and the other resumes at the next one.
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[Chunk]:
+        while True:
+            yield from self._it
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._it = iter(batch)
 
     def __next__(self) -> Chunk:
-        pos = self._pos
-        batch = self._batch
-        if pos < len(batch):
-            self._pos = pos + 1
-            return batch[pos]
-        batch = self._next_batch()
-        self._batch = batch
-        self._pos = 1
-        return batch[0]
+        for chunk in self._it:
+            return chunk
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                raise StopIteration
+            self._it = iter(batch)
+            for chunk in self._it:
+                return chunk
 
     def batches(self) -> Iterator[List[Chunk]]:
         """Yield the chunks as the lists they were handed over in (groups of
         ``buffer_chunks`` when buffering, else one list per network read)."""
-        if self._pos < len(self._batch):
-            rest = self._batch[self._pos:]
-            self._pos = len(self._batch)
+        rest = list(self._it)
+        if rest:
             yield rest
         while True:
-            try:
-                batch = self._next_batch()
-            except StopIteration:
+            batch = self._next_batch()
+            if batch is None:
                 return
-            self._batch = batch
-            self._pos = len(batch)
             yield list(batch)
 
-    def _next_batch(self) -> List[Chunk]:
+    def _next_batch(self) -> Optional[List[Chunk]]:
+        """The next batch from the worker; None at the end; raises the stream's error."""
         if self._exhausted:
-            raise StopIteration
+            return None
         if self._closed:
             raise ValueError(
                 "this stream was closed; start a new one with client.stream_chat(...) "
@@ -81,7 +89,7 @@ class ChatStream:
         self._exhausted = True
         if item.error is not None:
             raise item.error
-        raise StopIteration
+        return None
 
     def _start(self) -> Worker:
         worker = self._worker
@@ -106,8 +114,7 @@ class ChatStream:
 
     def _close(self, join: bool) -> None:
         self._closed = True
-        self._batch = []
-        self._pos = 0
+        self._it = iter(())
         worker = self._worker
         if worker is None:
             return

@@ -26,6 +26,7 @@ import urllib3.exceptions
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from adapters.base import Adapter, EventParser, HTTPRequest
+from streamcoord._body import BodyReader
 from streamcoord._chunk import Chunk, ToolCallAccumulator
 from streamcoord._config import Retry, Timeout
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
@@ -43,7 +44,7 @@ from streamcoord.errors import (
 
 __all__ = ["RETRY_STATUSES", "End", "StreamSpec", "Worker", "retry_after_seconds"]
 
-READ_SIZE = 65536
+READ_SIZE = 16384
 MAX_ERROR_BODY = 1 << 20
 QUEUE_BATCHES = 256
 # After [DONE], how long to wait for the end of the body so the connection can be reused.
@@ -350,11 +351,8 @@ class Worker:
             self.log.exception("on_error callback raised")
 
     def _read(self, response: requests.Response, parser: EventParser, decoder: Any) -> None:
-        raw = response.raw
-        read1 = getattr(raw, "read1", None)
-        if read1 is None:  # a transport without read1 (e.g. an injected test adapter)
-            pieces = raw.stream(READ_SIZE)
-            read1 = lambda _n: next(pieces, b"")  # noqa: E731
+        body = BodyReader(response, READ_SIZE)
+        read = body.read
         feed = decoder.feed
         parse = parser.parse
         sse = self.spec.wire_format == "sse"
@@ -375,7 +373,9 @@ class Worker:
             if sock is not None:
                 sock.settimeout(limit - now)
             try:
-                data = read1(READ_SIZE)
+                data = read()
+            except StreamcoordError:
+                raise
             except Exception as exc:
                 raise self._translate(exc, idle) from exc
             if not data:
@@ -401,7 +401,7 @@ class Worker:
         if self.cancelled:
             raise _Cancelled()
         if done:
-            self._drain_body(read1, sock)
+            self._drain_body(body, sock)
         else:
             tail: List[Chunk] = []
             try:
@@ -425,13 +425,13 @@ class Worker:
         if isinstance(exc, APIError):
             self._report_error(exc.status, exc.body)
 
-    def _drain_body(self, read1: Callable[[int], bytes], sock: Optional[socket.socket]) -> None:
+    def _drain_body(self, body: BodyReader, sock: Optional[socket.socket]) -> None:
         """After ``[DONE]``: read to the end of the body so the connection can be reused."""
-        if sock is None:
+        if body.complete or sock is None:
             return
         try:
             sock.settimeout(DRAIN_SECONDS)
-            while read1(READ_SIZE):
+            while body.read():
                 pass
         except Exception:  # noqa: S110 - the answer is complete; only reuse is lost
             self._close_response()

@@ -299,7 +299,7 @@ def test_injected_session_is_used(server, client):
 
 
 def test_exception_from_the_worker_keeps_its_cause(server, client):
-    server.enqueue(openai_text(PIECES, drop_after=2))
+    server.enqueue(openai_text(PIECES, drop_after=2, drop=Drop(reset=True)))
     with pytest.raises(streamcoord.ConnectionLost) as info:
         list(client().stream_chat(MESSAGES, model="m"))
-    assert info.value.__cause__ is not None
+    assert isinstance(info.value.__cause__, OSError)  # the reset, raised in the worker thread

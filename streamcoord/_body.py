@@ -1,0 +1,157 @@
+"""Reading a streamed response body: many HTTP chunks per read, not one.
+
+Providers send every event as its own HTTP/1.1 chunk. Read through urllib3/http.client,
+each ``read1`` returns at most one chunk, so a stream of small events pays the whole
+read path (urllib3's error catcher, http.client's chunk bookkeeping) once per event. Here
+the body is read straight from the connection's buffered socket reader, up to 64 KiB at a
+time, and the chunked framing is undone by ``ChunkedDecoder`` (``feed(bytes) -> bytes``,
+no I/O). Anything unusual (a compressed body, an unknown transport) takes the ordinary
+urllib3 path, which is correct, only slower.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from streamcoord.errors import ConnectionLost, ProtocolError
+
+__all__ = ["BodyReader", "ChunkedDecoder"]
+
+# A chunk-size line longer than this is not HTTP.
+_MAX_SIZE_LINE = 4096
+
+
+class ChunkedDecoder:
+    """Incremental decoder of HTTP/1.1 ``Transfer-Encoding: chunked``."""
+
+    __slots__ = ("_buf", "_left", "_state", "done")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._left = 0  # payload bytes still to come in the current chunk
+        self._state = 0  # 0: size line, 1: payload, 2: CRLF after payload, 3: trailers
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._buf + data if self._buf else data
+        out = []
+        pos = 0
+        end = len(buf)
+        state = self._state
+        left = self._left
+        while pos < end:
+            if state == 1:
+                take = min(left, end - pos)
+                out.append(buf[pos:pos + take])
+                pos += take
+                left -= take
+                if left == 0:
+                    state = 2
+            elif state == 0:
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    if end - pos > _MAX_SIZE_LINE:
+                        raise ProtocolError("invalid chunked encoding: chunk-size line too long")
+                    break
+                line = buf[pos:nl].split(b";", 1)[0].strip()
+                try:
+                    left = int(line, 16)
+                except ValueError:
+                    raise ProtocolError(f"invalid chunked encoding: bad chunk size {line[:40]!r}") from None
+                if left < 0:
+                    raise ProtocolError("invalid chunked encoding: negative chunk size")
+                pos = nl + 2
+                state = 1 if left else 3
+            elif state == 2:
+                if end - pos < 2:
+                    break
+                if buf[pos:pos + 2] != b"\r\n":
+                    raise ProtocolError("invalid chunked encoding: chunk not followed by CRLF")
+                pos += 2
+                state = 0
+            else:  # trailers, ended by an empty line
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    if end - pos > _MAX_SIZE_LINE:
+                        raise ProtocolError("invalid chunked encoding: trailer line too long")
+                    break
+                if nl == pos:
+                    self.done = True
+                    pos = nl + 2
+                    break
+                pos = nl + 2
+        self._buf = buf[pos:] if pos < end else b""
+        self._state = state
+        self._left = left
+        return out[0] if len(out) == 1 else b"".join(out)
+
+
+class BodyReader:
+    """``read()`` returns the next piece of the decoded body, ``b""`` at its end.
+
+    ``complete`` tells whether the body ended the way HTTP says it must (the last chunk,
+    or Content-Length bytes); a body cut short raises ``ConnectionLost``.
+    """
+
+    def __init__(self, response: Any, read_size: int = 65536) -> None:
+        self._read_size = read_size
+        self._raw = response.raw
+        self.complete = False
+        self.fast = False
+        self._chunked: Optional[ChunkedDecoder] = None
+        self._left: Optional[int] = None
+        self._read: Callable[[int], bytes] = getattr(self._raw, "read1", None) or self._raw.read
+        http_response = getattr(self._raw, "_fp", None)
+        sock_file = getattr(http_response, "fp", None)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if sock_file is not None and hasattr(sock_file, "read1") and encoding in ("", "identity"):
+            self.fast = True
+            self._http_response = http_response
+            self._read = sock_file.read1
+            if getattr(http_response, "chunked", False):
+                self._chunked = ChunkedDecoder()
+            else:
+                self._left = getattr(http_response, "length", None)
+
+    def read(self) -> bytes:
+        if not self.fast:
+            data = self._read(self._read_size)
+            if not data:
+                self.complete = True
+            return data
+        if self.complete:
+            return b""
+        chunked = self._chunked
+        while True:
+            data = self._read(self._read_size)
+            if not data:
+                return self._eof()
+            if chunked is not None:
+                data = chunked.feed(data)
+                if chunked.done:
+                    self._end()
+                if data or chunked.done:
+                    return data
+                continue  # only framing arrived
+            if self._left is not None:
+                if len(data) > self._left:
+                    data = data[: self._left]
+                self._left -= len(data)
+                if self._left == 0:
+                    self._end()
+            return data
+
+    def _eof(self) -> bytes:
+        if self._chunked is not None or self._left:
+            raise ConnectionLost("the connection closed in the middle of the response body")
+        self._end()  # a body delimited by the connection closing
+        return b""
+
+    def _end(self) -> None:
+        """The body is complete: hand the connection back to the pool for reuse."""
+        self.complete = True
+        try:
+            self._http_response.close()  # http.client's view: this response is done
+            self._raw.release_conn()
+        except Exception:  # noqa: S110 - only reuse is lost; the answer is complete
+            pass
