@@ -9,7 +9,14 @@ from __future__ import annotations
 import threading
 from typing import Callable, Dict, List, Union
 
+# streamcoord first: adapters.base needs streamcoord's chunk model, and streamcoord's
+# package init imports adapters.base; in this order ``import adapters`` alone works too.
+import streamcoord  # noqa: F401  isort: skip
+from adapters.anthropic import AnthropicAdapter
 from adapters.base import Adapter, EventParser, HTTPRequest
+from adapters.gemini import GeminiAdapter
+from adapters.mistral import MistralAdapter
+from adapters.ollama import OllamaAdapter
 from adapters.openai import OpenAIAdapter, OpenAICompatibleAdapter
 
 __all__ = ["Adapter", "EventParser", "HTTPRequest", "get", "names", "register"]
@@ -57,6 +64,10 @@ def names() -> List[str]:
 
 def _register_builtin() -> None:
     register("openai", OpenAIAdapter)
+    register("anthropic", AnthropicAdapter)
+    register("gemini", GeminiAdapter)
+    register("ollama", OllamaAdapter)
+    register("mistral", MistralAdapter)
     compatible = {
         # name: (default base_url, key variables, key required)
         "groq": ("https://api.groq.com/openai/v1", ("GROQ_API_KEY",), True),

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from adapters._options import check_options, require_model
 from adapters.base import Adapter, EventParser, HTTPRequest, error_message, json_object
-from streamcoord._chunk import Chunk, normalize_usage
+from streamcoord._chunk import Chunk, content_chunk, normalize_usage
 from streamcoord.errors import api_error_for_type
 
 __all__ = ["OpenAIAdapter", "OpenAICompatibleAdapter", "OpenAIParser"]
@@ -68,7 +68,7 @@ class OpenAIParser(EventParser):
                 if text and text.__class__ is str and not choice.get("index") and not obj.get("usage") and "error" not in obj:
                     index = self.next_index
                     self.next_index = index + 1
-                    return Chunk(text, None, obj.get("model"), obj.get("id"), index, None, None, {}, obj)
+                    return content_chunk(text, obj.get("model"), obj.get("id"), index, obj)
         return self.parse_object(obj)
 
     def parse_object(self, obj: Dict[str, Any]) -> Optional[Chunk]:

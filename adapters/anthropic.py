@@ -1,0 +1,291 @@
+"""Anthropic Messages API (``POST {base_url}/v1/messages``, SSE with named events).
+
+The stream is a sequence of typed events: ``message_start`` (model, id, input usage),
+``content_block_start``/``_delta``/``_stop`` per content block (text, thinking, tool_use),
+``message_delta`` (stop reason and cumulative usage), ``message_stop``, ``ping`` and
+``error``. There is no ``[DONE]``: ``message_stop`` is the end signal.
+
+Chat messages in the common ``{"role", "content"}`` form are mapped here: ``system`` (and
+``developer``) messages go to the top-level ``system`` field, OpenAI-style assistant
+``tool_calls`` become ``tool_use`` blocks and ``tool`` messages ``tool_result`` blocks.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional, Sequence
+
+from adapters._options import check_options, require_model
+from adapters.base import Adapter, EventParser, HTTPRequest, error_message, json_object
+from streamcoord._chunk import Chunk, normalize_usage
+from streamcoord.errors import api_error_for_type
+
+__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicAdapter", "AnthropicParser"]
+
+API_VERSION = "2023-06-01"
+# The API requires max_tokens; this is what a request without max_tokens= asks for.
+DEFAULT_MAX_TOKENS = 4096
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Options copied into the body under the same name.
+PASSTHROUGH = ("temperature", "top_p", "top_k", "thinking", "metadata", "service_tier")
+
+_TOOL_CHOICE = {"auto": {"type": "auto"}, "required": {"type": "any"}, "any": {"type": "any"}, "none": {"type": "none"}}
+
+
+class AnthropicParser(EventParser):
+    """Turns Messages stream events into chunks.
+
+    ``message_start`` returns no chunk: its model, id and usage are remembered and ride on
+    the later chunks. (A chunk without content would count as delivered output, and the
+    coordinator only retries a failed stream plainly before anything was delivered.)
+    """
+
+    provider = "anthropic"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: Optional[str] = None
+        self.message_id: Optional[str] = None
+        self.usage: Dict[str, Any] = {}  # message_start usage, overlaid by message_delta's
+        self._tool_blocks: Dict[int, bool] = {}  # block index -> arguments seen
+
+    def parse(self, event: Any) -> Optional[Chunk]:
+        obj = json_object(event.data, "anthropic")
+        kind = obj.get("type") or event.event
+        if kind == "content_block_delta":
+            return self._delta(obj)
+        if kind == "content_block_start":
+            return self._block_start(obj)
+        if kind == "content_block_stop":
+            return self._block_stop(obj)
+        if kind == "message_start":
+            message = obj.get("message") or {}
+            self.model = message.get("model")
+            self.message_id = message.get("id")
+            self.usage = dict(message.get("usage") or {})
+            return None
+        if kind == "message_delta":
+            return self._message_delta(obj)
+        if kind == "message_stop":
+            self.done = True
+            return None
+        if kind == "error":
+            err = obj.get("error")
+            err_type = err.get("type") if isinstance(err, dict) else None
+            cls, status = api_error_for_type(err_type)
+            raise cls(f"anthropic sent an error event: {error_message(obj)}", status=status, body=obj, provider="anthropic")
+        return None  # ping, and event types added after this adapter was written
+
+    def _delta(self, obj: Dict[str, Any]) -> Optional[Chunk]:
+        delta = obj.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta":
+            text = delta.get("text")
+            return self._chunk(obj, text) if text else None
+        if kind == "thinking_delta":
+            thinking = delta.get("thinking")
+            return self._chunk(obj, metadata={"reasoning": thinking}) if thinking else None
+        if kind == "input_json_delta":
+            partial = delta.get("partial_json")
+            if not partial:
+                return None  # the first fragment is often ""
+            index = obj.get("index", 0)
+            self._tool_blocks[index] = True
+            return self._chunk(obj, tool_calls=[{"index": index, "function": {"arguments": partial}}])
+        if kind == "signature_delta":
+            # Needed to send a thinking block back in a later turn; not text.
+            return self._chunk(obj, metadata={"thinking_signature": delta.get("signature")})
+        return None  # citations_delta and future delta types
+
+    def _block_start(self, obj: Dict[str, Any]) -> Optional[Chunk]:
+        block = obj.get("content_block") or {}
+        kind = block.get("type")
+        if kind == "tool_use":
+            index = obj.get("index", 0)
+            self._tool_blocks[index] = False
+            call = {"index": index, "id": block.get("id"), "type": "function",
+                    "function": {"name": block.get("name") or "", "arguments": ""}}
+            return self._chunk(obj, tool_calls=[call])
+        if kind == "text" and block.get("text"):
+            return self._chunk(obj, block["text"])
+        if kind == "thinking" and block.get("thinking"):
+            return self._chunk(obj, metadata={"reasoning": block["thinking"]})
+        if kind == "redacted_thinking":
+            return self._chunk(obj, metadata={"redacted_thinking": block.get("data")})
+        return None
+
+    def _block_stop(self, obj: Dict[str, Any]) -> Optional[Chunk]:
+        index = obj.get("index", 0)
+        if self._tool_blocks.get(index) is False:
+            # A tool without parameters streams no argument fragments: make its
+            # arguments the JSON object "{}" (as OpenAI does), not an empty string.
+            self._tool_blocks[index] = True
+            return self._chunk(obj, tool_calls=[{"index": index, "function": {"arguments": "{}"}}])
+        return None
+
+    def _message_delta(self, obj: Dict[str, Any]) -> Chunk:
+        delta = obj.get("delta") or {}
+        metadata: Dict[str, Any] = {}
+        finish_reason = None
+        raw_finish = delta.get("stop_reason")
+        if raw_finish:
+            finish_reason = FINISH_REASONS.get(raw_finish, "stop")
+            metadata["raw_finish_reason"] = raw_finish
+        if delta.get("stop_sequence"):
+            metadata["stop_sequence"] = delta["stop_sequence"]
+        usage = None
+        delta_usage = obj.get("usage")
+        if delta_usage:
+            # message_delta usage is cumulative; fields it leaves out (cache_creation,
+            # service_tier, ...) keep their message_start values.
+            self.usage.update(delta_usage)
+        if self.usage:
+            # prompt_tokens is input_tokens alone: cache reads/writes are reported apart
+            # (cache_read_input_tokens, cache_creation_input_tokens, in raw_usage).
+            usage = normalize_usage(self.usage.get("input_tokens"), self.usage.get("output_tokens"))
+            metadata["raw_usage"] = dict(self.usage)
+        return self._chunk(obj, finish_reason=finish_reason, usage=usage, metadata=metadata)
+
+    def _chunk(self, obj, content="", finish_reason=None, usage=None, tool_calls=None, metadata=None) -> Chunk:
+        index = self.next_index
+        self.next_index = index + 1
+        return Chunk(content, finish_reason, self.model, self.message_id, index, usage, tool_calls,
+                     metadata if metadata is not None else {}, obj)
+
+
+class AnthropicAdapter(Adapter):
+    name = "anthropic"
+    wire_format = "sse"
+    default_base_url = "https://api.anthropic.com"
+    api_key_env: Sequence[str] = ("ANTHROPIC_API_KEY",)
+    requires_api_key = True
+    example_model = "claude-sonnet-4-5"
+
+    def build_request(
+        self, messages: List[Dict[str, Any]], options: Dict[str, Any], *, base_url: str, api_key: Optional[str]
+    ) -> HTTPRequest:
+        check_options(self.name, options, PASSTHROUGH + ("max_tokens", "stop", "stop_sequences", "tools", "tool_choice"))
+        model = require_model(self.name, options, self.example_model)
+        system, turns = _split_system(messages)
+        max_tokens = options.get("max_tokens")
+        body: Dict[str, Any] = {
+            "model": model,
+            "messages": turns,
+            "max_tokens": DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
+            "stream": True,
+        }
+        if system is not None:
+            body["system"] = system
+        for key in PASSTHROUGH:
+            if options.get(key) is not None:
+                body[key] = options[key]
+        stop = options.get("stop_sequences", options.get("stop"))
+        if stop is not None:
+            body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        if options.get("tools") is not None:
+            body["tools"] = [_tool(t) for t in options["tools"]]
+        if options.get("tool_choice") is not None:
+            body["tool_choice"] = _tool_choice(options["tool_choice"])
+        body.update(options.get("extra_body") or {})
+        headers = {"content-type": "application/json", "accept": "text/event-stream", "anthropic-version": API_VERSION}
+        if api_key:
+            headers["x-api-key"] = api_key
+        headers.update(options.get("extra_headers") or {})
+        return HTTPRequest(url=f"{base_url}/v1/messages", json=body, headers=headers)
+
+    def new_parser(self, request: HTTPRequest) -> EventParser:
+        return AnthropicParser()
+
+    def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
+        """Continue natively: the partial answer becomes a final assistant turn (a prefill).
+
+        The API rejects a final assistant turn that ends in whitespace, so the prefix is
+        ``rstrip()``-ed: the model's continuation then starts with the whitespace that was
+        stripped (or its own), and the caller must not expect it to be re-sent verbatim;
+        ``len(partial_text) - len(partial_text.rstrip())`` characters were dropped.
+        A prefill of the user's own (a last assistant message) is extended, not repeated.
+        (Prefill is not accepted together with extended thinking.)
+        """
+        body = dict(request.json)
+        messages = list(body.get("messages") or [])
+        prefix = partial_text
+        if messages and messages[-1].get("role") == "assistant" and isinstance(messages[-1].get("content"), str):
+            prefix = messages.pop()["content"] + partial_text
+        prefix = prefix.rstrip()
+        if prefix:
+            messages.append({"role": "assistant", "content": prefix})
+        body["messages"] = messages
+        return request.with_json(body)
+
+
+def _split_system(messages: List[Dict[str, Any]]):
+    """The top-level ``system`` value and the remaining turns in Anthropic's form.
+
+    Several system messages are joined with a blank line; if any has a list of content
+    blocks (e.g. with ``cache_control``), ``system`` becomes the list of all blocks.
+    """
+    system_parts: List[Any] = []
+    turns: List[Dict[str, Any]] = []
+    results: Optional[List[Dict[str, Any]]] = None  # the tool_result blocks of the current user turn
+    for message in messages:
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system_parts.append(content)
+        elif role == "tool":
+            block = {"type": "tool_result", "tool_use_id": message.get("tool_call_id"), "content": content}
+            if results is not None:
+                results.append(block)  # parallel calls: all results in one user turn
+            else:
+                results = [block]
+                turns.append({"role": "user", "content": results})
+            continue
+        elif role == "assistant" and message.get("tool_calls"):
+            blocks: List[Dict[str, Any]] = [{"type": "text", "text": content}] if content else []
+            for call in message["tool_calls"]:
+                function = call.get("function") or {}
+                arguments = function.get("arguments") or "{}"
+                blocks.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
+                               "input": json.loads(arguments) if isinstance(arguments, str) else arguments})
+            turns.append({"role": "assistant", "content": blocks})
+        else:
+            turns.append({k: v for k, v in message.items() if k in ("role", "content")})
+        results = None
+    if not system_parts:
+        return None, turns
+    if all(isinstance(p, str) for p in system_parts):
+        return "\n\n".join(system_parts), turns
+    blocks = []
+    for part in system_parts:
+        blocks.extend([{"type": "text", "text": part}] if isinstance(part, str) else part)
+    return blocks, turns
+
+
+def _tool(tool: Dict[str, Any]) -> Dict[str, Any]:
+    """An OpenAI-style ``{"type": "function", "function": {...}}`` tool in Anthropic's form;
+    a tool already in Anthropic's form (or a server tool) passes through."""
+    if tool.get("type") == "function" and isinstance(tool.get("function"), dict):
+        function = tool["function"]
+        out = {"name": function.get("name"), "input_schema": function.get("parameters") or {"type": "object"}}
+        if function.get("description"):
+            out["description"] = function["description"]
+        return out
+    return tool
+
+
+def _tool_choice(choice: Any) -> Any:
+    if isinstance(choice, str):
+        return _TOOL_CHOICE.get(choice, {"type": choice})
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+    return choice

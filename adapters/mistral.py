@@ -1,0 +1,143 @@
+"""Mistral chat completions (``POST {base_url}/chat/completions``, SSE, ``[DONE]``).
+
+The wire format is OpenAI's with these differences, handled here on top of the OpenAI
+parser:
+
+* usage rides on the chunk that carries ``finish_reason`` (there is no ``stream_options``);
+* a tool call arrives complete in one chunk, without ``index`` or ``type``: it is passed on
+  without ``index`` so the stream's accumulator gives each call the next free one;
+* reasoning models (Magistral) send ``delta.content`` as a LIST of typed parts:
+  ``{"type": "text", "text"}`` is answer text, ``{"type": "thinking", "thinking": [parts]}``
+  is reasoning and goes to ``metadata["reasoning"]``;
+* a random-length ``p`` padding field (against length side channels) is ignored;
+* an error can come as ``{"object": "error", "message", "type", "code"}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence
+
+from adapters._options import check_options, require_model
+from adapters.base import Adapter, EventParser, HTTPRequest, error_message
+from adapters.openai import FINISH_REASONS as OPENAI_FINISH_REASONS
+from adapters.openai import OpenAIParser
+from streamcoord._chunk import Chunk
+from streamcoord.errors import api_error_for_type
+
+__all__ = ["MistralAdapter", "MistralParser"]
+
+FINISH_REASONS = dict(OPENAI_FINISH_REASONS, model_length="length", error="error")
+
+# Request parameters passed through to the body unchanged.
+PASSTHROUGH = (
+    "temperature", "top_p", "stop", "tools", "tool_choice", "response_format", "n", "presence_penalty",
+    "frequency_penalty", "parallel_tool_calls", "safe_prompt", "prediction", "prompt_mode", "random_seed",
+)
+
+
+class MistralParser(OpenAIParser):
+    finish_reasons = FINISH_REASONS
+
+    def __init__(self, provider: str = "mistral") -> None:
+        super().__init__(provider)
+
+    def parse_object(self, obj: Dict[str, Any]) -> Optional[Chunk]:
+        if obj.get("object") == "error":
+            cls, status = api_error_for_type(str(obj.get("type") or obj.get("code") or ""))
+            raise cls(f"mistral sent an error event: {error_message(obj)}", status=status, body=obj, provider=self.provider)
+        choices = obj.get("choices")
+        if not choices or not _needs_reshaping(choices):
+            return super().parse_object(obj)
+        # Rare events (typed content parts, tool calls): parse a reshaped copy, keep the
+        # original as chunk.raw.
+        reasoning: List[str] = []
+        reshaped = dict(obj, choices=[_reshape(choice, reasoning) for choice in choices])
+        chunk = super().parse_object(reshaped)
+        if reasoning:
+            if chunk is None:
+                return self._chunk(obj, "", None, None, None, {"reasoning": "".join(reasoning)})
+            return dataclasses.replace(chunk, metadata=dict(chunk.metadata, reasoning="".join(reasoning)), raw=obj)
+        return dataclasses.replace(chunk, raw=obj) if chunk is not None else None
+
+
+def _needs_reshaping(choices: List[Dict[str, Any]]) -> bool:
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        if isinstance(delta.get("content"), list) or delta.get("tool_calls"):
+            return True
+    return False
+
+
+def _reshape(choice: Dict[str, Any], reasoning: List[str]) -> Dict[str, Any]:
+    """A choice whose list content is flattened to text (thinking parts go to
+    ``reasoning``, for choice 0 only) and whose tool calls get ``type``."""
+    delta = choice.get("delta") or {}
+    new_delta = dict(delta)
+    content = delta.get("content")
+    if isinstance(content, list):
+        texts: List[str] = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                texts.append(part.get("text") or "")
+            elif kind == "thinking" and not choice.get("index"):
+                for inner in part.get("thinking") or ():
+                    if isinstance(inner, dict) and inner.get("type") == "text":
+                        reasoning.append(inner.get("text") or "")
+                    elif isinstance(inner, str):
+                        reasoning.append(inner)
+        new_delta["content"] = "".join(texts)
+    calls = delta.get("tool_calls")
+    if calls:
+        new_delta["tool_calls"] = [dict(call, type=call.get("type") or "function") for call in calls]
+    return dict(choice, delta=new_delta)
+
+
+class MistralAdapter(Adapter):
+    name = "mistral"
+    wire_format = "sse"
+    default_base_url = "https://api.mistral.ai/v1"
+    api_key_env: Sequence[str] = ("MISTRAL_API_KEY",)
+    requires_api_key = True
+    example_model = "mistral-small-latest"
+
+    def build_request(
+        self, messages: List[Dict[str, Any]], options: Dict[str, Any], *, base_url: str, api_key: Optional[str]
+    ) -> HTTPRequest:
+        check_options(self.name, options, PASSTHROUGH + ("max_tokens", "seed"))
+        body: Dict[str, Any] = {
+            "model": require_model(self.name, options, self.example_model),
+            "messages": messages,
+            "stream": True,
+        }
+        for key in PASSTHROUGH:
+            if options.get(key) is not None:
+                body[key] = options[key]
+        if options.get("seed") is not None:
+            body["random_seed"] = options["seed"]  # Mistral's name for it
+        if options.get("max_tokens") is not None:
+            body["max_tokens"] = options["max_tokens"]
+        body.update(options.get("extra_body") or {})
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        headers.update(options.get("extra_headers") or {})
+        return HTTPRequest(url=f"{base_url}/chat/completions", json=body, headers=headers)
+
+    def new_parser(self, request: HTTPRequest) -> EventParser:
+        return MistralParser(self.name)
+
+    def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
+        """Continue natively: the partial answer as a final assistant turn with
+        ``"prefix": true``, which Mistral extends instead of answering anew. A prefix of the
+        user's own (a last assistant message) is extended, not repeated."""
+        body = dict(request.json)
+        messages = list(body.get("messages") or [])
+        prefix = partial_text
+        last = messages[-1] if messages else None
+        if last is not None and last.get("role") == "assistant" and isinstance(last.get("content"), str):
+            prefix = messages.pop()["content"] + partial_text
+        messages.append({"role": "assistant", "content": prefix, "prefix": True})
+        body["messages"] = messages
+        return request.with_json(body)
