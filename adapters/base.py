@@ -86,6 +86,17 @@ class EventParser:
     def parse(self, event: Any) -> Optional[Chunk]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def parse_into(self, events: List[Any], out: List[Chunk]) -> None:
+        """Parse one network read's events, appending the chunks to ``out``. Appending (not
+        returning) means the chunks parsed before an error are still there for the caller.
+        Parsers may override this with a tighter loop; it runs for every event."""
+        parse = self.parse
+        append = out.append
+        for event in events:
+            chunk = parse(event)
+            if chunk is not None:
+                append(chunk)
+
     def finish(self) -> None:
         if not self.done:
             raise ConnectionLost(

@@ -56,20 +56,33 @@ class OpenAIParser(EventParser):
         self.provider = provider
 
     def parse(self, event: Any) -> Optional[Chunk]:
-        obj = json_object(event.data, self.provider)
-        # Fast path for by far the most common event, a plain content delta of choice 0;
-        # everything else (and anything unusual about this one) takes parse_object.
-        choices = obj.get("choices")
-        if choices.__class__ is list and len(choices) == 1:
-            choice = choices[0]
-            delta = choice.get("delta")
-            if delta.__class__ is dict and len(delta) == 1 and choice.get("finish_reason") is None:
-                text = delta.get("content")
-                if text and text.__class__ is str and not choice.get("index") and not obj.get("usage") and "error" not in obj:
-                    index = self.next_index
-                    self.next_index = index + 1
-                    return content_chunk(text, obj.get("model"), obj.get("id"), index, obj)
-        return self.parse_object(obj)
+        out: List[Chunk] = []
+        self.parse_into((event,), out)
+        return out[0] if out else None
+
+    def parse_into(self, events: Any, out: List[Chunk]) -> None:
+        # The hot loop of an OpenAI-format stream. A plain content delta of choice 0 (by far
+        # the most common event) is handled inline; anything else, or anything unusual about
+        # one, takes parse_object.
+        provider = self.provider
+        append = out.append
+        parse_object = self.parse_object
+        for event in events:
+            obj = json_object(event.data, provider)
+            choices = obj.get("choices")
+            if choices.__class__ is list and len(choices) == 1:
+                choice = choices[0]
+                delta = choice.get("delta")
+                if delta.__class__ is dict and len(delta) == 1 and choice.get("finish_reason") is None:
+                    text = delta.get("content")
+                    if text and text.__class__ is str and not choice.get("index") and not obj.get("usage") and "error" not in obj:
+                        index = self.next_index
+                        self.next_index = index + 1
+                        append(content_chunk(text, obj.get("model"), obj.get("id"), index, obj))
+                        continue
+            chunk = parse_object(obj)
+            if chunk is not None:
+                append(chunk)
 
     def parse_object(self, obj: Dict[str, Any]) -> Optional[Chunk]:
         """One decoded ``chat.completion.chunk``; separate from :meth:`parse` so that

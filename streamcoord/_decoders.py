@@ -58,8 +58,14 @@ def _too_long(limit: int) -> ProtocolError:
 class SSEDecoder:
     """Incremental ``text/event-stream`` decoder: ``feed(bytes) -> [ServerSentEvent]``."""
 
-    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, last_event_id: str = "") -> None:
+    def __init__(
+        self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, last_event_id: str = "", end_marker: Optional[str] = None
+    ) -> None:
         self.max_line_bytes = max_line_bytes
+        # An event whose data is ``end_marker`` (OpenAI's "[DONE]") ends the stream: it is
+        # not returned, ``done`` becomes True, and nothing after it is decoded.
+        self.end_marker = end_marker
+        self.done = False
         self.last_event_id = last_event_id  # persists across events, as in EventSource
         self.retry: Optional[int] = None  # the reconnection time the server asked for, ms
         self._tail = b""  # bytes of the current, incomplete line
@@ -71,7 +77,7 @@ class SSEDecoder:
         self._id: Optional[str] = None
 
     def feed(self, chunk: bytes) -> List[ServerSentEvent]:
-        if not chunk:
+        if not chunk or self.done:
             return []
         if self._skip_lf:
             self._skip_lf = False
@@ -112,14 +118,20 @@ class SSEDecoder:
         blocks = text.split("\n\n")
         last = blocks.pop()  # after the last blank line: "" or lines of an unfinished event
         events: List[ServerSentEvent] = []
+        end_marker = self.end_marker
         for block in blocks:
             if block[:5] == "data:" and self._data is None and not self._type and self._id is None and "\n" not in block:
                 data = block[6:] if block[5:6] == " " else block[5:]
+                if data == end_marker:
+                    self.done = True
+                    return events
                 events.append(ServerSentEvent(data, "message", self.last_event_id, self.retry))
             else:
                 lines = block.split("\n")
                 lines.append("")  # the blank line that ended the block
                 events += self._lines(lines)
+                if self.done:
+                    return events
         if last:
             lines = last.split("\n")
             del lines[-1]
@@ -143,6 +155,11 @@ class SSEDecoder:
                     if self._id is not None:
                         self.last_event_id = self._id
                         self._id = None
+                    if data == self.end_marker:
+                        self.done = True
+                        self._data = None
+                        self._type = ""
+                        return events
                     events.append(ServerSentEvent(data, self._type or "message", self.last_event_id, self.retry))
                     data = None
                 elif self._id is not None:

@@ -279,7 +279,10 @@ class Worker:
     def _attempt(self, request: HTTPRequest) -> None:
         spec = self.spec
         parser = spec.new_parser(request)
-        decoder = SSEDecoder(spec.max_line_bytes) if spec.wire_format == "sse" else NDJSONDecoder(spec.max_line_bytes)
+        if spec.wire_format == "sse":
+            decoder: Any = SSEDecoder(spec.max_line_bytes, end_marker="[DONE]")
+        else:
+            decoder = NDJSONDecoder(spec.max_line_bytes)
         try:
             self._read(self._open(request), parser, decoder)
         finally:
@@ -355,7 +358,8 @@ class Worker:
         read = body.read
         feed = decoder.feed
         parse = parser.parse
-        sse = self.spec.wire_format == "sse"
+        parse_into = parser.parse_into
+        decoder_done = hasattr(decoder, "done")
         metrics = self.metrics
         sock = self._sock
         idle = self.spec.timeout.idle
@@ -381,18 +385,14 @@ class Worker:
             if not data:
                 break
             metrics.bytes_received += len(data)
-            chunks = []
+            chunks: List[Chunk] = []
             try:
-                for event in feed(data):
-                    if sse and event.data == "[DONE]":
-                        parser.done = done = True
-                        break
-                    chunk = parse(event)
-                    if chunk is not None:
-                        chunks.append(chunk)
+                parse_into(feed(data), chunks)
             except StreamcoordError as exc:
                 self._fail_mid_read(chunks, exc)
                 raise
+            if decoder_done and decoder.done:  # the [DONE] marker
+                parser.done = done = True
             if chunks:
                 last_content = monotonic()
                 self._deliver(chunks)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamcoord._decoders import NDJSONDecoder, SSEDecoder, ServerSentEvent
+from streamcoord._decoders import NDJSONDecoder, ServerSentEvent, SSEDecoder
 from streamcoord.errors import ProtocolError
 
 SHARED = pathlib.Path(__file__).resolve().parents[3].parent / "shared"
