@@ -62,7 +62,7 @@ def test_stream_is_lazy_and_stream_id_known_before_iteration(server, client):
 def test_early_break_closes_connection(server, client):
     server.enqueue(openai_text(PIECES, stall_after=2))
     stream = client().stream_chat(MESSAGES, model="m")
-    for chunk in stream:
+    for chunk in stream:  # noqa: B007 - the loop is the point: break out of it
         break
     assert chunk.content == "Hello"
     thread = worker_thread(stream)
