@@ -164,6 +164,8 @@ class AnthropicParser(EventParser):
 
 
 class AnthropicAdapter(Adapter):
+    continuation_trims_space = True
+    max_tokens_paths = (("max_tokens",),)
     name = "anthropic"
     wire_format = "sse"
     default_base_url = "https://api.anthropic.com"

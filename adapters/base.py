@@ -159,6 +159,29 @@ class Adapter:
         body["messages"] = messages
         return request.with_json(body)
 
+    # Providers that continue an assistant prefix natively and reject one that ends in
+    # whitespace (Anthropic) set this: the prefix is cut before its trailing whitespace.
+    continuation_trims_space = False
+    # Where each provider keeps its output-token limit in the request body, tried in order.
+    max_tokens_paths: Sequence[Sequence[str]] = (("max_completion_tokens",), ("max_tokens",))
+
+    def reduce_max_tokens(self, request: HTTPRequest, used: int) -> HTTPRequest:
+        """The request with its output-token limit lowered by ``used`` (never below 1)."""
+        for path in self.max_tokens_paths:
+            body = dict(request.json)
+            container: Dict[str, Any] = body
+            for key in path[:-1]:
+                inner = container.get(key)
+                if not isinstance(inner, dict):
+                    break
+                container[key] = container = dict(inner)
+            else:
+                limit = container.get(path[-1])
+                if isinstance(limit, int) and not isinstance(limit, bool):
+                    container[path[-1]] = max(limit - used, 1)
+                    return request.with_json(body)
+        return request
+
     # -- errors ------------------------------------------------------------------------
     def error_from_response(self, status: int, body: Any, retry_after: Optional[float] = None) -> APIError:
         """The exception for a non-2xx answer; ``body`` is decoded JSON or text."""

@@ -160,6 +160,7 @@ def gemini_usage(raw: Dict[str, Any]) -> Dict[str, int]:
 
 
 class GeminiAdapter(Adapter):
+    max_tokens_paths = (("generationConfig", "maxOutputTokens"),)
     name = "gemini"
     wire_format = "sse"
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"

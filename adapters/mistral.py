@@ -95,6 +95,7 @@ def _reshape(choice: Dict[str, Any], reasoning: List[str]) -> Dict[str, Any]:
 
 
 class MistralAdapter(Adapter):
+    max_tokens_paths = (("max_tokens",),)
     name = "mistral"
     wire_format = "sse"
     default_base_url = "https://api.mistral.ai/v1"

@@ -121,6 +121,7 @@ def _error(obj: Dict[str, Any]) -> APIError:
 
 
 class OllamaAdapter(Adapter):
+    max_tokens_paths = (("options", "num_predict"),)
     name = "ollama"
     wire_format = "ndjson"
     default_base_url = "http://localhost:11434"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any, Dict, List, Optional, Union
 
@@ -12,8 +13,10 @@ import adapters
 from adapters.base import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._options import StreamOptions, split_options
+from streamcoord._recovery import Recovery, default_store, recovery_options
 from streamcoord._stream import ChatStream
-from streamcoord._worker import StreamSpec
+from streamcoord._worker import Resume, StreamSpec
+from streamcoord.errors import RecoveryFailed
 
 __all__ = ["Client", "new_session", "stream_chat"]
 
@@ -81,10 +84,76 @@ class Client:
     def stream_chat(self, messages: List[Dict[str, Any]], **options: Any) -> ChatStream:
         """Start streaming an answer. Returns at once; the request goes out on iteration."""
         stream_options, request_options = split_options(options)
-        opts = StreamOptions(stream_options, self.timeout)
+        messages = validate_messages(messages)
+        request = self.adapter.build_request(messages, request_options, base_url=self.base_url, api_key=self.__api_key)
+        return self._stream(request, StreamOptions(stream_options, self.timeout), messages, request_options)
+
+    def resume(self, stream_id: str, offset: int = 0, **options: Any) -> ChatStream:
+        """Take up a stored stream, in this process or another: replay what was stored from
+        character ``offset`` on (what the caller already has, like SSE's Last-Event-ID),
+        then continue the generation where it broke off.
+
+        Stream options (``on_metrics``, ``transform_chunk``, ``recovery={...}``, ...) may
+        be given again; the request itself is the stored one. Unknown or expired ids raise
+        ``RecoveryFailed``.
+        """
+        stream_options, request_options = split_options(options)
+        if request_options:
+            raise TypeError(
+                f"resume() takes stream options only; the request is the stored one (got {sorted(request_options)})"
+            )
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
+        store = self.recovery_store or default_store()
+        record = store.load(stream_id)
+        if record is None:
+            raise RecoveryFailed(
+                f"no stored stream {stream_id!r}: it is unknown, was completed (and not kept), or has expired"
+            )
+        meta = record.meta
+        if meta.get("provider") != self.provider:
+            raise ValueError(
+                f"stream {stream_id!r} was started with provider {meta.get('provider')!r}; "
+                f"resume it with Client({meta.get('provider')!r})"
+            )
+        if offset > len(record.text):
+            raise ValueError(f"offset {offset} is past the {len(record.text)} characters stored for {stream_id!r}")
+        recovery = dict(meta.get("recovery") or {}, **(stream_options.get("recovery") or {}))
+        stream_options.update(stream_id=stream_id, stream_recovery=True, recovery=recovery)
         request = self.adapter.build_request(
-            validate_messages(messages), request_options, base_url=self.base_url, api_key=self.__api_key
+            meta["messages"], meta.get("options") or {}, base_url=self.base_url, api_key=self.__api_key
         )
+        resume = Resume(record.text, offset, record.status == "completed")
+        return self._stream(request, StreamOptions(stream_options, self.timeout), meta["messages"], meta.get("options") or {}, resume)
+
+    def _stream(
+        self,
+        request: Any,
+        opts: StreamOptions,
+        messages: List[Dict[str, Any]],
+        request_options: Dict[str, Any],
+        resume: Optional[Resume] = None,
+    ) -> ChatStream:
+        recovery = None
+        meta = None
+        if opts.stream_recovery:
+            strategy, max_retries, keep = recovery_options(opts.recovery)
+            # What a resume needs, and only that: never headers or keys.
+            stored_options = {k: v for k, v in request_options.items() if k != "extra_headers"}
+            meta = {
+                "provider": self.provider,
+                "messages": messages,
+                "options": stored_options,
+                "recovery": {"strategy": strategy, "max_retries": max_retries, "keep": keep},
+            }
+            try:
+                json.dumps(meta)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"stream_recovery stores the messages and options as JSON, and these are not JSON: {exc}"
+                ) from None
+            store = self.recovery_store or default_store()
+            recovery = Recovery(store, opts.stream_id, strategy, max_retries, keep)
         spec = StreamSpec(
             stream_id=opts.stream_id,
             provider=self.provider,
@@ -102,6 +171,9 @@ class Client:
             buffer_chunks=opts.buffer_chunks,
             on_error=opts.on_error,
             max_line_bytes=opts.max_line_bytes,
+            recovery=recovery,
+            recovery_meta=meta,
+            resume=resume,
         )
         return ChatStream(spec)
 

@@ -14,6 +14,7 @@ from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._metrics import StreamMetrics
 from streamcoord._options import StreamOptions
 from streamcoord._worker import StreamSpec, Worker
+from streamcoord.errors import CallbackError
 
 __all__ = ["FunctionParser", "StreamHandle", "StreamingCoordinator"]
 
@@ -27,9 +28,19 @@ class FunctionParser(EventParser):
         self.provider = provider
 
     def parse(self, event: Any) -> Optional[Chunk]:
-        chunk = self._fn(event.data)
+        # The user's parser failing is a CallbackError (a StreamcoordError), so the worker
+        # still delivers the chunks parsed before it in the same read, then raises it.
+        try:
+            chunk = self._fn(event.data)
+        except Exception as exc:
+            error = CallbackError(f"parse_chunk_fn raised {type(exc).__name__}: {exc}", "parse_chunk_fn")
+            raise error from exc
         if chunk is not None and not isinstance(chunk, Chunk):
-            raise TypeError(f"parse_chunk_fn must return a streamcoord.Chunk or None, got {type(chunk).__name__}")
+            raise CallbackError(
+                f"parse_chunk_fn must return a streamcoord.Chunk or None (to skip the event), "
+                f"got {type(chunk).__name__}",
+                "parse_chunk_fn",
+            )
         return chunk
 
     def finish(self) -> None:
@@ -89,7 +100,7 @@ class StreamingCoordinator:
         provider: str = "custom",
         timeout: TimeoutTypes = 300.0,
         stream_recovery: bool = False,
-        track_metrics: bool = False,
+        track_metrics: Optional[bool] = None,
         on_metrics: Optional[Callable[[StreamMetrics], Any]] = None,
         transform_chunk: Optional[Callable[[Chunk], Optional[Chunk]]] = None,
         validate_chunk: Optional[Callable[[Chunk], Any]] = None,

@@ -1,10 +1,10 @@
 """The worker: one thread per stream, from HTTP request to batches on a bounded queue.
 
 The worker sends the request (retrying with tenacity before the first chunk), reads the
-body with ``read1`` (whatever the network delivered, up to 64 KiB), decodes it, parses the
-events into chunks, runs the pipeline (validate, transform, buffer), updates the counters,
-and puts one batch per network read on a bounded ``queue.Queue``. Per-chunk work is kept
-to the parse and one loop; everything else happens once per read or once per stream.
+body many HTTP chunks at a time, decodes it, parses the events into chunks, runs the
+pipeline (validate, persist for recovery, transform, buffer), updates the counters, and
+puts one batch per network read on a bounded ``queue.Queue``. Per-chunk work is the parse
+and one loop; everything else happens once per read or once per stream.
 
 Cancelling (``close()``, ``break``, garbage collection) sets a flag and shuts the socket
 down, which wakes a ``recv`` blocked on a stalled server at once.
@@ -12,9 +12,6 @@ down, which wakes a ``recv`` blocked on a stalled server at once.
 
 from __future__ import annotations
 
-import email.utils
-import http.client
-import json
 import queue
 import socket
 import threading
@@ -22,34 +19,28 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 import requests
-import urllib3.exceptions
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from adapters.base import Adapter, EventParser, HTTPRequest
-from streamcoord._body import BodyReader
 from streamcoord._chunk import Chunk, ToolCallAccumulator
 from streamcoord._config import Retry, Timeout
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
+from streamcoord._http import BodyReader, read_error_body, send, translate_read_error
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
-from streamcoord.errors import (
-    APIError,
-    CallbackError,
-    ChunkValidationError,
-    ConnectionLost,
-    ProtocolError,
-    StreamcoordError,
-    StreamTimeout,
-)
+from streamcoord._pipeline import callback_error, run_transform, run_validate
+from streamcoord._recovery import Recovery, is_recoverable
+from streamcoord._retry import is_retryable, make_retrying, retry_after_seconds, retry_delay
+from streamcoord.errors import APIError, ProtocolError, StreamcoordError, StreamTimeout
 
-__all__ = ["RETRY_STATUSES", "End", "StreamSpec", "Worker", "retry_after_seconds"]
+__all__ = ["End", "Resume", "StreamSpec", "Worker", "retry_after_seconds"]
 
+# Bytes per read. Larger reads cut per-read costs but keep more objects alive at once,
+# which wakes the cyclic garbage collector; 16 KiB keeps a read's chunks under its
+# threshold (measured in benchmarks/).
 READ_SIZE = 16384
-MAX_ERROR_BODY = 1 << 20
 QUEUE_BATCHES = 256
 # After [DONE], how long to wait for the end of the body so the connection can be reused.
 DRAIN_SECONDS = 1.0
-RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 
 class _Cancelled(Exception):
@@ -63,6 +54,15 @@ class End:
 
     def __init__(self, error: Optional[BaseException]) -> None:
         self.error = error
+
+
+class Resume:
+    """A stored stream to take up again: its text, what the consumer has (``offset``)."""
+
+    def __init__(self, text: str, offset: int, completed: bool) -> None:
+        self.text = text
+        self.offset = offset
+        self.completed = completed
 
 
 class StreamSpec:
@@ -88,6 +88,9 @@ class StreamSpec:
         on_error: Optional[Callable[[Optional[int], Any], Any]] = None,
         max_line_bytes: int = 8 * 1024 * 1024,
         callback: Optional[Callable[[Chunk], Any]] = None,
+        recovery: Optional[Recovery] = None,
+        recovery_meta: Optional[Dict[str, Any]] = None,
+        resume: Optional[Resume] = None,
     ) -> None:
         self.stream_id = stream_id
         self.provider = provider
@@ -106,38 +109,9 @@ class StreamSpec:
         self.on_error = on_error
         self.max_line_bytes = max_line_bytes
         self.callback = callback  # the direct API: chunks go to a callback, not a queue
-
-
-def retry_after_seconds(headers: Any) -> Optional[float]:
-    """``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), in seconds."""
-    if not headers:
-        return None
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(float(value) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, APIError):
-        return exc.status in RETRY_STATUSES
-    return isinstance(exc, (ConnectionLost, StreamTimeout))
+        self.recovery = recovery
+        self.recovery_meta = recovery_meta or {}
+        self.resume = resume
 
 
 class Worker:
@@ -150,12 +124,14 @@ class Worker:
         self.queue: "queue.Queue[Any]" = queue.Queue(QUEUE_BATCHES)
         self.cancelled = False
         self.error: Optional[BaseException] = None  # what ended the stream, once it has ended
+        self.recovery = spec.recovery
         self._cancel_event = threading.Event()
         self._response: Optional[requests.Response] = None
         self._sock: Optional[socket.socket] = None
-        self._delivered = False  # a chunk reached the consumer: no plain retry after this
+        self._produced = False  # this attempt produced a chunk: no plain retry after that
         self._pending: List[Chunk] = []  # chunks held back by buffer_chunks
         self._deadline: Optional[float] = None
+        self._next_index = 0  # chunk indexes go on across retries and recoveries
         # What the stream has produced, for stream.text & co.
         self.text_parts: List[str] = []
         self.reasoning_parts: List[str] = []
@@ -198,13 +174,17 @@ class Worker:
         try:
             if spec.timeout.total is not None:
                 self._deadline = time.monotonic() + spec.timeout.total
-            self._run_with_retries()
+            self._run_stream()
             status = "completed"
+            if self.recovery is not None:
+                self.recovery.finish()
         except BaseException as exc:  # handed to the consumer, never lost in a thread
             if self.cancelled:
-                status = "cancelled"
+                status = "cancelled"  # the stored record stays resumable
             else:
                 error = exc
+                if self.recovery is not None:
+                    self.recovery.fail()
         finally:
             self._close_response()
             if error is not None and not self.cancelled:
@@ -231,30 +211,27 @@ class Worker:
         else:
             self.queue.put(end)
 
-    def _run_with_retries(self) -> None:
-        policy = self.spec.retry
-        retrying = Retrying(
-            stop=stop_after_attempt(policy.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(self._should_retry),
-            sleep=self._sleep,
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        self._backoff = wait_random_exponential(multiplier=policy.backoff, max=policy.max_backoff)
+    def _run_stream(self) -> None:
+        request: Optional[HTTPRequest] = self.spec.request
+        if self.recovery is not None:
+            request = self._start_recovery()
+        while request is not None:
+            try:
+                self._run_with_retries(request)
+                return
+            except (APIError, StreamcoordError) as exc:
+                if self.recovery is None or self.cancelled or not is_recoverable(exc):
+                    raise
+                request = self._recover(exc)
+
+    def _run_with_retries(self, request: HTTPRequest) -> None:
+        retrying = make_retrying(self.spec.retry, self._should_retry, self._sleep, self._before_sleep)
         for attempt in retrying:
             with attempt:
-                self._attempt(self.spec.request)
+                self._attempt(request)
 
     def _should_retry(self, exc: BaseException) -> bool:
-        return not self._delivered and not self.cancelled and _is_retryable(exc)
-
-    def _wait(self, retry_state: Any) -> float:
-        exc = retry_state.outcome.exception()
-        after = getattr(exc, "retry_after", None)
-        if after is not None and 0 <= after <= self.spec.retry.max_retry_after:
-            return after
-        return self._backoff(retry_state)
+        return not self._produced and not self.cancelled and is_retryable(exc)
 
     def _sleep(self, seconds: float) -> None:
         if self._deadline is not None and time.monotonic() + seconds > self._deadline:
@@ -275,10 +252,70 @@ class Worker:
             retry_state.attempt_number + 1, self.spec.retry.max_retries + 1, retry_state.upcoming_sleep,
         )
 
+    # -- recovery ----------------------------------------------------------------------
+    def _start_recovery(self) -> Optional[HTTPRequest]:
+        """Open the stored record, or take up a stored one (``client.resume``): replay
+        what the consumer has not seen and return the request that continues it (None
+        when the stored answer was complete)."""
+        recovery, spec = self.recovery, self.spec
+        assert recovery is not None
+        resume = spec.resume
+        if resume is None:
+            recovery.start(spec.recovery_meta)
+            return spec.request
+        kept = resume.text if resume.completed else recovery.cut(resume.text, spec.adapter.continuation_trims_space)
+        recovery.start_from(kept)
+        self.text_parts = [kept] if kept else []
+        if resume.offset < len(kept):
+            self._put([self._control_chunk(kept[resume.offset:], {"replay": True})])
+        elif resume.offset > len(kept):
+            self._announce_rewind(resume.offset - len(kept))
+        if resume.completed:
+            return None
+        return self._continuation(kept)
+
+    def _recover(self, exc: BaseException) -> HTTPRequest:
+        recovery = self.recovery
+        assert recovery is not None
+        self._flush_pending()
+        kept, rewind = recovery.plan(exc, self.spec.adapter.continuation_trims_space)  # raises RecoveryFailed
+        self.metrics.recoveries += 1
+        self.log.info(
+            "recovering after %r: attempt %d of %d, strategy %s, rewind %d chars",
+            exc, recovery.attempts, recovery.max_retries, recovery.strategy, rewind,
+        )
+        if rewind:
+            text = "".join(self.text_parts)
+            self.text_parts = [text[: max(len(text) - rewind, 0)]]
+            self._announce_rewind(rewind)
+        self._sleep(retry_delay(self.spec.retry, exc, recovery.attempts))
+        return self._continuation(kept)
+
+    def _announce_rewind(self, rewind: int) -> None:
+        recovery = self.recovery
+        assert recovery is not None
+        info = {"attempt": recovery.attempts, "strategy": recovery.strategy, "rewind": rewind}
+        self._put([self._control_chunk("", {"recovery": info})])
+
+    def _control_chunk(self, content: str, metadata: Dict[str, Any]) -> Chunk:
+        index = self._next_index
+        self._next_index = index + 1
+        return Chunk(content=content, index=index, metadata=metadata)
+
+    def _continuation(self, kept: str) -> HTTPRequest:
+        adapter, request = self.spec.adapter, self.spec.request
+        if not kept:
+            return request
+        request = adapter.build_continuation(request, kept)
+        # About four characters a token: shrink max_tokens by what was already produced.
+        return adapter.reduce_max_tokens(request, (len(kept) + 3) // 4)
+
     # -- one attempt -------------------------------------------------------------------
     def _attempt(self, request: HTTPRequest) -> None:
         spec = self.spec
+        self._produced = False
         parser = spec.new_parser(request)
+        parser.next_index = self._next_index
         if spec.wire_format == "sse":
             decoder: Any = SSEDecoder(spec.max_line_bytes, end_marker="[DONE]")
         else:
@@ -286,6 +323,7 @@ class Worker:
         try:
             self._read(self._open(request), parser, decoder)
         finally:
+            self._next_index = parser.next_index
             self._close_response()
 
     def _open(self, request: HTTPRequest) -> requests.Response:
@@ -297,51 +335,28 @@ class Worker:
             read_timeout = min(read_timeout, max(self._deadline - time.monotonic(), 0.001))
         self.log.debug("request %s %s", request.method, request.url)
         try:
-            response = spec.session.request(
-                request.method, request.url, json=request.json, headers=request.headers,
-                stream=True, timeout=(spec.timeout.connect, read_timeout),
-            )
-        except requests.exceptions.ConnectTimeout as exc:
-            raise StreamTimeout(f"could not connect to {request.url} within {spec.timeout.connect}s") from exc
-        except requests.exceptions.ReadTimeout as exc:
-            raise StreamTimeout(f"{spec.provider} sent no response headers within {read_timeout:.3g}s") from exc
-        except requests.exceptions.ConnectionError as exc:
+            response = send(spec.session, request, spec.provider, spec.timeout.connect, read_timeout)
+        except StreamcoordError:
             if self.cancelled:
-                raise _Cancelled() from exc
-            raise ConnectionLost(f"could not reach {spec.provider} at {request.url}: {_reason(exc)}") from exc
+                raise _Cancelled() from None
+            raise
         self._response = response
-        connection = getattr(response.raw, "connection", None)
-        self._sock = getattr(connection, "sock", None)
+        self._sock = getattr(getattr(response.raw, "connection", None), "sock", None)
         if self.cancelled:  # closed while the request was being sent
             raise _Cancelled()
         status = response.status_code
         self.log.debug("response HTTP %d", status)
         if not 200 <= status < 300:
-            body = self._error_body(response)
+            body = read_error_body(response)
             self._report_error(status, body)
             raise spec.adapter.error_from_response(status, body, retry_after_seconds(response.headers))
-        content_type = response.headers.get("content-type", "")
-        if spec.wire_format == "sse" and content_type.startswith("application/json"):
+        if spec.wire_format == "sse" and response.headers.get("content-type", "").startswith("application/json"):
             # A 200 JSON answer where an event stream was expected is an error body in
             # disguise (some proxies and compatible servers do this).
-            body = self._error_body(response)
+            body = read_error_body(response)
             self._report_error(status, body)
-            raise ProtocolError(
-                f"{spec.provider} answered with JSON instead of an event stream: {str(body)[:300]}"
-            )
+            raise ProtocolError(f"{spec.provider} answered with JSON instead of an event stream: {str(body)[:300]}")
         return response
-
-    def _error_body(self, response: requests.Response) -> Any:
-        try:
-            data = response.raw.read(MAX_ERROR_BODY, decode_content=True)
-        except Exception as exc:  # a body we cannot read still leaves the status to report
-            self.log.debug("could not read the error body: %r", exc)
-            return None
-        text = data.decode("utf-8", "replace")
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
 
     def _report_error(self, status: Optional[int], body: Any) -> None:
         self.metrics.errors += 1
@@ -357,9 +372,8 @@ class Worker:
         body = BodyReader(response, READ_SIZE)
         read = body.read
         feed = decoder.feed
-        parse = parser.parse
         parse_into = parser.parse_into
-        decoder_done = hasattr(decoder, "done")
+        has_end_marker = hasattr(decoder, "done")
         metrics = self.metrics
         sock = self._sock
         idle = self.spec.timeout.idle
@@ -373,7 +387,7 @@ class Worker:
                 limit = deadline
             now = monotonic()
             if now >= limit:
-                raise self._timeout_error(idle)
+                raise self._timeout_error()
             if sock is not None:
                 sock.settimeout(limit - now)
             try:
@@ -381,7 +395,9 @@ class Worker:
             except StreamcoordError:
                 raise
             except Exception as exc:
-                raise self._translate(exc, idle) from exc
+                if self.cancelled:
+                    raise _Cancelled() from exc
+                raise translate_read_error(exc, self.spec.provider, self._timeout_error) from exc
             if not data:
                 break
             metrics.bytes_received += len(data)
@@ -391,7 +407,7 @@ class Worker:
             except StreamcoordError as exc:
                 self._fail_mid_read(chunks, exc)
                 raise
-            if decoder_done and decoder.done:  # the [DONE] marker
+            if has_end_marker and decoder.done:  # the [DONE] marker
                 parser.done = done = True
             if chunks:
                 last_content = monotonic()
@@ -405,10 +421,7 @@ class Worker:
         else:
             tail: List[Chunk] = []
             try:
-                for event in decoder.flush():
-                    chunk = parse(event)
-                    if chunk is not None:
-                        tail.append(chunk)
+                parse_into(decoder.flush(), tail)
             except StreamcoordError as exc:
                 self._fail_mid_read(tail, exc)
                 raise
@@ -436,37 +449,34 @@ class Worker:
         except Exception:  # noqa: S110 - the answer is complete; only reuse is lost
             self._close_response()
 
-    def _timeout_error(self, idle: float) -> StreamTimeout:
+    def _timeout_error(self) -> StreamTimeout:
         if self._deadline is not None and time.monotonic() >= self._deadline - 1e-3:
             return StreamTimeout(f"the stream passed its total deadline of {self.spec.timeout.total}s")
         return StreamTimeout(
-            f"no content from {self.spec.provider} for {idle:.3g}s (idle timeout); "
+            f"no content from {self.spec.provider} for {self.spec.timeout.idle:.3g}s (idle timeout); "
             "raise timeout= if the model needs longer to answer"
         )
 
-    def _translate(self, exc: Exception, idle: float) -> BaseException:
-        """The one place where low-level read errors become streamcoord errors."""
-        if self.cancelled:
-            return _Cancelled()
-        if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
-            return self._timeout_error(idle)
-        if isinstance(exc, urllib3.exceptions.DecodeError):
-            return ProtocolError(f"could not decode the body from {self.spec.provider}: {exc}")
-        if isinstance(exc, (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)):
-            return ConnectionLost(f"the connection to {self.spec.provider} broke mid-stream: {_reason(exc)}")
-        return exc
-
     # -- hand-over ----------------------------------------------------------------------
     def _deliver(self, chunks: List[Chunk]) -> None:
+        """validate, persist (recovery), transform, accumulate, buffer, hand over."""
         spec = self.spec
         metrics = self.metrics
         if metrics.first_chunk_at is None:
             metrics.first_chunk_at = time.monotonic()
             self.log.debug("first chunk")
         metrics.chunks_received += len(chunks)
+        self._produced = True
         error: Optional[BaseException] = None
-        if spec.validate_chunk is not None or spec.transform_chunk is not None:
-            chunks, error = self._pipeline(chunks)
+        if spec.validate_chunk is not None:
+            chunks, error = run_validate(chunks, spec.validate_chunk, spec.on_invalid, self._rejected)
+        if self.recovery is not None:
+            text = "".join([c.content for c in chunks if c.content and "choice" not in c.metadata])
+            if text:
+                self.recovery.persist(text)  # before the consumer can see it
+        if spec.transform_chunk is not None:
+            chunks, transform_error = run_transform(chunks, spec.transform_chunk, self._note)
+            error = transform_error or error
         text_parts = self.text_parts
         for chunk in chunks:
             if chunk.metadata or chunk.finish_reason is not None or chunk.usage is not None or chunk.tool_calls:
@@ -481,6 +491,10 @@ class Worker:
             self._flush_pending()
             raise error
 
+    def _rejected(self, chunk: Chunk, reason: str) -> None:
+        self.metrics.errors += 1
+        self.log.warning("chunk %d rejected by validate_chunk: %s", chunk.index, reason)
+
     def _note(self, chunk: Chunk) -> None:
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
@@ -494,53 +508,7 @@ class Worker:
         if self.model is None and chunk.model:
             self.model = chunk.model
 
-    def _pipeline(self, chunks: List[Chunk]):
-        """validate (judges what the model produced), then transform (shapes what the
-        consumer gets). Returns the chunks to hand over and an error to raise after them."""
-        spec = self.spec
-        validate = spec.validate_chunk
-        transform = spec.transform_chunk
-        out: List[Chunk] = []
-        for chunk in chunks:
-            if validate is not None:
-                try:
-                    verdict = validate(chunk)
-                except Exception as exc:
-                    return out, _callback_error("validate_chunk", exc)
-                if verdict is not None and verdict is not True:
-                    if verdict is False:
-                        reason = "rejected"
-                    elif isinstance(verdict, str):
-                        reason = verdict
-                    else:
-                        return out, CallbackError(
-                            f"validate_chunk must return None or True (accept), or False or a "
-                            f"reason string (reject); it returned {verdict!r:.80}", "validate_chunk",
-                        )
-                    self.metrics.errors += 1
-                    if spec.on_invalid == "raise":
-                        return out, ChunkValidationError(reason, chunk)
-                    self.log.warning("chunk %d rejected by validate_chunk: %s", chunk.index, reason)
-                    continue
-            if transform is not None:
-                try:
-                    new = transform(chunk)
-                except Exception as exc:
-                    return out, _callback_error("transform_chunk", exc)
-                if new is None:
-                    self._note(chunk)  # the consumer skips it; finish_reason/usage still count
-                    continue
-                if not isinstance(new, Chunk):
-                    return out, CallbackError(
-                        f"transform_chunk must return a Chunk (e.g. dataclasses.replace(chunk, ...)) "
-                        f"or None to skip; it returned {type(new).__name__}", "transform_chunk",
-                    )
-                chunk = new
-            out.append(chunk)
-        return out, None
-
     def _hand_over(self, chunks: List[Chunk]) -> None:
-        self._delivered = True
         size = self.spec.buffer_chunks
         if size > 1:
             pending = self._pending
@@ -563,7 +531,7 @@ class Worker:
                 try:
                     callback(chunk)
                 except Exception as exc:
-                    raise _callback_error("callback", exc) from exc
+                    raise callback_error("callback", exc) from exc
             return
         if self.cancelled:
             raise _Cancelled()
@@ -577,22 +545,3 @@ class Worker:
                 response.close()
             except Exception:  # noqa: S110 - closing a broken connection may fail; it is gone either way
                 pass
-
-
-def _callback_error(name: str, exc: BaseException) -> CallbackError:
-    error = CallbackError(f"{name} raised {type(exc).__name__}: {exc}", name)
-    error.__cause__ = exc
-    return error
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 error, without the noise."""
-    seen = exc
-    while True:
-        nxt = seen.__cause__ or seen.__context__ or (seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None)
-        if nxt is None or nxt is seen:
-            break
-        reason = getattr(nxt, "reason", None)
-        seen = reason if isinstance(reason, BaseException) else nxt
-    return str(seen) or type(seen).__name__
-

@@ -1,4 +1,9 @@
-"""Reading a streamed response body: many HTTP chunks per read, not one.
+"""HTTP for the worker: sending the request, reading the body, translating errors.
+
+Low-level errors (requests, urllib3, http.client, sockets) become streamcoord errors here
+and nowhere else, raised ``from`` their cause.
+
+Reading a streamed response body: many HTTP chunks per read, not one.
 
 Providers send every event as its own HTTP/1.1 chunk. Read through urllib3/http.client,
 each ``read1`` returns at most one chunk, so a stream of small events pays the whole
@@ -11,11 +16,73 @@ urllib3 path, which is correct, only slower.
 
 from __future__ import annotations
 
+import http.client
+import json
+import socket
 from typing import Any, Callable, Optional
 
-from streamcoord.errors import ConnectionLost, ProtocolError
+import requests
+import urllib3.exceptions
 
-__all__ = ["BodyReader", "ChunkedDecoder"]
+from adapters.base import HTTPRequest
+from streamcoord.errors import ConnectionLost, ProtocolError, StreamTimeout
+
+__all__ = ["BodyReader", "ChunkedDecoder", "read_error_body", "reason", "send", "translate_read_error"]
+
+MAX_ERROR_BODY = 1 << 20
+
+
+def send(session: requests.Session, request: HTTPRequest, provider: str, connect: float, read: float) -> requests.Response:
+    """Send the request and return the response with its body unread."""
+    try:
+        return session.request(
+            request.method, request.url, json=request.json, headers=request.headers,
+            stream=True, timeout=(connect, read),
+        )
+    except requests.exceptions.ConnectTimeout as exc:
+        raise StreamTimeout(f"could not connect to {request.url} within {connect}s") from exc
+    except requests.exceptions.ReadTimeout as exc:
+        raise StreamTimeout(f"{provider} sent no response headers within {read:.3g}s") from exc
+    except requests.exceptions.ConnectionError as exc:
+        raise ConnectionLost(f"could not reach {provider} at {request.url}: {reason(exc)}") from exc
+
+
+def read_error_body(response: requests.Response) -> Any:
+    """An error answer's body, decoded from JSON when it is JSON (bounded in size)."""
+    try:
+        data = response.raw.read(MAX_ERROR_BODY, decode_content=True)
+    except Exception:  # a body we cannot read still leaves the status to report
+        return None
+    text = data.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def translate_read_error(exc: BaseException, provider: str, timeout_error: Callable[[], StreamTimeout]) -> BaseException:
+    """A low-level error raised while reading the body, as a streamcoord error."""
+    if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
+        return timeout_error()
+    if isinstance(exc, urllib3.exceptions.DecodeError):
+        return ProtocolError(f"could not decode the body from {provider}: {exc}")
+    if isinstance(exc, (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)):
+        return ConnectionLost(f"the connection to {provider} broke mid-stream: {reason(exc)}")
+    return exc
+
+
+def reason(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, without the noise."""
+    seen = exc
+    while True:
+        nxt = seen.__cause__ or seen.__context__ or (
+            seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        )
+        if nxt is None or nxt is seen:
+            break
+        inner = getattr(nxt, "reason", None)
+        seen = inner if isinstance(inner, BaseException) else nxt
+    return str(seen) or type(seen).__name__
 
 # A chunk-size line longer than this is not HTTP.
 _MAX_SIZE_LINE = 4096

@@ -1,0 +1,155 @@
+"""Stream recovery: persist what the model produced, and plan the continuation after a break.
+
+The worker owns the I/O; this module owns the bookkeeping. Per network read, the text of
+the accepted chunks is appended to the store *before* the consumer sees it (one write per
+read, not per chunk). When the stream breaks in a recoverable way, ``plan`` cuts the text
+back to the strategy's point (last paragraph, last sentence, or all of it) and says how
+many characters the consumer must drop (the rewind); the adapter then builds the
+continuation request from the text that is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from recovery_store import STRATEGIES, RecoveryStore, cut_point
+from streamcoord.errors import APIError, ConnectionLost, RecoveryFailed, StreamTimeout
+
+__all__ = ["RECOVERABLE_STATUSES", "Recovery", "default_store", "recovery_options"]
+
+logger = logging.getLogger("streamcoord")
+
+# HTTP statuses (of answers or of in-stream error events) worth a continuation.
+RECOVERABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+DEFAULT_STRATEGY = "paragraph"
+DEFAULT_MAX_RECOVERIES = 3
+
+_default_store: Optional[RecoveryStore] = None
+_default_lock = threading.Lock()
+
+
+def default_store() -> RecoveryStore:
+    """The process's DiskStore under $STREAMCOORD_RECOVERY_DIR or the user's cache directory."""
+    global _default_store
+    with _default_lock:
+        if _default_store is None:
+            from recovery_store import DiskStore
+
+            _default_store = DiskStore()
+        return _default_store
+
+
+def recovery_options(recovery: Dict[str, Any]) -> Tuple[str, int, bool]:
+    """(strategy, max_retries, keep) from the ``recovery={...}`` option, checked."""
+    strategy = recovery.get("strategy", DEFAULT_STRATEGY)
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"recovery strategy {strategy!r} is not supported: use one of {', '.join(STRATEGIES)}"
+        )
+    max_retries = recovery.get("max_retries", DEFAULT_MAX_RECOVERIES)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"recovery max_retries must be a whole number >= 0, got {max_retries!r}")
+    keep = recovery.get("keep", False)
+    if not isinstance(keep, bool):
+        raise TypeError(f"recovery keep must be True or False, got {keep!r}")
+    return strategy, max_retries, keep
+
+
+def is_recoverable(exc: BaseException) -> bool:
+    """Connection loss, idle timeout, 429/5xx/529 and error events of those kinds; never
+    400/401/403 (the same request would fail the same way) nor a total deadline."""
+    if isinstance(exc, APIError):
+        return exc.status in RECOVERABLE_STATUSES
+    if isinstance(exc, StreamTimeout):
+        return "deadline" not in str(exc)
+    return isinstance(exc, ConnectionLost)
+
+
+class Recovery:
+    """One stream's recovery state: the model's text so far and the attempts made."""
+
+    def __init__(
+        self,
+        store: RecoveryStore,
+        stream_id: str,
+        strategy: str,
+        max_retries: int,
+        keep: bool,
+    ) -> None:
+        self.store = store
+        self.stream_id = stream_id
+        self.strategy = strategy
+        self.max_retries = max_retries
+        self.keep = keep
+        self.attempts = 0
+        self.parts: List[str] = []  # the model's text (before transform_chunk), in order
+        self._persisting = True
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def start(self, meta: Dict[str, Any]) -> None:
+        self.parts = []
+        self._write(self.store.start, self.stream_id, dict(meta, strategy=self.strategy, created_at=time.time()))
+
+    def persist(self, text: str) -> None:
+        """Called once per network read, before the chunks are handed over."""
+        self.parts.append(text)
+        if self._persisting:
+            self._write(self.store.append, self.stream_id, text)
+
+    def start_from(self, text: str) -> None:
+        """Take up a stored record (``client.resume``) whose text is now ``text``."""
+        self.parts = [text] if text else []
+        self._write(self.store.replace_text, self.stream_id, text)
+
+    def cut(self, text: str, trim_trailing_space: bool) -> str:
+        """The part of ``text`` a continuation starts from, under this stream's strategy."""
+        cut = cut_point(text, self.strategy)
+        # Whitespace after the cut belongs to the kept text (the continuation starts the
+        # next sentence or paragraph), except where the provider rejects a prefix that
+        # ends in whitespace (Anthropic): then it is dropped and the model writes it again.
+        while cut < len(text) and text[cut].isspace():
+            cut += 1
+        kept = text[:cut]
+        return kept.rstrip() if trim_trailing_space else kept
+
+    def plan(self, exc: BaseException, trim_trailing_space: bool) -> Tuple[str, int]:
+        """After a recoverable break: (text to keep, characters to rewind).
+
+        Raises RecoveryFailed (from ``exc``) once ``max_retries`` attempts were made.
+        """
+        text = self.text
+        if self.attempts >= self.max_retries:
+            self._write(self.store.set_status, self.stream_id, "failed")
+            raise RecoveryFailed(
+                f"stream recovery gave up after {self.attempts} attempt(s): {exc}", partial_text=text
+            ) from exc
+        self.attempts += 1
+        kept = self.cut(text, trim_trailing_space)
+        self.start_from(kept)
+        return kept, len(text) - len(kept)
+
+    def finish(self) -> None:
+        self._write(self.store.finish, self.stream_id, self.keep)
+
+    def fail(self) -> None:
+        self._write(self.store.set_status, self.stream_id, "failed")
+
+    def _write(self, operation: Any, *args: Any) -> None:
+        # The store is for surviving this process; a store that fails (disk full, Redis
+        # down) must not break a stream that is otherwise fine: log it, stop persisting.
+        if not self._persisting:
+            return
+        try:
+            operation(*args)
+        except Exception as exc:
+            self._persisting = False
+            logger.error(
+                "the recovery store failed (%r); this stream will not be resumable", exc,
+                extra={"stream_id": self.stream_id, "provider": "-"},
+            )

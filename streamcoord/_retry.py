@@ -1,0 +1,81 @@
+"""Retrying a request before its first chunk, with tenacity's own objects."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any, Callable, Optional
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from streamcoord._config import Retry
+from streamcoord.errors import APIError, ConnectionLost, StreamTimeout
+
+__all__ = ["RETRY_STATUSES", "is_retryable", "make_retrying", "retry_after_seconds", "retry_delay"]
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+def retry_after_seconds(headers: Any) -> Optional[float]:
+    """``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), in seconds."""
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(float(value) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Connection errors, timeouts and 408/409/425/429/5xx/529; never 400/401/403/404."""
+    if isinstance(exc, APIError):
+        return exc.status in RETRY_STATUSES
+    return isinstance(exc, (ConnectionLost, StreamTimeout))
+
+
+def retry_delay(policy: Retry, exc: Optional[BaseException], attempt: int) -> float:
+    """What the provider asked for (``Retry-After``), else exponential backoff with jitter."""
+    after = getattr(exc, "retry_after", None)
+    if after is not None and 0 <= after <= policy.max_retry_after:
+        return float(after)
+    backoff = wait_random_exponential(multiplier=policy.backoff, max=policy.max_backoff)
+    return backoff(_State(attempt))
+
+
+class _State:
+    """The one field of tenacity's RetryCallState that its wait strategies read."""
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
+
+
+def make_retrying(
+    policy: Retry,
+    should_retry: Callable[[BaseException], bool],
+    sleep: Callable[[float], None],
+    before_sleep: Callable[[Any], None],
+) -> Retrying:
+    return Retrying(
+        stop=stop_after_attempt(policy.max_retries + 1),
+        wait=lambda state: retry_delay(policy, state.outcome.exception(), state.attempt_number),
+        retry=retry_if_exception(should_retry),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
