@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from typing import List, Optional
 
 import adapters
 import streamcoord
+from recovery_store import DiskStore
 from streamcoord._demo import DemoProvider
 
 __all__ = ["main"]
@@ -37,6 +39,14 @@ def _live_metrics(metrics: streamcoord.StreamMetrics) -> None:
 def _print_stream(stream: streamcoord.ChatStream) -> None:
     with stream:
         for chunk in stream:
+            recovery = chunk.metadata.get("recovery")
+            if recovery:
+                # A terminal cannot take text back: say what the recovery did instead.
+                sys.stdout.write(
+                    f"\n\n[connection lost; recovered (attempt {recovery['attempt']}, strategy "
+                    f"{recovery['strategy']}): the {recovery['rewind']} characters after the last "
+                    f"{recovery['strategy']} break are written again]\n\n"
+                )
             sys.stdout.write(chunk.content)
             sys.stdout.flush()
     sys.stdout.write("\n")
@@ -44,15 +54,21 @@ def _print_stream(stream: streamcoord.ChatStream) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     print("streamcoord demo: streaming from an embedded local provider (no key, no network)\n")
-    with DemoProvider(delay=args.delay) as provider:
-        client = streamcoord.Client("openai", api_key="demo-key", base_url=provider.base_url)
-        stream = client.stream_chat(
-            [{"role": "user", "content": "What does streamcoord do?"}], model="demo-model", track_metrics=True
-        )
-        _print_stream(stream)
-    metrics = stream.metrics
-    print("\n" + _metrics_line(metrics))
+    with DemoProvider(delay=args.delay) as provider, tempfile.TemporaryDirectory() as store_dir:
+        with DiskStore(store_dir) as store:
+            client = streamcoord.Client(
+                "openai", api_key="demo-key", base_url=provider.base_url, recovery_store=store,
+                max_retries=streamcoord.Retry(2, backoff=0.05, max_backoff=0.2),
+            )
+            stream = client.stream_chat(
+                [{"role": "user", "content": "What does streamcoord do?"}], model="demo-model",
+                track_metrics=True, stream_recovery=True, recovery={"strategy": "paragraph", "max_retries": 3},
+            )
+            _print_stream(stream)
+    print("\n" + _metrics_line(stream.metrics))
     print(f"finish_reason={stream.finish_reason} usage={stream.usage}")
+    print("\nThe final text (stream.text), coherent after the recovery:\n")
+    print(stream.text)
     return 0
 
 

@@ -14,7 +14,7 @@ from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._metrics import StreamMetrics
 from streamcoord._options import StreamOptions
 from streamcoord._worker import StreamSpec, Worker
-from streamcoord.errors import CallbackError
+from streamcoord.errors import CallbackError, StreamcoordError
 
 __all__ = ["FunctionParser", "StreamHandle", "StreamingCoordinator"]
 
@@ -32,6 +32,8 @@ class FunctionParser(EventParser):
         # still delivers the chunks parsed before it in the same read, then raises it.
         try:
             chunk = self._fn(event.data)
+        except StreamcoordError:
+            raise  # e.g. an APIError the parser raises for an error event in the stream
         except Exception as exc:
             error = CallbackError(f"parse_chunk_fn raised {type(exc).__name__}: {exc}", "parse_chunk_fn")
             raise error from exc

@@ -1,13 +1,17 @@
 """The embedded demo provider: a loopback server that speaks OpenAI's streaming format.
 
 ``python -m streamcoord demo`` streams from it through the whole stack (HTTP, SSE
-decoding, the OpenAI adapter, the worker thread, metrics) with no key and no network.
+decoding, the OpenAI adapter, the worker thread, metrics, stream recovery) with no key and
+no network. The server drops the first connection part-way through the answer, once, so
+the demo shows a recovery; a continuation request (the partial answer as an assistant
+turn) is answered with the rest of the answer.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,11 +49,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        pieces = tokenize(self.server.answer)
+        answer = self.server.answer
+        partial = _partial_answer(body.get("messages") or [])
+        if partial and answer.startswith(partial):
+            answer = answer[len(partial):]  # a continuation: the rest of the answer
+        pieces = tokenize(answer)
+        drop_at = len(pieces) * 2 // 5 if self.server.take_drop() else None
         try:
             self._event({"role": "assistant", "content": ""}, model, None)
-            for piece in pieces:
+            for i, piece in enumerate(pieces):
                 if self.server.closing.wait(self.server.delay):
+                    return
+                if i == drop_at:
+                    self.connection.shutdown(socket.SHUT_RDWR)  # the network fails, mid-answer
                     return
                 self._event({"content": piece}, model, None)
             self._event({}, model, "stop")
@@ -78,21 +90,38 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+def _partial_answer(messages: List[dict]) -> str:
+    """The partial answer a continuation request carries (the last assistant turn)."""
+    for message in reversed(messages):
+        if message.get("role") == "assistant" and isinstance(message.get("content"), str):
+            return message["content"]
+    return ""
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, answer: str, delay: float) -> None:
+    def __init__(self, answer: str, delay: float, drops: int) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.answer = answer
         self.delay = delay
         self.closing = threading.Event()
+        self._drops = drops
+        self._lock = threading.Lock()
+
+    def take_drop(self) -> bool:
+        with self._lock:
+            if self._drops > 0:
+                self._drops -= 1
+                return True
+            return False
 
 
 class DemoProvider:
     """``with DemoProvider() as demo: Client("openai", api_key="demo", base_url=demo.base_url)``."""
 
-    def __init__(self, answer: str = DEMO_ANSWER, delay: float = 0.02) -> None:
-        self._server = _Server(answer, delay)
+    def __init__(self, answer: str = DEMO_ANSWER, delay: float = 0.02, drops: int = 1) -> None:
+        self._server = _Server(answer, delay, drops)
         self._thread = threading.Thread(target=self._server.serve_forever, name="streamcoord-demo", daemon=True)
 
     @property

@@ -30,7 +30,14 @@ from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import callback_error, run_transform, run_validate
 from streamcoord._recovery import Recovery, is_recoverable
 from streamcoord._retry import is_retryable, make_retrying, retry_after_seconds, retry_delay
-from streamcoord.errors import APIError, ProtocolError, StreamcoordError, StreamTimeout
+from streamcoord.errors import (
+    APIError,
+    ChunkValidationError,
+    ProtocolError,
+    RecoveryFailed,
+    StreamcoordError,
+    StreamTimeout,
+)
 
 __all__ = ["End", "Resume", "StreamSpec", "Worker", "retry_after_seconds"]
 
@@ -183,6 +190,7 @@ class Worker:
                 status = "cancelled"  # the stored record stays resumable
             else:
                 error = exc
+                self._count_error(exc)
                 if self.recovery is not None:
                     self.recovery.fail()
         finally:
@@ -245,7 +253,15 @@ class Worker:
         if self.cancelled:
             raise _Cancelled()
 
+    def _count_error(self, exc: BaseException) -> None:
+        """metrics.errors counts every failure met, retried or not; API errors were
+        counted when they were reported to on_error, rejected chunks when they were
+        rejected, and RecoveryFailed wraps one already counted."""
+        if not isinstance(exc, (APIError, ChunkValidationError, RecoveryFailed)):
+            self.metrics.errors += 1
+
     def _before_sleep(self, retry_state: Any) -> None:
+        self._count_error(retry_state.outcome.exception())
         self.metrics.retries += 1
         self.log.info(
             "retrying after %r (attempt %d of %d) in %.2fs", retry_state.outcome.exception(),
@@ -278,6 +294,7 @@ class Worker:
         recovery = self.recovery
         assert recovery is not None
         self._flush_pending()
+        self._count_error(exc)
         kept, rewind = recovery.plan(exc, self.spec.adapter.continuation_trims_space)  # raises RecoveryFailed
         self.metrics.recoveries += 1
         self.log.info(
@@ -404,16 +421,16 @@ class Worker:
             chunks: List[Chunk] = []
             try:
                 parse_into(feed(data), chunks)
-            except StreamcoordError as exc:
-                self._fail_mid_read(chunks, exc)
-                raise
+            except Exception as exc:
+                raise self._fail_mid_read(chunks, exc)  # noqa: B904 - the cause is set inside
             if has_end_marker and decoder.done:  # the [DONE] marker
                 parser.done = done = True
             if chunks:
                 last_content = monotonic()
                 self._deliver(chunks)
-            if last_content >= metrics.next_report:  # about once a second, not per chunk
-                metrics.report(last_content)
+            now = monotonic()
+            if now >= metrics.next_report:  # about once a second, not per chunk
+                metrics.report(now)
         if self.cancelled:
             raise _Cancelled()
         if done:
@@ -422,21 +439,26 @@ class Worker:
             tail: List[Chunk] = []
             try:
                 parse_into(decoder.flush(), tail)
-            except StreamcoordError as exc:
-                self._fail_mid_read(tail, exc)
-                raise
+            except Exception as exc:
+                raise self._fail_mid_read(tail, exc)  # noqa: B904 - the cause is set inside
             if tail:
                 self._deliver(tail)
         parser.finish()
         self._flush_pending()
 
-    def _fail_mid_read(self, chunks: List[Chunk], exc: StreamcoordError) -> None:
+    def _fail_mid_read(self, chunks: List[Chunk], exc: Exception) -> Exception:
         """A parse error or an error event: what was parsed before it is still delivered,
-        and an error event is reported to ``on_error`` with the provider's body."""
+        an error event is reported to ``on_error`` with the provider's body, and a parser
+        that fails in its own way becomes a ProtocolError. Returns the error to raise."""
+        if not isinstance(exc, StreamcoordError):
+            error = ProtocolError(f"the {self.spec.provider} parser failed on an event: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            exc = error
         if chunks:
             self._deliver(chunks)
         if isinstance(exc, APIError):
             self._report_error(exc.status, exc.body)
+        return exc
 
     def _drain_body(self, body: BodyReader, sock: Optional[socket.socket]) -> None:
         """After ``[DONE]``: read to the end of the body so the connection can be reused."""
