@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -73,8 +74,22 @@ class ChatStream:
                 return
             yield list(batch)
 
-    def _next_batch(self) -> Optional[List[Chunk]]:
-        """The next batch from the worker; None at the end; raises the stream's error."""
+    def poll(self, timeout: Optional[float] = None) -> Optional[List[Chunk]]:
+        """The next chunks, waiting at most ``timeout`` seconds: a list (empty if nothing
+        arrived in time), or None once the stream has ended; raises the stream's error.
+
+        For loops that must do something else while the model is quiet, such as a web view
+        sending keep-alive comments so that a browser that went away is noticed.
+        """
+        rest = list(self._it)
+        if rest:
+            return rest
+        batch = self._next_batch(timeout)
+        return None if batch is None else list(batch)
+
+    def _next_batch(self, timeout: Optional[float] = None) -> Optional[List[Chunk]]:
+        """The next batch from the worker; None at the end; [] when ``timeout`` passed
+        first; raises the stream's error."""
         if self._exhausted:
             return None
         if self._closed:
@@ -83,7 +98,13 @@ class ChatStream:
                 "(or client.resume(stream_id) to continue a recoverable one)"
             )
         worker = self._start()
-        item = worker.queue.get()
+        if timeout is None:
+            item = worker.queue.get()
+        else:
+            try:
+                item = worker.queue.get(timeout=timeout)
+            except queue.Empty:
+                return []
         if item.__class__ is list:
             return item
         self._exhausted = True

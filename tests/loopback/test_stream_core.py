@@ -303,3 +303,24 @@ def test_exception_from_the_worker_keeps_its_cause(server, client):
     with pytest.raises(streamcoord.ConnectionLost) as info:
         list(client().stream_chat(MESSAGES, model="m"))
     assert isinstance(info.value.__cause__, OSError)  # the reset, raised in the worker thread
+
+
+def test_poll_returns_an_empty_list_while_the_server_is_quiet(server, client):
+    release = threading.Event()
+    from tests.support.fakeserver import Gate
+
+    server.enqueue(openai_text(PIECES, stall_after=1, stall=Gate(release)))
+    with client().stream_chat(MESSAGES, model="m") as stream:
+        got = []
+        while not got:
+            got = stream.poll(timeout=2)
+        assert [c.content for c in got] == ["Hello"]
+        assert stream.poll(timeout=0.05) == []  # nothing new: the caller gets control back
+        release.set()
+        rest = []
+        while True:
+            batch = stream.poll(timeout=2)
+            if batch is None:
+                break
+            rest += [c.content for c in batch]
+    assert "".join(rest) == ", world!"
