@@ -499,14 +499,18 @@ class Worker:
         if spec.transform_chunk is not None:
             chunks, transform_error = run_transform(chunks, spec.transform_chunk, self._note)
             error = transform_error or error
-        text_parts = self.text_parts
+        texts = []
         for chunk in chunks:
             if chunk.metadata or chunk.finish_reason is not None or chunk.usage is not None or chunk.tool_calls:
                 if "choice" in chunk.metadata:  # another of n choices: not part of stream.text
                     continue
                 self._note(chunk)
             if chunk.content:
-                text_parts.append(chunk.content)
+                texts.append(chunk.content)
+        if texts:
+            # One string per read, not per chunk: a str object costs ~50 bytes beyond its
+            # text, which over a million chunks is most of the memory stream.text holds.
+            self.text_parts.append("".join(texts))
         if chunks:
             self._hand_over(chunks)
         if error is not None:
