@@ -280,7 +280,7 @@ class FakeProvider:
             if self._closing.is_set():
                 raise ValueError("FakeProvider was closed; create a new one")
             self._httpd = _Server(self)
-            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
                                             name="fakeserver", daemon=True)
             self._thread.start()
         return self
