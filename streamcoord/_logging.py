@@ -44,11 +44,18 @@ def enable_logging(level: Union[int, str] = logging.DEBUG, stream: Optional[Any]
     """Show streamcoord's log on stderr (or ``stream``), each line with stream_id and provider.
 
     The Python form of the seed's ``config :logger, metadata: [:stream_id, :provider]``.
-    Returns the handler so it can be removed again.
+    It sets the ``streamcoord`` logger's level; calling it again replaces its handler.
+    Returns the handler, so ``logging.getLogger("streamcoord").removeHandler(h)`` undoes it.
     """
-    handler = logging.StreamHandler(stream or sys.stderr)
+    global _handler
+    if _handler is not None:  # calling it again replaces the handler rather than doubling lines
+        logger.removeHandler(_handler)
+    handler = _handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(_Defaults())
     logger.addHandler(handler)
     logger.setLevel(level)
     return handler
+
+
+_handler: Optional[logging.Handler] = None
