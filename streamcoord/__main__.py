@@ -33,7 +33,10 @@ def _metrics_line(metrics: streamcoord.StreamMetrics) -> str:
 
 
 def _live_metrics(metrics: streamcoord.StreamMetrics) -> None:
-    sys.stderr.write("\n" + _metrics_line(metrics) + "\n" if metrics.status != "streaming" else "")
+    """``--metrics``: about once a second while streaming, and once at the end, on stderr
+    (stdout keeps only the answer, so it can be piped)."""
+    sys.stderr.write("\n" + _metrics_line(metrics) + "\n")
+    sys.stderr.flush()
 
 
 def _print_stream(stream: streamcoord.ChatStream) -> None:
