@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from adapters._options import check_options, require_model
-from adapters.base import Adapter, EventParser, HTTPRequest, error_message, json_object
+from adapters.base import Adapter, EventParser, HTTPRequest, _scan_once, error_message, json_object
 from streamcoord._chunk import Chunk, content_chunk, normalize_usage
 from streamcoord.errors import api_error_for_type
 
@@ -67,8 +67,15 @@ class OpenAIParser(EventParser):
         provider = self.provider
         append = out.append
         parse_object = self.parse_object
+        scan = _scan_once
         for event in events:
-            obj = json_object(event.data, provider)
+            data = event.data
+            try:
+                obj, end = scan(data, 0)
+            except (StopIteration, ValueError):
+                end = -1
+            if end != len(data) or obj.__class__ is not dict:
+                obj = json_object(data, provider)  # whitespace around it, or a clear error
             choices = obj.get("choices")
             if choices.__class__ is list and len(choices) == 1:
                 choice = choices[0]

@@ -17,6 +17,7 @@ rather than unbounded memory.
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 from typing import List, Optional
 
 from streamcoord.errors import ProtocolError
@@ -28,24 +29,28 @@ DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
-class ServerSentEvent:
-    """One dispatched event: ``event`` (type, "message" by default), ``data``, ``id``, ``retry``."""
+class ServerSentEvent(tuple):
+    """One dispatched event: ``event`` (type, "message" by default), ``data``, ``id``, ``retry``.
 
-    __slots__ = ("event", "data", "id", "retry")
+    A tuple underneath: the decoder makes one per event, and a tuple is the cheapest
+    object Python builds (``_event(ServerSentEvent, (data, type, id, retry))``).
+    """
 
-    def __init__(self, data: str, event: str = "message", id: str = "", retry: Optional[int] = None) -> None:
-        self.data = data
-        self.event = event
-        self.id = id
-        self.retry = retry
+    __slots__ = ()
+
+    def __new__(cls, data: str, event: str = "message", id: str = "", retry: Optional[int] = None) -> "ServerSentEvent":  # noqa: A002
+        return tuple.__new__(cls, (data, event, id, retry))
+
+    data = property(itemgetter(0), doc="the payload: the event's data lines joined with LF")
+    event = property(itemgetter(1), doc='the event type; "message" when the stream names none')
+    id = property(itemgetter(2), doc="the last event ID in force when the event was dispatched")
+    retry = property(itemgetter(3), doc="the reconnection time the server asked for (ms), or None")
 
     def __repr__(self) -> str:
         return f"ServerSentEvent(event={self.event!r}, data={self.data!r}, id={self.id!r}, retry={self.retry!r})"
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ServerSentEvent):
-            return NotImplemented
-        return (self.event, self.data, self.id, self.retry) == (other.event, other.data, other.id, other.retry)
+
+_event = tuple.__new__
 
 
 def _too_long(limit: int) -> ProtocolError:
@@ -118,20 +123,26 @@ class SSEDecoder:
         blocks = text.split("\n\n")
         last = blocks.pop()  # after the last blank line: "" or lines of an unfinished event
         events: List[ServerSentEvent] = []
+        append = events.append
         end_marker = self.end_marker
+        # "clean": no event half-built by earlier lines, so a one-line block is a whole event.
+        clean = self._data is None and not self._type and self._id is None
+        last_id, retry = self.last_event_id, self.retry
         for block in blocks:
-            if block[:5] == "data:" and self._data is None and not self._type and self._id is None and "\n" not in block:
-                data = block[6:] if block[5:6] == " " else block[5:]
+            if clean and block.startswith("data: ") and "\n" not in block:
+                data = block[6:]
                 if data == end_marker:
                     self.done = True
                     return events
-                events.append(ServerSentEvent(data, "message", self.last_event_id, self.retry))
-            else:
-                lines = block.split("\n")
-                lines.append("")  # the blank line that ended the block
-                events += self._lines(lines)
-                if self.done:
-                    return events
+                append(_event(ServerSentEvent, (data, "message", last_id, retry)))
+                continue
+            lines = block.split("\n")
+            lines.append("")  # the blank line that ended the block
+            events += self._lines(lines)
+            if self.done:
+                return events
+            clean = self._data is None and not self._type and self._id is None
+            last_id, retry = self.last_event_id, self.retry
         if last:
             lines = last.split("\n")
             del lines[-1]
@@ -221,7 +232,7 @@ class NDJSONDecoder:
             for line in lines:
                 if len(line) > self.max_line_bytes:
                     raise _too_long(self.max_line_bytes)
-        return [ServerSentEvent(line) for line in lines if line.strip()]
+        return [_event(ServerSentEvent, (line, "message", "", None)) for line in lines if line.strip()]
 
     def flush(self) -> List[ServerSentEvent]:
         """End of stream: a last line without its newline is still a line."""

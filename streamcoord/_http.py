@@ -88,6 +88,22 @@ def reason(exc: BaseException) -> str:
 _MAX_SIZE_LINE = 4096
 
 
+def _chunk_size(line: bytes) -> int:
+    try:
+        size = int(line, 16)  # int() takes bytes, and the surrounding whitespace
+    except ValueError:
+        size = -1
+    if size < 0:  # a chunk extension (";name=value"), or not a size at all
+        head = line.split(b";", 1)[0].strip()
+        try:
+            size = int(head, 16)
+        except ValueError:
+            raise ProtocolError(f"invalid chunked encoding: bad chunk size {line[:40]!r}") from None
+        if size < 0 or head[:1] in (b"-", b"+"):
+            raise ProtocolError(f"invalid chunked encoding: bad chunk size {line[:40]!r}")
+    return size
+
+
 class ChunkedDecoder:
     """Incremental decoder of HTTP/1.1 ``Transfer-Encoding: chunked``."""
 
@@ -120,15 +136,22 @@ class ChunkedDecoder:
                     if end - pos > _MAX_SIZE_LINE:
                         raise ProtocolError("invalid chunked encoding: chunk-size line too long")
                     break
-                line = buf[pos:nl].split(b";", 1)[0].strip()
-                try:
-                    left = int(line, 16)
-                except ValueError:
-                    raise ProtocolError(f"invalid chunked encoding: bad chunk size {line[:40]!r}") from None
-                if left < 0:
-                    raise ProtocolError("invalid chunked encoding: negative chunk size")
+                left = _chunk_size(buf[pos:nl])
                 pos = nl + 2
-                state = 1 if left else 3
+                if not left:
+                    state = 3
+                    continue
+                # The common case, a whole chunk and its CRLF already in the buffer (a
+                # provider sends each event as its own small chunk): take it in one step.
+                stop = pos + left
+                if stop + 2 <= end:
+                    if buf[stop:stop + 2] != b"\r\n":
+                        raise ProtocolError("invalid chunked encoding: chunk not followed by CRLF")
+                    out.append(buf[pos:stop])
+                    pos = stop + 2
+                    left = 0
+                    continue
+                state = 1
             elif state == 2:
                 if end - pos < 2:
                     break
