@@ -102,10 +102,12 @@ class Recovery:
         if self._persisting:
             self._write(self.store.append, self.stream_id, text)
 
-    def start_from(self, text: str) -> None:
-        """Take up a stored record (``client.resume``) whose text is now ``text``."""
+    def start_from(self, text: str, resumed: bool = False) -> None:
+        """Go on from ``text``: after a break, or taking up a stored record (``resumed``)."""
         self.parts = [text] if text else []
         self._write(self.store.replace_text, self.stream_id, text)
+        if resumed:
+            self._write(self.store.set_status, self.stream_id, "streaming")
 
     def cut(self, text: str, trim_trailing_space: bool) -> str:
         """The part of ``text`` a continuation starts from, under this stream's strategy."""

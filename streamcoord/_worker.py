@@ -12,6 +12,7 @@ down, which wakes a ``recv`` blocked on a stalled server at once.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import socket
 import threading
@@ -136,6 +137,7 @@ class Worker:
         self._response: Optional[requests.Response] = None
         self._sock: Optional[socket.socket] = None
         self._produced = False  # this attempt produced a chunk: no plain retry after that
+        self._content_seen = False  # the stream produced a chunk: recovery has something to go on
         self._pending: List[Chunk] = []  # chunks held back by buffer_chunks
         self._deadline: Optional[float] = None
         self._next_index = 0  # chunk indexes go on across retries and recoveries
@@ -227,8 +229,10 @@ class Worker:
             try:
                 self._run_with_retries(request)
                 return
-            except (APIError, StreamcoordError) as exc:
-                if self.recovery is None or self.cancelled or not is_recoverable(exc):
+            except StreamcoordError as exc:
+                # Before any content, a failure is the plain retries' business (they have
+                # run out by now): there is nothing to continue from.
+                if self.recovery is None or self.cancelled or not self._content_seen or not is_recoverable(exc):
                     raise
                 request = self._recover(exc)
 
@@ -280,12 +284,24 @@ class Worker:
             recovery.start(spec.recovery_meta)
             return spec.request
         kept = resume.text if resume.completed else recovery.cut(resume.text, spec.adapter.continuation_trims_space)
-        recovery.start_from(kept)
-        self.text_parts = [kept] if kept else []
-        if resume.offset < len(kept):
-            self._put([self._control_chunk(kept[resume.offset:], {"replay": True})])
-        elif resume.offset > len(kept):
-            self._announce_rewind(resume.offset - len(kept))
+        recovery.start_from(kept, resumed=not resume.completed)
+        self._content_seen = bool(kept)
+        if not resume.completed:
+            recovery.attempts += 1  # taking a stream up again is a recovery, and counts as one
+            self.metrics.recoveries += 1
+        # The stored text is the model's; the consumer gets it as the live stream would
+        # have given it: through transform_chunk.
+        replay = self._control_chunk(kept, {"replay": True})
+        if spec.transform_chunk is not None:
+            shown, error = run_transform([replay], spec.transform_chunk, self._note)
+            if error is not None:
+                raise error
+            replay = shown[0] if shown else dataclasses.replace(replay, content="")
+        self.text_parts = [replay.content] if replay.content else []
+        if resume.offset < len(replay.content):
+            self._put([dataclasses.replace(replay, content=replay.content[resume.offset:])])
+        elif resume.offset > len(replay.content):
+            self._announce_rewind(resume.offset - len(replay.content))
         if resume.completed:
             return None
         return self._continuation(kept)
@@ -404,16 +420,23 @@ class Worker:
                 limit = deadline
             now = monotonic()
             if now >= limit:
+                if parser.done:
+                    break  # the answer is complete; only what follows its end is missing
                 raise self._timeout_error()
             if sock is not None:
                 sock.settimeout(limit - now)
             try:
                 data = read()
-            except StreamcoordError:
-                raise
             except Exception as exc:
                 if self.cancelled:
                     raise _Cancelled() from exc
+                if parser.done:
+                    # The provider had signalled the end of the answer: a break after it
+                    # costs at most a trailing usage event, not a continuation.
+                    self.log.debug("the connection broke after the end of the answer: %r", exc)
+                    break
+                if isinstance(exc, StreamcoordError):
+                    raise
                 raise translate_read_error(exc, self.spec.provider, self._timeout_error) from exc
             if not data:
                 break
@@ -488,7 +511,7 @@ class Worker:
             metrics.first_chunk_at = time.monotonic()
             self.log.debug("first chunk")
         metrics.chunks_received += len(chunks)
-        self._produced = True
+        self._produced = self._content_seen = True
         error: Optional[BaseException] = None
         if spec.validate_chunk is not None:
             chunks, error = run_validate(chunks, spec.validate_chunk, spec.on_invalid, self._rejected)
