@@ -31,8 +31,10 @@ __all__ = [
     "Adapter",
     "EventParser",
     "HTTPRequest",
+    "bearer_headers",
     "error_message",
     "json_object",
+    "json_scan_once",
     "redact_headers",
     "validate_messages",
 ]
@@ -204,6 +206,16 @@ CONTINUE_INSTRUCTION = (
 )
 
 
+def bearer_headers(api_key: Optional[str], options: Dict[str, Any]) -> Dict[str, str]:
+    """JSON in, an event stream out, ``Authorization: Bearer`` when there is a key, and
+    the caller's ``extra_headers`` last (OpenAI-style APIs)."""
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    headers.update(options.get("extra_headers") or {})
+    return headers
+
+
 def error_message(body: Any) -> str:
     """A short human message from a provider's error body (JSON or text)."""
     if isinstance(body, dict):
@@ -218,14 +230,15 @@ def error_message(body: Any) -> str:
     return text[:500] if text else "(empty body)"
 
 
-_scan_once = json.JSONDecoder().scan_once
+# The C scanner behind json.loads: (value, end) for the JSON value at an index.
+json_scan_once = json.JSONDecoder().scan_once
 
 
 def json_object(data: str, provider: str) -> Dict[str, Any]:
     """One event's JSON object. Calls the C scanner directly: ``json.loads`` spends as long
     again on its wrapper and two whitespace regexes, and this runs once per chunk."""
     try:
-        obj, end = _scan_once(data, 0)
+        obj, end = json_scan_once(data, 0)
         if end != len(data) and data[end:].strip():
             raise ValueError("extra data after the JSON value")
     except (StopIteration, ValueError):

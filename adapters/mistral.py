@@ -19,7 +19,7 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Sequence
 
 from adapters._options import check_options, require_model
-from adapters.base import Adapter, EventParser, HTTPRequest, error_message
+from adapters.base import Adapter, EventParser, HTTPRequest, bearer_headers, error_message
 from adapters.openai import FINISH_REASONS as OPENAI_FINISH_REASONS
 from adapters.openai import OpenAIParser
 from streamcoord._chunk import Chunk
@@ -120,11 +120,7 @@ class MistralAdapter(Adapter):
         if options.get("max_tokens") is not None:
             body["max_tokens"] = options["max_tokens"]
         body.update(options.get("extra_body") or {})
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        headers.update(options.get("extra_headers") or {})
-        return HTTPRequest(url=f"{base_url}/chat/completions", json=body, headers=headers)
+        return HTTPRequest(url=f"{base_url}/chat/completions", json=body, headers=bearer_headers(api_key, options))
 
     def new_parser(self, request: HTTPRequest) -> EventParser:
         return MistralParser(self.name)

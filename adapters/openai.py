@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from adapters._options import check_options, require_model
-from adapters.base import Adapter, EventParser, HTTPRequest, _scan_once, error_message, json_object
+from adapters.base import Adapter, EventParser, HTTPRequest, bearer_headers, error_message, json_object, json_scan_once
 from streamcoord._chunk import Chunk, content_chunk, normalize_usage
 from streamcoord.errors import api_error_for_type
 
@@ -67,7 +67,7 @@ class OpenAIParser(EventParser):
         provider = self.provider
         append = out.append
         parse_object = self.parse_object
-        scan = _scan_once
+        scan = json_scan_once
         for event in events:
             data = event.data
             try:
@@ -182,11 +182,7 @@ class OpenAIAdapter(Adapter):
         if max_tokens is not None:
             body[self.max_tokens_field] = max_tokens
         body.update(options.get("extra_body") or {})
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        headers.update(options.get("extra_headers") or {})
-        return HTTPRequest(url=f"{base_url}/chat/completions", json=body, headers=headers)
+        return HTTPRequest(url=f"{base_url}/chat/completions", json=body, headers=bearer_headers(api_key, options))
 
     def new_parser(self, request: HTTPRequest) -> EventParser:
         return OpenAIParser(self.name)

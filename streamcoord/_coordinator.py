@@ -141,22 +141,14 @@ class StreamingCoordinator:
         adapter = Adapter()
         adapter.name = provider
         spec = StreamSpec(
-            stream_id=opts.stream_id,
+            options=opts,
             provider=provider,
             adapter=adapter,
             request=HTTPRequest(url=url, json=request, headers=dict(headers or {})),
             new_parser=lambda _request: FunctionParser(parse_chunk_fn, provider),
             session=session if session is not None else _default_session(),
-            timeout=opts.timeout,
             retry=Retry.coerce(max_retries),
             wire_format=wire_format,
-            on_metrics=opts.on_metrics,
-            transform_chunk=opts.transform_chunk,
-            validate_chunk=opts.validate_chunk,
-            on_invalid=opts.on_invalid,
-            buffer_chunks=opts.buffer_chunks,
-            on_error=opts.on_error,
-            max_line_bytes=opts.max_line_bytes,
             callback=callback,
         )
         worker = Worker(spec)

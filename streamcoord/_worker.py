@@ -28,6 +28,7 @@ from streamcoord._decoders import NDJSONDecoder, SSEDecoder
 from streamcoord._http import BodyReader, read_error_body, send, translate_read_error
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
+from streamcoord._options import StreamOptions
 from streamcoord._pipeline import callback_error, run_transform, run_validate
 from streamcoord._recovery import Recovery, is_recoverable
 from streamcoord._retry import is_retryable, make_retrying, retry_after_seconds, retry_delay
@@ -79,43 +80,35 @@ class StreamSpec:
     def __init__(
         self,
         *,
-        stream_id: str,
+        options: StreamOptions,
         provider: str,
         adapter: Adapter,
         request: HTTPRequest,
         new_parser: Callable[[HTTPRequest], EventParser],
         session: requests.Session,
-        timeout: Timeout,
         retry: Retry,
         wire_format: str = "sse",
-        on_metrics: Optional[Callable[[Any], Any]] = None,
-        transform_chunk: Optional[Callable[[Chunk], Optional[Chunk]]] = None,
-        validate_chunk: Optional[Callable[[Chunk], Any]] = None,
-        on_invalid: str = "skip",
-        buffer_chunks: int = 1,
-        on_error: Optional[Callable[[Optional[int], Any], Any]] = None,
-        max_line_bytes: int = 8 * 1024 * 1024,
         callback: Optional[Callable[[Chunk], Any]] = None,
         recovery: Optional[Recovery] = None,
         recovery_meta: Optional[Dict[str, Any]] = None,
         resume: Optional[Resume] = None,
     ) -> None:
-        self.stream_id = stream_id
+        self.stream_id = options.stream_id
         self.provider = provider
         self.adapter = adapter
         self.request = request
         self.new_parser = new_parser
         self.session = session
-        self.timeout = timeout
+        self.timeout: Timeout = options.timeout
         self.retry = retry
         self.wire_format = wire_format
-        self.on_metrics = on_metrics
-        self.transform_chunk = transform_chunk
-        self.validate_chunk = validate_chunk
-        self.on_invalid = on_invalid
-        self.buffer_chunks = buffer_chunks
-        self.on_error = on_error
-        self.max_line_bytes = max_line_bytes
+        self.on_metrics = options.on_metrics
+        self.transform_chunk = options.transform_chunk
+        self.validate_chunk = options.validate_chunk
+        self.on_invalid = options.on_invalid
+        self.buffer_chunks = options.buffer_chunks
+        self.on_error = options.on_error
+        self.max_line_bytes = options.max_line_bytes
         self.callback = callback  # the direct API: chunks go to a callback, not a queue
         self.recovery = recovery
         self.recovery_meta = recovery_meta or {}
