@@ -67,9 +67,9 @@ def openai_python(base_url: str) -> int:
     return n
 
 
-def streamcoord_client(**options) -> Callable[[str], int]:
+def streamcoord_client(client_options=None, **options) -> Callable[[str], int]:
     def run(base_url: str) -> int:
-        client = streamcoord.Client("openai", api_key="bench", base_url=base_url, max_retries=0)
+        client = streamcoord.Client("openai", api_key="bench", base_url=base_url, max_retries=0, **(client_options or {}))
         n = 0
         for chunk in client.stream_chat(MESSAGES, model="m", **options):
             if chunk.content:
@@ -87,12 +87,32 @@ def accept(chunk):
     return None
 
 
+def disk_store():
+    """A DiskStore in a temporary directory, removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from recovery_store import DiskStore
+
+    directory = tempfile.mkdtemp(prefix="streamcoord-bench-")
+    store = DiskStore(directory)
+    atexit.register(lambda: (store.close(), shutil.rmtree(directory, ignore_errors=True)))
+    return store
+
+
 CLIENTS: Dict[str, Callable[[str], int]] = {
     "requests+iter_lines+json.loads (floor)": floor_iter_lines,
     "streamcoord, features off": streamcoord_client(),
     "streamcoord, track_metrics": streamcoord_client(track_metrics=True, on_metrics=lambda m: None),
     "streamcoord, all features": streamcoord_client(
         track_metrics=True, on_metrics=lambda m: None, transform_chunk=identity, validate_chunk=accept, buffer_chunks=8,
+    ),
+}
+# Recovery writes the text of every network read to the store before handing it over.
+OPTIONAL_CLIENTS: Dict[str, Callable[[], Callable[[str], int]]] = {
+    "streamcoord, recovery (DiskStore)": lambda: streamcoord_client(
+        {"recovery_store": disk_store()}, stream_recovery=True
     ),
 }
 
@@ -107,8 +127,10 @@ class Result:
         return statistics.median(self.rates)
 
 
-def measure(chunks: int, rounds: int, with_openai: bool, framing: str = "packed") -> List[Result]:
+def measure(chunks: int, rounds: int, with_openai: bool, framing: str = "packed", with_recovery: bool = True) -> List[Result]:
     clients = dict(CLIENTS)
+    if with_recovery:
+        clients.update((name, make()) for name, make in OPTIONAL_CLIENTS.items())
     if with_openai:
         clients["openai-python"] = openai_python
     proc, base_url = start_server(chunks, framing)
@@ -131,9 +153,10 @@ def measure(chunks: int, rounds: int, with_openai: bool, framing: str = "packed"
 
 def report(results: List[Result]) -> str:
     floor = results[0].median
-    lines = [f"{'client':44} {'chunks/s (median)':>18} {'vs floor':>9}"]
+    off = next((r.median for r in results if r.name == "streamcoord, features off"), floor)
+    lines = [f"{'client':44} {'chunks/s (median)':>18} {'vs floor':>9} {'vs off':>7}"]
     for r in results:
-        lines.append(f"{r.name:44} {r.median:18,.0f} {r.median / floor:8.2f}x")
+        lines.append(f"{r.name:44} {r.median:18,.0f} {r.median / floor:8.2f}x {r.median / off:6.2f}x")
     return "\n".join(lines)
 
 
@@ -143,10 +166,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-openai", action="store_true", help="skip openai-python (it is slow on big streams)")
     parser.add_argument("--framing", choices=["packed", "per-event", "both"], default="both")
+    parser.add_argument("--no-recovery", action="store_true", help="skip the recovery (DiskStore) client")
     args = parser.parse_args()
     before = threading.active_count()
     for framing in (["packed", "per-event"] if args.framing == "both" else [args.framing]):
-        results = measure(args.chunks, args.rounds, not args.no_openai, framing)
+        results = measure(args.chunks, args.rounds, not args.no_openai, framing, not args.no_recovery)
         print(f"\n{args.chunks:,} chunks per stream, {framing} HTTP chunks, {args.rounds} rounds, "
               f"Python {sys.version.split()[0]}")
         print(report(results))
