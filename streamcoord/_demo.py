@@ -122,7 +122,7 @@ class DemoProvider:
 
     def __init__(self, answer: str = DEMO_ANSWER, delay: float = 0.02, drops: int = 1) -> None:
         self._server = _Server(answer, delay, drops)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="streamcoord-demo", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="demo-provider", daemon=True)
 
     @property
     def base_url(self) -> str:

@@ -129,13 +129,14 @@ def open_stream(
 
     A stream of the same id still served in this process (the browser reconnected before
     the server noticed its old connection was gone) is closed first, so that two workers
-    never write the same stored record.
+    never write the same stored record. With several processes, a reconnect may land on
+    another one: give them a shared store (``DiskStore`` on one machine, ``RedisStore``
+    across machines).
     """
     if not isinstance(stream_id, str):
         raise TypeError(f"stream_id must be a str naming the answer (the page makes it), got {stream_id!r:.80}")
     if options.pop("stream_recovery", True) is not True:
         raise ValueError("open_stream always uses stream_recovery=True: resuming after a reconnect needs it")
-    options.pop("stream_id", None)
     offset = _parse_last_event_id(last_event_id)
     _close_active(stream_id)
     if offset is None:
@@ -144,8 +145,8 @@ def open_stream(
     else:
         stream_options = {k: v for k, v in options.items() if k in STREAM_OPTIONS}
         stream = client.resume(stream_id, offset=offset, **stream_options)
-    _start_offsets[stream] = offset
     with _active_lock:
+        _start_offsets[stream] = offset
         _active[stream_id] = stream
     return stream
 
@@ -195,8 +196,10 @@ def sse_body(
         raise ValueError(f"metrics_interval must be None or a number of seconds > 0, got {metrics_interval!r}")
     if disconnected is not None and not callable(disconnected):
         raise TypeError(f"disconnected must be a function () -> bool or None, got {disconnected!r:.80}")
-    start = _start_offsets.get(stream, 0) if offset is None else offset
-    return EventStreamBody(stream, float(keepalive), metrics_interval, disconnected, start)
+    if offset is None:
+        with _active_lock:
+            offset = _start_offsets.get(stream, 0)
+    return EventStreamBody(stream, float(keepalive), metrics_interval, disconnected, offset)
 
 
 class EventStreamBody:

@@ -1,0 +1,1 @@
+"""A minimal Django project serving one chat page that streams answers over SSE."""
