@@ -155,7 +155,7 @@ class DiskStore(RecoveryStore):
     def _head(self, sid: str) -> Optional[dict]:
         head = self._cache.get("h:" + sid)
         if head is not None and self._clock() - head["updated_at"] >= self.ttl:
-            logger.debug("recovery record expired", extra={"stream_id": sid})
+            logger.debug("recovery record expired", extra={"stream_id": sid, "provider": "-"})
             return None
         return head
 
@@ -249,7 +249,7 @@ class DiskStore(RecoveryStore):
             meta = self._cache.get("m:" + stream_id)
             pieces = [self._cache.get(f"p:{stream_id}:{i}") for i in range(head["n"])]
         if meta is None or any(p is None for p in pieces):
-            logger.warning("recovery record is incomplete; ignoring it", extra={"stream_id": stream_id})
+            logger.warning("recovery record is incomplete; ignoring it", extra={"stream_id": stream_id, "provider": "-"})
             return None
         return StreamRecord(stream_id, meta, "".join(pieces), head["status"], head["updated_at"])
 

@@ -153,7 +153,7 @@ class Client:
                     f"stream_recovery stores the messages and options as JSON, and these are not JSON: {exc}"
                 ) from None
             store = self.recovery_store or default_store()
-            recovery = Recovery(store, opts.stream_id, strategy, max_retries, keep)
+            recovery = Recovery(store, opts.stream_id, strategy, max_retries, keep, self.provider)
         spec = StreamSpec(
             options=opts,
             provider=self.provider,

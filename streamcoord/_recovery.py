@@ -78,12 +78,14 @@ class Recovery:
         strategy: str,
         max_retries: int,
         keep: bool,
+        provider: str = "-",
     ) -> None:
         self.store = store
         self.stream_id = stream_id
         self.strategy = strategy
         self.max_retries = max_retries
         self.keep = keep
+        self.provider = provider
         self.attempts = 0
         self.parts: List[str] = []  # the model's text (before transform_chunk), in order
         self._persisting = True
@@ -153,5 +155,5 @@ class Recovery:
             self._persisting = False
             logger.error(
                 "the recovery store failed (%r); this stream will not be resumable", exc,
-                extra={"stream_id": self.stream_id, "provider": "-"},
+                extra={"stream_id": self.stream_id, "provider": self.provider},
             )
