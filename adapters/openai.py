@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from adapters._options import check_options, require_model
 from adapters.base import Adapter, EventParser, HTTPRequest, bearer_headers, error_message, json_object, json_scan_once
-from streamcoord._chunk import Chunk, content_chunk, normalize_usage
+from streamcoord._chunk import Chunk, RawJSON, content_chunk, normalize_usage
 from streamcoord.errors import api_error_for_type
 
 __all__ = ["OpenAIAdapter", "OpenAICompatibleAdapter", "OpenAIParser"]
@@ -85,7 +85,7 @@ class OpenAIParser(EventParser):
                     if text and text.__class__ is str and not choice.get("index") and not obj.get("usage") and "error" not in obj:
                         index = self.next_index
                         self.next_index = index + 1
-                        append(content_chunk(text, obj.get("model"), obj.get("id"), index, obj))
+                        append(content_chunk(text, obj.get("model"), obj.get("id"), index, RawJSON(data)))
                         continue
             chunk = parse_object(obj)
             if chunk is not None:
