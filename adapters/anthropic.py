@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from adapters._options import check_options, require_model
 from adapters.base import Adapter, EventParser, HTTPRequest, error_message, json_object
-from streamcoord._chunk import Chunk, normalize_usage
+from streamcoord._chunk import Chunk, RawJSON, content_chunk, normalize_usage
 from streamcoord.errors import api_error_for_type
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicAdapter", "AnthropicParser"]
@@ -63,6 +63,13 @@ class AnthropicParser(EventParser):
         obj = json_object(event.data, "anthropic")
         kind = obj.get("type") or event.event
         if kind == "content_block_delta":
+            delta = obj.get("delta") or {}
+            text = delta.get("text")
+            if text and delta.get("type") == "text_delta":
+                # The common event: its raw stays JSON text until read (see RawJSON).
+                index = self.next_index
+                self.next_index = index + 1
+                return content_chunk(text, self.model, self.message_id, index, RawJSON(event.data))
             return self._delta(obj)
         if kind == "content_block_start":
             return self._block_start(obj)
