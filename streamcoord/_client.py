@@ -7,11 +7,11 @@ import threading
 from typing import Any, Dict, List, Optional, Union
 
 import requests
-from requests.adapters import HTTPAdapter
 
 import adapters
 from adapters.base import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
+from streamcoord._http import StreamingAdapter
 from streamcoord._options import StreamOptions, split_options
 from streamcoord._recovery import Recovery, default_store, recovery_options
 from streamcoord._stream import ChatStream
@@ -27,7 +27,7 @@ POOL_MAXSIZE = 256
 def new_session() -> requests.Session:
     """A Session whose pool holds many concurrent streams; urllib3 retries off (tenacity retries)."""
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=POOL_MAXSIZE, max_retries=0)
+    adapter = StreamingAdapter(pool_connections=16, pool_maxsize=POOL_MAXSIZE, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session

@@ -19,21 +19,91 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 from typing import Any, Callable, Optional
 
 import requests
+import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
 
 from adapters.base import HTTPRequest
 from streamcoord.errors import ConnectionLost, ProtocolError, StreamTimeout
 
-__all__ = ["BodyReader", "ChunkedDecoder", "read_error_body", "reason", "send", "translate_read_error"]
+__all__ = [
+    "BodyReader",
+    "ChunkedDecoder",
+    "StreamingAdapter",
+    "read_error_body",
+    "reason",
+    "send",
+    "translate_read_error",
+]
 
 MAX_ERROR_BODY = 1 << 20
 
 
-def send(session: requests.Session, request: HTTPRequest, provider: str, connect: float, read: float) -> requests.Response:
-    """Send the request and return the response with its body unread."""
+# A worker that is sending a request learns its socket through this, as soon as the
+# connection has one, so that close() can wake a worker still waiting for the headers.
+_sending = threading.local()
+
+
+def _announce(sock: Any) -> None:
+    on_socket = getattr(_sending, "on_socket", None)
+    if on_socket is not None and sock is not None:
+        on_socket(sock)
+
+
+class _Announcing:
+    """Mixed into urllib3's connections: tell the sending worker which socket it uses."""
+
+    def _new_conn(self) -> Any:
+        sock = super()._new_conn()  # type: ignore[misc]
+        _announce(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        _announce(getattr(self, "sock", None))  # a kept-alive connection has its socket already
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_Announcing, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Announcing, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class StreamingAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with connections that let close() reach a request in flight."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def send(
+    session: requests.Session,
+    request: HTTPRequest,
+    provider: str,
+    connect: float,
+    read: float,
+    on_socket: Optional[Callable[[Any], None]] = None,
+) -> requests.Response:
+    """Send the request and return the response with its body unread. ``on_socket`` learns
+    the connection's socket while the request is still in flight (sessions made by
+    ``streamcoord.new_session``; with others, only once the headers have arrived)."""
+    _sending.on_socket = on_socket
     try:
         return session.request(
             request.method, request.url, json=request.json, headers=request.headers,
@@ -45,6 +115,8 @@ def send(session: requests.Session, request: HTTPRequest, provider: str, connect
         raise StreamTimeout(f"{provider} sent no response headers within {read:.3g}s") from exc
     except requests.exceptions.ConnectionError as exc:
         raise ConnectionLost(f"could not reach {provider} at {request.url}: {reason(exc)}") from exc
+    finally:
+        _sending.on_socket = None
 
 
 def read_error_body(response: requests.Response) -> Any:

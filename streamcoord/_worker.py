@@ -361,7 +361,7 @@ class Worker:
             read_timeout = min(read_timeout, max(self._deadline - time.monotonic(), 0.001))
         self.log.debug("request %s %s", request.method, request.url)
         try:
-            response = send(spec.session, request, spec.provider, spec.timeout.connect, read_timeout)
+            response = send(spec.session, request, spec.provider, spec.timeout.connect, read_timeout, self._on_socket)
         except StreamcoordError:
             if self.cancelled:
                 raise _Cancelled() from None
@@ -383,6 +383,15 @@ class Worker:
             self._report_error(status, body)
             raise ProtocolError(f"{spec.provider} answered with JSON instead of an event stream: {str(body)[:300]}")
         return response
+
+    def _on_socket(self, sock: socket.socket) -> None:
+        """The request's socket, known while the request is still in flight."""
+        self._sock = sock
+        if self.cancelled:  # closed meanwhile: cancel() may have missed it
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _report_error(self, status: Optional[int], body: Any) -> None:
         self.metrics.errors += 1

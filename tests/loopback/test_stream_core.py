@@ -324,3 +324,39 @@ def test_poll_returns_an_empty_list_while_the_server_is_quiet(server, client):
                 break
             rest += [c.content for c in batch]
     assert "".join(rest) == ", world!"
+
+
+def test_close_while_waiting_for_the_response_headers_returns_promptly(no_thread_leak):
+    """A provider that accepted the request but has not answered yet (queued, a slow
+    proxy): close() must still end the worker, not leave it waiting for the idle timeout."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    got_request = threading.Event()
+    peer_closed = threading.Event()
+
+    def accept_and_say_nothing():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            got_request.set()
+            if conn.recv(1) == b"":  # blocks until the client closes its end
+                peer_closed.set()
+
+    server_thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    server_thread.start()
+    try:
+        client = streamcoord.Client("openai", api_key=API_KEY, base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+        stream = client.stream_chat(MESSAGES, model="m", timeout=60)
+        stream.__enter__()
+        assert got_request.wait(5)
+        thread = worker_thread(stream)
+        started = time.monotonic()
+        stream.close()
+        assert time.monotonic() - started < 2.0
+        assert not thread.is_alive()
+        assert peer_closed.wait(2), "the connection stayed open"
+        assert stream.metrics.status == "cancelled"
+    finally:
+        listener.close()
+        server_thread.join(2)
