@@ -255,8 +255,9 @@ class BodyReader:
     or Content-Length bytes); a body cut short raises ``ConnectionLost``.
     """
 
-    def __init__(self, response: Any, read_size: int = 65536) -> None:
+    def __init__(self, response: Any, read_size: int = 65536, on_release: Optional[Callable[[], None]] = None) -> None:
         self._read_size = read_size
+        self._on_release = on_release  # told before the connection goes back to the pool
         self._raw = response.raw
         self.complete = False
         self.fast = False
@@ -312,6 +313,10 @@ class BodyReader:
     def _end(self) -> None:
         """The body is complete: hand the connection back to the pool for reuse."""
         self.complete = True
+        if self._on_release is not None:
+            # From here the socket may serve another stream: whoever could still shut it
+            # down (a close() of this stream) must forget it first.
+            self._on_release()
         try:
             self._http_response.close()  # http.client's view: this response is done
             self._raw.release_conn()

@@ -50,6 +50,7 @@ READ_SIZE = 16384
 QUEUE_BATCHES = 256
 # After [DONE], how long to wait for the end of the body so the connection can be reused.
 DRAIN_SECONDS = 1.0
+DRAIN_BYTES = 65536
 
 
 class _Cancelled(Exception):
@@ -128,7 +129,8 @@ class Worker:
         self.recovery = spec.recovery
         self._cancel_event = threading.Event()
         self._response: Optional[requests.Response] = None
-        self._sock: Optional[socket.socket] = None
+        self._sock: Optional[socket.socket] = None  # the socket cancel() may shut down
+        self._sock_lock = threading.Lock()
         self._produced = False  # this attempt produced a chunk: no plain retry after that
         self._content_seen = False  # the stream produced a chunk: recovery has something to go on
         self._pending: List[Chunk] = []  # chunks held back by buffer_chunks
@@ -153,12 +155,12 @@ class Worker:
             return
         self.cancelled = True
         self._cancel_event.set()
-        sock = self._sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
+        with self._sock_lock:
+            if self._sock is not None:
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
         self._drain()
 
     def _drain(self) -> None:
@@ -367,7 +369,7 @@ class Worker:
                 raise _Cancelled() from None
             raise
         self._response = response
-        self._sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+        self._set_sock(getattr(getattr(response.raw, "connection", None), "sock", None))
         if self.cancelled:  # closed while the request was being sent
             raise _Cancelled()
         status = response.status_code
@@ -386,12 +388,16 @@ class Worker:
 
     def _on_socket(self, sock: socket.socket) -> None:
         """The request's socket, known while the request is still in flight."""
-        self._sock = sock
-        if self.cancelled:  # closed meanwhile: cancel() may have missed it
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._set_sock(sock)
+
+    def _set_sock(self, sock: Optional[socket.socket]) -> None:
+        with self._sock_lock:
+            self._sock = sock
+            if sock is not None and self.cancelled:  # closed meanwhile: cancel() missed it
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def _report_error(self, status: Optional[int], body: Any) -> None:
         self.metrics.errors += 1
@@ -404,7 +410,7 @@ class Worker:
             self.log.exception("on_error callback raised")
 
     def _read(self, response: requests.Response, parser: EventParser, decoder: Any) -> None:
-        body = BodyReader(response, READ_SIZE)
+        body = BodyReader(response, READ_SIZE, on_release=lambda: self._set_sock(None))
         read = body.read
         feed = decoder.feed
         parse_into = parser.parse_into
@@ -416,10 +422,16 @@ class Worker:
         monotonic = time.monotonic
         last_content = monotonic()
         done = False
-        while not done:
+        ended_at = None  # when the provider signalled the end of the answer
+        while not done and not body.complete:
             limit = last_content + idle
             if deadline is not None and deadline < limit:
                 limit = deadline
+            if parser.done:
+                # Only trailing events (usage, [DONE]) can still come: wait briefly for them.
+                if ended_at is None:
+                    ended_at = monotonic()
+                limit = min(limit, ended_at + DRAIN_SECONDS)
             now = monotonic()
             if now >= limit:
                 if parser.done:
@@ -458,9 +470,7 @@ class Worker:
                 metrics.report(now)
         if self.cancelled:
             raise _Cancelled()
-        if done:
-            self._drain_body(body, sock)
-        else:
+        if not done:
             tail: List[Chunk] = []
             try:
                 parse_into(decoder.flush(), tail)
@@ -469,7 +479,9 @@ class Worker:
             if tail:
                 self._deliver(tail)
         parser.finish()
-        self._flush_pending()
+        self._flush_pending()  # the consumer has everything before any draining
+        if not body.complete:
+            self._drain_body(body)
 
     def _fail_mid_read(self, chunks: List[Chunk], exc: Exception) -> Exception:
         """A parse error or an error event: what was parsed before it is still delivered,
@@ -485,15 +497,26 @@ class Worker:
             self._report_error(exc.status, exc.body)
         return exc
 
-    def _drain_body(self, body: BodyReader, sock: Optional[socket.socket]) -> None:
-        """After ``[DONE]``: read to the end of the body so the connection can be reused."""
-        if body.complete or sock is None:
-            return
+    def _drain_body(self, body: BodyReader) -> None:
+        """After the end of the answer: read what is left of the body, briefly and only a
+        little, so the connection can be reused; a server that goes on sending or stays
+        silent gets its connection closed instead."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        left = DRAIN_BYTES
         try:
-            sock.settimeout(DRAIN_SECONDS)
-            while body.read():
-                pass
+            while not body.complete and left > 0:
+                remaining = deadline - time.monotonic()
+                with self._sock_lock:
+                    if self._sock is None or remaining <= 0:
+                        break
+                    self._sock.settimeout(remaining)
+                data = body.read()
+                if not data:
+                    break
+                left -= len(data)
         except Exception:  # noqa: S110 - the answer is complete; only reuse is lost
+            pass
+        if not body.complete:
             self._close_response()
 
     def _timeout_error(self) -> StreamTimeout:
@@ -590,7 +613,7 @@ class Worker:
 
     def _close_response(self) -> None:
         response, self._response = self._response, None
-        self._sock = None
+        self._set_sock(None)
         if response is not None:
             try:
                 response.close()

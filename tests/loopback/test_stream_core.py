@@ -340,8 +340,9 @@ def test_close_while_waiting_for_the_response_headers_returns_promptly(no_thread
         with conn:
             conn.recv(65536)
             got_request.set()
-            if conn.recv(1) == b"":  # blocks until the client closes its end
-                peer_closed.set()
+            while conn.recv(65536):  # the rest of the request, then EOF when the client closes
+                pass
+            peer_closed.set()
 
     server_thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
     server_thread.start()
@@ -360,3 +361,49 @@ def test_close_while_waiting_for_the_response_headers_returns_promptly(no_thread
     finally:
         listener.close()
         server_thread.join(2)
+
+
+def test_end_marker_followed_by_more_bytes_ends_the_stream_promptly(server, client):
+    """A proxy that keeps sending pings after [DONE] must not hold the answer back."""
+    from tests.support.fakeserver import Response
+
+    pings = []
+    for _ in range(60):  # 3 s of keep-alives after the end
+        pings += [Stall(timeout=0.05), b": ping\n\n"]
+    server.enqueue(Response(parts=openai_text(PIECES).parts + tuple(pings)))
+    started = time.monotonic()
+    stream = client().stream_chat(MESSAGES, model="m", buffer_chunks=5, timeout=30)
+    assert "".join(c.content for c in stream) == "Hello, world!"
+    assert time.monotonic() - started < 2.5  # DRAIN_SECONDS, not the pings' 3 s or the idle timeout
+    assert stream.metrics.status == "completed"
+
+
+def test_closing_a_finished_stream_does_not_touch_a_connection_it_gave_back(server, client):
+    """Stream A's body is complete (its connection back in the pool) while its consumer
+    still works; stream B takes that connection; closing A must leave B alone."""
+    from tests.support.fakeserver import Gate, Response
+
+    body = b"".join(p for p in openai_text(["A", "B"]).parts if isinstance(p, bytes))
+    server.enqueue(Response(parts=(body,), chunked=False, headers={"Content-Length": str(len(body))}))
+    release_b = threading.Event()
+    server.enqueue(openai_text(PIECES, stall_after=1, stall=Gate(release_b)))
+    in_transform = threading.Event()
+    leave_transform = threading.Event()
+
+    def slow(chunk):
+        if chunk.content == "B":
+            in_transform.set()
+            leave_transform.wait(5)
+        return chunk
+
+    c = client()
+    a = c.stream_chat(MESSAGES, model="m", transform_chunk=slow)
+    a.__enter__()
+    assert in_transform.wait(5)  # A's body is read and its connection released
+    b = c.stream_chat(MESSAGES, model="m")
+    first = next(b)
+    assert first.content == "Hello"
+    leave_transform.set()
+    a.close()
+    release_b.set()
+    assert first.content + "".join(ch.content for ch in b) == "Hello, world!"
