@@ -124,6 +124,8 @@ class Adapter:
     # -- configuration -------------------------------------------------------------
     def resolve_api_key(self, api_key: Optional[str]) -> Optional[str]:
         """The key from the argument, else from the provider's usual environment variables."""
+        if api_key is not None and not isinstance(api_key, str):
+            raise TypeError(f"api_key must be a str, got {type(api_key).__name__}")
         if api_key:
             return api_key
         for var in self.api_key_env:
@@ -138,7 +140,12 @@ class Adapter:
         return None
 
     def resolve_base_url(self, base_url: Optional[str]) -> str:
-        return (base_url or self.default_base_url).rstrip("/")
+        if base_url is not None and not isinstance(base_url, str):
+            raise TypeError(f"base_url must be a str such as 'http://localhost:8000/v1', got {type(base_url).__name__}")
+        url = (base_url or self.default_base_url).rstrip("/")
+        if url and not url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, e.g. 'http://{url}'")
+        return url
 
     # -- the three pure operations ------------------------------------------------------
     def build_request(
@@ -267,4 +274,9 @@ def validate_messages(messages: Any) -> List[Dict[str, Any]]:
             raise ValueError(
                 f'messages[{i}]["role"] is {message["role"]!r}: use "system", "user", "assistant" or "tool"'
             )
+        content = message.get("content")
+        if content is None and not (message["role"] == "assistant" and message.get("tool_calls")):
+            raise TypeError(f'messages[{i}] needs "content" (a str, or a list of content parts)')
+        if content is not None and not isinstance(content, (str, list)):
+            raise TypeError(f'messages[{i}]["content"] must be a str or a list of content parts, got {type(content).__name__}')
     return [dict(m) for m in messages]

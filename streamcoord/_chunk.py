@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import sys
@@ -166,4 +167,5 @@ class ToolCallAccumulator:
                     call[key] = value
 
     def result(self) -> List[Dict[str, Any]]:
-        return [self._calls[i] for i in sorted(self._calls)]
+        """Copies: the worker goes on adding to its own while the caller reads these."""
+        return copy.deepcopy([self._calls[i] for i in sorted(self._calls)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional, Union
 
 __all__ = ["DEFAULT_TIMEOUT", "Retry", "Timeout", "TimeoutTypes"]
@@ -14,8 +15,8 @@ def _seconds(name: str, value: Any, *, allow_none: bool) -> Optional[float]:
         raise ValueError(f"{name} must be a number of seconds, not None")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds (e.g. {name}=30.0), got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
     return float(value)
 
 
@@ -64,7 +65,8 @@ class Retry:
 
     ``max_retries`` attempts after the first; exponential backoff with full jitter between
     ``backoff`` and ``max_backoff`` seconds unless the provider sent ``Retry-After`` or
-    ``retry-after-ms`` (honoured up to ``max_retry_after`` seconds). ``sleep`` is the
+    ``retry-after-ms`` (honoured up to ``max_retry_after`` seconds; a longer wait is not
+    retried: the error is raised with its ``retry_after``). ``sleep`` is the
     function that waits (injectable so tests run instantly); by default the wait is
     interrupted when the stream is closed.
     """
@@ -82,6 +84,11 @@ class Retry:
     ) -> None:
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+        for name, value in (("backoff", backoff), ("max_backoff", max_backoff), ("max_retry_after", max_retry_after)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+        if sleep is not None and not callable(sleep):
+            raise TypeError(f"sleep must be a function (seconds) -> None, e.g. time.sleep, got {sleep!r:.80}")
         self.max_retries = max_retries
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)

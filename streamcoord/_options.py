@@ -44,7 +44,9 @@ class StreamOptions:
     def __init__(self, options: Dict[str, Any], default_timeout: Timeout) -> None:
         self.on_metrics = _callable("on_metrics", options.get("on_metrics"), "(metrics) -> None")
         track = options.get("track_metrics")
-        self.track_metrics = bool(self.on_metrics is not None if track is None else track)
+        if track is not None and not isinstance(track, bool):
+            raise TypeError(f"track_metrics must be True or False, got {track!r:.80}")
+        self.track_metrics = (self.on_metrics is not None) if track is None else track
         if not self.track_metrics:
             self.on_metrics = None
         self.transform_chunk = _callable("transform_chunk", options.get("transform_chunk"), "(chunk) -> Chunk | None")
@@ -74,13 +76,18 @@ class StreamOptions:
         if isinstance(max_line, bool) or not isinstance(max_line, int) or max_line < 1024:
             raise ValueError(f"max_line_bytes must be a whole number >= 1024, got {max_line!r}")
         self.max_line_bytes = max_line
-        self.stream_recovery = bool(options.get("stream_recovery", False))
+        stream_recovery = options.get("stream_recovery", False)
+        if not isinstance(stream_recovery, bool):
+            raise TypeError(f"stream_recovery must be True or False, got {stream_recovery!r:.80}")
+        self.stream_recovery = stream_recovery
         recovery = options.get("recovery") or {}
         if not isinstance(recovery, dict):
             raise TypeError(f'recovery must be a dict like {{"strategy": "paragraph", "max_retries": 3}}, got {recovery!r:.80}')
         unknown = set(recovery) - RECOVERY_KEYS
         if unknown:
             raise ValueError(f"unknown recovery option(s) {sorted(unknown)}: use {sorted(RECOVERY_KEYS)}")
+        if recovery and not stream_recovery:
+            raise ValueError("recovery={...} configures stream recovery: pass stream_recovery=True with it")
         self.recovery = recovery
 
 

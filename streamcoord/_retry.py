@@ -42,9 +42,13 @@ def retry_after_seconds(headers: Any) -> Optional[float]:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Connection errors, timeouts and 408/409/425/429/5xx/529; never 400/401/403/404."""
+def is_retryable(exc: BaseException, policy: Optional[Retry] = None) -> bool:
+    """Connection errors, timeouts and 408/409/425/429/5xx/529; never 400/401/403/404,
+    nor an answer that asks for a longer wait than ``policy.max_retry_after``."""
     if isinstance(exc, APIError):
+        after = exc.retry_after
+        if policy is not None and after is not None and after > policy.max_retry_after:
+            return False
         return exc.status in RETRY_STATUSES
     return isinstance(exc, (ConnectionLost, StreamTimeout))
 

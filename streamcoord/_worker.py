@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import requests
 
-from adapters.base import Adapter, EventParser, HTTPRequest
+from adapters.base import Adapter, EventParser, HTTPRequest, error_message
 from streamcoord._chunk import Chunk, ToolCallAccumulator
 from streamcoord._config import Retry, Timeout
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
@@ -39,6 +39,7 @@ from streamcoord.errors import (
     RecoveryFailed,
     StreamcoordError,
     StreamTimeout,
+    api_error_for_type,
 )
 
 __all__ = ["End", "Resume", "StreamSpec", "Worker", "retry_after_seconds"]
@@ -238,7 +239,7 @@ class Worker:
                 self._attempt(request)
 
     def _should_retry(self, exc: BaseException) -> bool:
-        return not self._produced and not self.cancelled and is_retryable(exc)
+        return not self._produced and not self.cancelled and is_retryable(exc, self.spec.retry)
 
     def _sleep(self, seconds: float) -> None:
         if self._deadline is not None and time.monotonic() + seconds > self._deadline:
@@ -383,6 +384,16 @@ class Worker:
             # disguise (some proxies and compatible servers do this).
             body = read_error_body(response)
             self._report_error(status, body)
+            error = body.get("error") if isinstance(body, dict) else None
+            if error:  # an error event in disguise: classified by its type, like one in a stream
+                kind = (error.get("type") or error.get("status") or error.get("code")) if isinstance(error, dict) else None
+                # A type we know says what it stands for; an unknown one stays a plain,
+                # not retried APIError with the 200 it came with.
+                cls, as_status = api_error_for_type(str(kind), fallback_status=200) if kind else (APIError, 200)
+                raise cls(
+                    f"{spec.provider} answered 200 with an error: {error_message(body)}",
+                    status=as_status, body=body, provider=spec.provider,
+                )
             raise ProtocolError(f"{spec.provider} answered with JSON instead of an event stream: {str(body)[:300]}")
         return response
 
@@ -602,6 +613,8 @@ class Worker:
         callback = self.spec.callback
         if callback is not None:
             for chunk in batch:
+                if self.cancelled:
+                    raise _Cancelled()
                 try:
                     callback(chunk)
                 except Exception as exc:

@@ -243,13 +243,67 @@ def test_error_event_inside_a_200_stream_is_classified_by_type(server, client, s
     assert seen == [(500, err)]
 
 
-def test_json_answer_where_a_stream_was_expected_is_a_protocol_error(server, client):
+def test_json_error_where_a_stream_was_expected_is_an_api_error(server, client, sleeps):
     body = {"error": {"message": "streaming not supported"}}
     server.enqueue(error(200, body))
     seen = []
-    with pytest.raises(streamcoord.ProtocolError, match="streaming not supported"):
+    with pytest.raises(streamcoord.APIError, match="streaming not supported") as info:
         list(client().stream_chat(MESSAGES, model="m", on_error=lambda s, b: seen.append((s, b))))
-    assert seen == [(200, body)]
+    assert type(info.value) is streamcoord.APIError and info.value.status == 200
+    assert seen == [(200, body)] and sleeps == []
+
+
+def test_json_error_of_a_known_type_is_classified_and_retried(server, client, sleeps):
+    body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    server.enqueue(error(200, body), openai_text(PIECES))
+    assert "".join(c.content for c in client().stream_chat(MESSAGES, model="m")) == "Hello, world!"
+    assert len(sleeps) == 1
+
+
+def test_json_answer_that_is_not_an_error_is_a_protocol_error(server, client):
+    server.enqueue(error(200, {"choices": []}))
+    with pytest.raises(streamcoord.ProtocolError, match="instead of an event stream"):
+        list(client().stream_chat(MESSAGES, model="m"))
+
+
+def test_retry_after_longer_than_max_retry_after_is_not_retried(server, client, sleeps):
+    server.enqueue(error(429, {"error": {"message": "slow down", "type": "rate_limit_error"}}, headers={"Retry-After": "90"}))
+    with pytest.raises(streamcoord.RateLimitError) as info:
+        list(client().stream_chat(MESSAGES, model="m"))
+    assert info.value.retry_after == 90.0 and sleeps == [] and len(server.requests) == 1
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"base_url": "localhost:8000/v1"}, ValueError, "http://"),
+    ({"base_url": 123}, TypeError, "base_url"),
+    ({"api_key": b"sk-bytes"}, TypeError, "api_key"),
+    ({"timeout": float("nan")}, ValueError, "finite"),
+    ({"timeout": float("inf")}, ValueError, "finite"),
+])
+def test_bad_client_arguments_say_what_to_pass(kwargs, error, words):
+    kwargs.setdefault("api_key", API_KEY)
+    with pytest.raises(error, match=words):
+        streamcoord.Client("openai", **kwargs)
+
+
+@pytest.mark.parametrize("options, error, words", [
+    ({"stream_recovery": "no"}, TypeError, "True or False"),
+    ({"track_metrics": "yes"}, TypeError, "True or False"),
+    ({"recovery": {"strategy": "exact"}}, ValueError, "stream_recovery=True"),
+])
+def test_bad_stream_options_say_what_to_pass(options, error, words):
+    client = streamcoord.Client("openai", api_key=API_KEY)
+    with pytest.raises(error, match=words):
+        client.stream_chat(MESSAGES, model="m", **options)
+
+
+@pytest.mark.parametrize("messages, words", [
+    ([{"role": "user"}], '"content"'),
+    ([{"role": "user", "content": 123}], "str or a list"),
+])
+def test_bad_messages_say_what_to_pass(messages, words):
+    with pytest.raises(TypeError, match=words):
+        streamcoord.Client("openai", api_key=API_KEY).stream_chat(messages, model="m")
 
 
 def test_over_long_line_is_a_protocol_error_not_unbounded_memory(server, client):

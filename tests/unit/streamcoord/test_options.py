@@ -111,11 +111,13 @@ def test_max_line_bytes_must_be_a_whole_number_of_at_least_1024(value):
 
 
 def test_recovery_options_are_checked():
-    assert opts(recovery={"strategy": "paragraph", "max_retries": 3}).recovery["strategy"] == "paragraph"
+    assert opts(stream_recovery=True, recovery={"strategy": "paragraph", "max_retries": 3}).recovery["strategy"] == "paragraph"
     with pytest.raises(TypeError, match="recovery must be a dict"):
-        opts(recovery=["paragraph"])
+        opts(stream_recovery=True, recovery=["paragraph"])
     with pytest.raises(ValueError, match="unknown recovery option"):
-        opts(recovery={"strategy": "exact", "retries": 3})
+        opts(stream_recovery=True, recovery={"strategy": "exact", "retries": 3})
+    with pytest.raises(ValueError, match="stream_recovery=True"):
+        opts(recovery={"strategy": "exact"})
 
 
 def test_split_options_separates_stream_options_from_request_options():
