@@ -10,6 +10,7 @@ import requests
 
 import adapters
 from adapters.base import Adapter, validate_messages
+from recovery_store import RecoveryStore
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._http import StreamingAdapter
 from streamcoord._options import StreamOptions, split_options
@@ -79,6 +80,11 @@ class Client:
         self.session = session if session is not None else _default_session()
         self.timeout = Timeout.coerce(timeout)
         self.retry = Retry.coerce(max_retries)
+        if recovery_store is not None and not isinstance(recovery_store, RecoveryStore):
+            raise TypeError(
+                "recovery_store must be a recovery_store.RecoveryStore such as DiskStore(directory), "
+                f"MemoryStore() or RedisStore(url), got {recovery_store!r:.80}"
+            )
         self.recovery_store = recovery_store
 
     def stream_chat(self, messages: List[Dict[str, Any]], **options: Any) -> ChatStream:
@@ -98,9 +104,11 @@ class Client:
         ``RecoveryFailed``.
         """
         stream_options, request_options = split_options(options)
+        extra_headers = request_options.pop("extra_headers", None)  # never stored, so given again
         if request_options:
             raise TypeError(
-                f"resume() takes stream options only; the request is the stored one (got {sorted(request_options)})"
+                f"resume() takes stream options (and extra_headers) only; the request is the stored one "
+                f"(got {sorted(request_options)})"
             )
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
@@ -120,8 +128,11 @@ class Client:
             raise ValueError(f"offset {offset} is past the {len(record.text)} characters stored for {stream_id!r}")
         recovery = dict(meta.get("recovery") or {}, **(stream_options.get("recovery") or {}))
         stream_options.update(stream_id=stream_id, stream_recovery=True, recovery=recovery)
+        stored_options = dict(meta.get("options") or {})
+        if extra_headers:
+            stored_options["extra_headers"] = extra_headers
         request = self.adapter.build_request(
-            meta["messages"], meta.get("options") or {}, base_url=self.base_url, api_key=self.__api_key
+            meta["messages"], stored_options, base_url=self.base_url, api_key=self.__api_key
         )
         resume = Resume(record.text, offset, record.status == "completed")
         return self._stream(request, StreamOptions(stream_options, self.timeout), meta["messages"], meta.get("options") or {}, resume)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any, Callable, Dict, Optional
 
@@ -119,6 +120,12 @@ class StreamingCoordinator:
             raise ValueError(f"url must be an http:// or https:// URL, got {url!r:.80}")
         if not isinstance(request, dict):
             raise TypeError(f"request must be the JSON body as a dict, got {type(request).__name__}")
+        try:
+            json.dumps(request)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"request must be JSON-serializable: {exc}") from None
+        if session is not None and not isinstance(session, requests.Session):
+            raise TypeError(f"session must be a requests.Session, got {session!r:.80}")
         if not callable(callback):
             raise TypeError("callback must be a function (chunk) -> None")
         if not callable(parse_chunk_fn):

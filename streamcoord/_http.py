@@ -20,6 +20,7 @@ import http.client
 import json
 import socket
 import threading
+import urllib.parse
 from typing import Any, Callable, Optional
 
 import requests
@@ -37,6 +38,7 @@ __all__ = [
     "StreamingAdapter",
     "read_error_body",
     "reason",
+    "safe_url",
     "send",
     "translate_read_error",
 ]
@@ -91,6 +93,12 @@ class StreamingAdapter(requests.adapters.HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
+    def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(*args, **kwargs)
+        if hasattr(manager, "pool_classes_by_scheme"):  # not for SOCKS, which has its own
+            manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
 
 def send(
     session: requests.Session,
@@ -110,13 +118,23 @@ def send(
             stream=True, timeout=(connect, read),
         )
     except requests.exceptions.ConnectTimeout as exc:
-        raise StreamTimeout(f"could not connect to {request.url} within {connect}s") from exc
+        raise StreamTimeout(f"could not connect to {safe_url(request.url)} within {connect}s") from exc
     except requests.exceptions.ReadTimeout as exc:
         raise StreamTimeout(f"{provider} sent no response headers within {read:.3g}s") from exc
     except requests.exceptions.ConnectionError as exc:
-        raise ConnectionLost(f"could not reach {provider} at {request.url}: {reason(exc)}") from exc
+        raise ConnectionLost(f"could not reach {provider} at {safe_url(request.url)}: {reason(exc)}") from exc
+    except requests.exceptions.RequestException as exc:  # an URL requests cannot use, and the like
+        raise ValueError(f"cannot send a request to {safe_url(request.url)}: {exc}") from exc
     finally:
         _sending.on_socket = None
+
+
+def safe_url(url: str) -> str:
+    """The URL to show in logs and errors: no user:password, no query values."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = "&".join(f"{name}=..." for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def read_error_body(response: requests.Response) -> Any:

@@ -25,7 +25,7 @@ from adapters.base import Adapter, EventParser, HTTPRequest, error_message
 from streamcoord._chunk import Chunk, ToolCallAccumulator
 from streamcoord._config import Retry, Timeout
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
-from streamcoord._http import BodyReader, read_error_body, send, translate_read_error
+from streamcoord._http import BodyReader, read_error_body, safe_url, send, translate_read_error
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._options import StreamOptions
@@ -362,7 +362,7 @@ class Worker:
         read_timeout = spec.timeout.idle
         if self._deadline is not None:
             read_timeout = min(read_timeout, max(self._deadline - time.monotonic(), 0.001))
-        self.log.debug("request %s %s", request.method, request.url)
+        self.log.debug("request %s %s", request.method, safe_url(request.url))
         try:
             response = send(spec.session, request, spec.provider, spec.timeout.connect, read_timeout, self._on_socket)
         except StreamcoordError:

@@ -505,7 +505,7 @@ def test_resume_with_another_providers_client_is_a_value_error(rclient, kept_rec
 
 
 def test_resume_takes_no_request_options(rclient, kept_record):
-    with pytest.raises(TypeError, match="stream options only"):
+    with pytest.raises(TypeError, match="stream options .and extra_headers. only"):
         rclient().resume(kept_record, temperature=0.5)
 
 
