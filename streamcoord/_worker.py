@@ -12,6 +12,7 @@ down, which wakes a ``recv`` blocked on a stalled server at once.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import queue
 import socket
@@ -137,6 +138,10 @@ class Worker:
         self._pending: List[Chunk] = []  # chunks held back by buffer_chunks
         self._deadline: Optional[float] = None
         self._next_index = 0  # chunk indexes go on across retries and recoveries
+        self._shown_len = 0  # characters of stream.text
+        # With recovery and transform_chunk: (model characters, consumer characters) after
+        # each hand-over, so that a cut in the model's text maps to a rewind of the consumer's.
+        self._marks = ([0], [0]) if spec.recovery is not None and spec.transform_chunk is not None else None
         # What the stream has produced, for stream.text & co.
         self.text_parts: List[str] = []
         self.reasoning_parts: List[str] = []
@@ -294,6 +299,9 @@ class Worker:
                 raise error
             replay = shown[0] if shown else dataclasses.replace(replay, content="")
         self.text_parts = [replay.content] if replay.content else []
+        self._shown_len = len(replay.content)
+        if self._marks is not None:
+            self._marks = ([len(kept)], [self._shown_len])
         if resume.offset < len(replay.content):
             self._put([dataclasses.replace(replay, content=replay.content[resume.offset:])])
         elif resume.offset > len(replay.content):
@@ -313,12 +321,41 @@ class Worker:
             "recovering after %r: attempt %d of %d, strategy %s, rewind %d chars",
             exc, recovery.attempts, recovery.max_retries, recovery.strategy, rewind,
         )
-        if rewind:
-            text = "".join(self.text_parts)
-            self.text_parts = [text[: max(len(text) - rewind, 0)]]
+        if self._marks is not None:
+            self._rewind_transformed(kept)
+        elif rewind:
+            self._cut_text(rewind)
             self._announce_rewind(rewind)
         self._sleep(retry_delay(self.spec.retry, exc, recovery.attempts))
         return self._continuation(kept)
+
+    def _cut_text(self, rewind: int) -> None:
+        text = "".join(self.text_parts)
+        self.text_parts = [text[: max(len(text) - rewind, 0)]]
+
+    def _rewind_transformed(self, kept: str) -> None:
+        """With transform_chunk, the consumer's text is not the model's: rewind it to the
+        last hand-over at or before the cut, then send the model's text between that point
+        and the cut again, transformed, so nothing kept is missing on the consumer's side."""
+        model, shown = self._marks  # type: ignore[misc]
+        i = bisect.bisect_right(model, len(kept)) - 1
+        rewind = self._shown_len - shown[i]
+        if rewind:
+            self._cut_text(rewind)
+            self._announce_rewind(rewind)
+        self._shown_len = shown[i]
+        gap = kept[model[i]:]
+        del model[i + 1:], shown[i + 1:]
+        if gap:
+            replay, error = run_transform([self._control_chunk(gap, {"replay": True})], self.spec.transform_chunk, self._note)
+            if error is not None:
+                raise error
+            if replay and replay[0].content:
+                self.text_parts.append(replay[0].content)
+                self._shown_len += len(replay[0].content)
+                self._put(replay)
+        model.append(len(kept))
+        shown.append(self._shown_len)
 
     def _announce_rewind(self, rewind: int) -> None:
         recovery = self.recovery
@@ -551,10 +588,12 @@ class Worker:
         error: Optional[BaseException] = None
         if spec.validate_chunk is not None:
             chunks, error = run_validate(chunks, spec.validate_chunk, spec.on_invalid, self._rejected)
+        persisted = 0
         if self.recovery is not None:
             text = "".join([c.content for c in chunks if c.content and "choice" not in c.metadata])
             if text:
                 self.recovery.persist(text)  # before the consumer can see it
+                persisted = len(text)
         if spec.transform_chunk is not None:
             chunks, transform_error = run_transform(chunks, spec.transform_chunk, self._note)
             error = transform_error or error
@@ -569,7 +608,13 @@ class Worker:
         if texts:
             # One string per read, not per chunk: a str object costs ~50 bytes beyond its
             # text, which over a million chunks is most of the memory stream.text holds.
-            self.text_parts.append("".join(texts))
+            joined = "".join(texts)
+            self.text_parts.append(joined)
+            self._shown_len += len(joined)
+        if self._marks is not None:  # where the model's text and the consumer's line up
+            model, shown = self._marks
+            model.append(model[-1] + persisted)
+            shown.append(self._shown_len)
         if chunks:
             self._hand_over(chunks)
         if error is not None:

@@ -564,3 +564,31 @@ def test_default_store_lives_in_streamcoord_recovery_dir(server, client, default
         assert stat.S_IMODE(os.stat(default_dir).st_mode) == 0o700
     resumed = client().resume("dflt-1")  # no recovery_store: the same default store
     assert "".join(c.content for c in resumed) == FULL
+
+
+def test_rewind_with_a_length_changing_transform_keeps_the_consumers_text_coherent(server, client):
+    """transform_chunk wraps every chunk in brackets: the consumer's text is longer than the
+    model's, so the model's cut point is mapped onto the consumer's text (rewind to the last
+    hand-over before it, then the kept model text after it again, transformed)."""
+    from recovery_store import MemoryStore
+    from tests.support.fakeserver import openai_text
+
+    def wrap(chunk):
+        return dataclasses.replace(chunk, content=f"[{chunk.content}]") if chunk.content else chunk
+
+    server.enqueue(
+        openai_text(["Para one.", "\n\n", "Para ", "two"], drop_after=4),
+        openai_text(["Para two done."]),
+    )
+    stream = client(recovery_store=MemoryStore()).stream_chat(
+        [{"role": "user", "content": "hi"}], model="m", stream_recovery=True,
+        recovery={"strategy": "paragraph"}, transform_chunk=wrap,
+    )
+    seen = ""
+    for chunk in stream:
+        rewind = chunk.metadata.get("recovery", {}).get("rewind", 0)
+        seen = seen[: len(seen) - rewind] + chunk.content
+    assert seen == stream.text
+    assert seen.replace("[", "").replace("]", "") == "Para one.\n\nPara two done."  # nothing lost or doubled
+    assert seen.endswith("[Para two done.]") and seen.startswith("[Para one.")
+    assert server.requests[1].json["messages"][-2]["content"] == "Para one.\n\n"  # the model's text, untransformed
