@@ -81,6 +81,11 @@ class EventParser:
 
     provider = "custom"
 
+    # A parser may set this after parse_into when every chunk it appended in that call is
+    # text only (no finish reason, usage, tool calls or metadata), which spares the worker
+    # a look at each chunk. Leaving it False is always correct.
+    plain = False
+
     def __init__(self) -> None:
         self.done = False
         self.next_index = 0

@@ -68,6 +68,7 @@ class OpenAIParser(EventParser):
         append = out.append
         parse_object = self.parse_object
         scan = json_scan_once
+        plain = True
         for event in events:
             data = event.data
             try:
@@ -90,6 +91,8 @@ class OpenAIParser(EventParser):
             chunk = parse_object(obj)
             if chunk is not None:
                 append(chunk)
+                plain = False
+        self.plain = plain
 
     def parse_object(self, obj: Dict[str, Any]) -> Optional[Chunk]:
         """One decoded ``chat.completion.chunk``; separate from :meth:`parse` so that

@@ -512,7 +512,8 @@ class Worker:
                 parser.done = done = True
             if chunks:
                 last_content = monotonic()
-                self._deliver(chunks)
+                self._deliver(chunks, parser.plain)
+                parser.plain = False
             now = monotonic()
             if now >= metrics.next_report:  # about once a second, not per chunk
                 metrics.report(now)
@@ -576,8 +577,9 @@ class Worker:
         )
 
     # -- hand-over ----------------------------------------------------------------------
-    def _deliver(self, chunks: List[Chunk]) -> None:
-        """validate, persist (recovery), transform, accumulate, buffer, hand over."""
+    def _deliver(self, chunks: List[Chunk], plain: bool = False) -> None:
+        """validate, persist (recovery), transform, accumulate, buffer, hand over.
+        ``plain``: the parser says every chunk is text only (EventParser.plain)."""
         spec = self.spec
         metrics = self.metrics
         if metrics.first_chunk_at is None:
@@ -597,14 +599,18 @@ class Worker:
         if spec.transform_chunk is not None:
             chunks, transform_error = run_transform(chunks, spec.transform_chunk, self._note)
             error = transform_error or error
-        texts = []
-        for chunk in chunks:
-            if chunk.metadata or chunk.finish_reason is not None or chunk.usage is not None or chunk.tool_calls:
-                if "choice" in chunk.metadata:  # another of n choices: not part of stream.text
-                    continue
-                self._note(chunk)
-            if chunk.content:
-                texts.append(chunk.content)
+            plain = False  # the transform may have made them anything
+        if plain:  # the parser vouches that these are text only
+            texts = [chunk.content for chunk in chunks]
+        else:
+            texts = []
+            for chunk in chunks:
+                if chunk.metadata or chunk.finish_reason is not None or chunk.usage is not None or chunk.tool_calls:
+                    if "choice" in chunk.metadata:  # another of n choices: not part of stream.text
+                        continue
+                    self._note(chunk)
+                if chunk.content:
+                    texts.append(chunk.content)
         if texts:
             # One string per read, not per chunk: a str object costs ~50 bytes beyond its
             # text, which over a million chunks is most of the memory stream.text holds.
