@@ -14,7 +14,8 @@ from streamcoord._client import _default_session
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._metrics import StreamMetrics
 from streamcoord._options import StreamOptions
-from streamcoord._worker import StreamSpec, Worker
+from streamcoord._spec import StreamSpec
+from streamcoord._worker import Worker
 from streamcoord.errors import CallbackError, StreamcoordError
 
 __all__ = ["FunctionParser", "StreamHandle", "StreamingCoordinator"]

@@ -8,7 +8,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from streamcoord._chunk import Chunk
 from streamcoord._metrics import StreamMetrics
-from streamcoord._worker import StreamSpec, Worker
+from streamcoord._spec import StreamSpec
+from streamcoord._worker import Worker
 
 __all__ = ["ChatStream"]
 

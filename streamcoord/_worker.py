@@ -18,21 +18,20 @@ import queue
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import requests
 
-from adapters.base import Adapter, EventParser, HTTPRequest, error_message
+from adapters.base import EventParser, HTTPRequest, error_message
 from streamcoord._chunk import Chunk, ToolCallAccumulator
-from streamcoord._config import Retry, Timeout
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
 from streamcoord._http import BodyReader, read_error_body, safe_url, send, translate_read_error
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
-from streamcoord._options import StreamOptions
 from streamcoord._pipeline import callback_error, run_transform, run_validate
-from streamcoord._recovery import Recovery, is_recoverable
+from streamcoord._recovery import is_recoverable
 from streamcoord._retry import is_retryable, make_retrying, retry_after_seconds, retry_delay
+from streamcoord._spec import End, StreamSpec
 from streamcoord.errors import (
     APIError,
     ChunkValidationError,
@@ -43,7 +42,7 @@ from streamcoord.errors import (
     api_error_for_type,
 )
 
-__all__ = ["End", "Resume", "StreamSpec", "Worker", "retry_after_seconds"]
+__all__ = ["Worker"]
 
 # Bytes per read. Larger reads cut per-read costs but keep more objects alive at once,
 # which wakes the cyclic garbage collector; 16 KiB keeps a read's chunks under its
@@ -57,65 +56,6 @@ DRAIN_BYTES = 65536
 
 class _Cancelled(Exception):
     """Internal: the consumer closed the stream."""
-
-
-class End:
-    """The last item a worker puts on its queue; ``error`` is None on success."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: Optional[BaseException]) -> None:
-        self.error = error
-
-
-class Resume:
-    """A stored stream to take up again: its text, what the consumer has (``offset``)."""
-
-    def __init__(self, text: str, offset: int, completed: bool) -> None:
-        self.text = text
-        self.offset = offset
-        self.completed = completed
-
-
-class StreamSpec:
-    """Everything a worker needs, resolved and validated by the client or coordinator."""
-
-    def __init__(
-        self,
-        *,
-        options: StreamOptions,
-        provider: str,
-        adapter: Adapter,
-        request: HTTPRequest,
-        new_parser: Callable[[HTTPRequest], EventParser],
-        session: requests.Session,
-        retry: Retry,
-        wire_format: str = "sse",
-        callback: Optional[Callable[[Chunk], Any]] = None,
-        recovery: Optional[Recovery] = None,
-        recovery_meta: Optional[Dict[str, Any]] = None,
-        resume: Optional[Resume] = None,
-    ) -> None:
-        self.stream_id = options.stream_id
-        self.provider = provider
-        self.adapter = adapter
-        self.request = request
-        self.new_parser = new_parser
-        self.session = session
-        self.timeout: Timeout = options.timeout
-        self.retry = retry
-        self.wire_format = wire_format
-        self.on_metrics = options.on_metrics
-        self.transform_chunk = options.transform_chunk
-        self.validate_chunk = options.validate_chunk
-        self.on_invalid = options.on_invalid
-        self.buffer_chunks = options.buffer_chunks
-        self.on_error = options.on_error
-        self.max_line_bytes = options.max_line_bytes
-        self.callback = callback  # the direct API: chunks go to a callback, not a queue
-        self.recovery = recovery
-        self.recovery_meta = recovery_meta or {}
-        self.resume = resume
 
 
 class Worker:

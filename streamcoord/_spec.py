@@ -1,0 +1,74 @@
+"""What a worker is given: the stream's resolved request, options and collaborators."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+import requests
+
+from adapters.base import Adapter, EventParser, HTTPRequest
+from streamcoord._chunk import Chunk
+from streamcoord._config import Retry, Timeout
+from streamcoord._options import StreamOptions
+from streamcoord._recovery import Recovery
+
+__all__ = ["End", "Resume", "StreamSpec"]
+
+
+class End:
+    """The last item a worker puts on its queue; ``error`` is None on success."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Optional[BaseException]) -> None:
+        self.error = error
+
+
+class Resume:
+    """A stored stream to take up again: its text, what the consumer has (``offset``)."""
+
+    def __init__(self, text: str, offset: int, completed: bool) -> None:
+        self.text = text
+        self.offset = offset
+        self.completed = completed
+
+
+class StreamSpec:
+    """Everything a worker needs, resolved and validated by the client or coordinator."""
+
+    def __init__(
+        self,
+        *,
+        options: StreamOptions,
+        provider: str,
+        adapter: Adapter,
+        request: HTTPRequest,
+        new_parser: Callable[[HTTPRequest], EventParser],
+        session: requests.Session,
+        retry: Retry,
+        wire_format: str = "sse",
+        callback: Optional[Callable[[Chunk], Any]] = None,
+        recovery: Optional[Recovery] = None,
+        recovery_meta: Optional[Dict[str, Any]] = None,
+        resume: Optional[Resume] = None,
+    ) -> None:
+        self.stream_id = options.stream_id
+        self.provider = provider
+        self.adapter = adapter
+        self.request = request
+        self.new_parser = new_parser
+        self.session = session
+        self.timeout: Timeout = options.timeout
+        self.retry = retry
+        self.wire_format = wire_format
+        self.on_metrics = options.on_metrics
+        self.transform_chunk = options.transform_chunk
+        self.validate_chunk = options.validate_chunk
+        self.on_invalid = options.on_invalid
+        self.buffer_chunks = options.buffer_chunks
+        self.on_error = options.on_error
+        self.max_line_bytes = options.max_line_bytes
+        self.callback = callback  # the direct API: chunks go to a callback, not a queue
+        self.recovery = recovery
+        self.recovery_meta = recovery_meta or {}
+        self.resume = resume
