@@ -26,6 +26,9 @@ def serve(app: Any) -> Iterator[str]:
     """
     import waitress
 
+    # Objects left by earlier tests can close file descriptors when they are finalized;
+    # let that happen before waitress opens its own (its wake-up pipe among them).
+    gc.collect()
     server = waitress.create_server(
         app, host="127.0.0.1", port=0, threads=8, channel_request_lookahead=1, ident="streamcoord-tests"
     )
