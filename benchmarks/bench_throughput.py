@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import statistics
@@ -140,6 +141,7 @@ def measure(chunks: int, rounds: int, with_openai: bool, framing: str = "packed"
             fn(base_url)
         for _ in range(rounds):
             for name, fn in clients.items():
+                gc.collect()  # every client starts from the same collector state
                 started = time.perf_counter()
                 got = fn(base_url)
                 elapsed = time.perf_counter() - started
