@@ -153,11 +153,6 @@ class OpenAIParser(EventParser):
         self.next_index = index + 1
         return Chunk(content, finish_reason, obj.get("model"), obj.get("id"), index, usage, tool_calls, metadata, obj)
 
-    def finish(self) -> None:
-        # [DONE] ends the stream before the parser sees it; a finish_reason also counts
-        # (some compatible servers omit [DONE]).
-        super().finish()
-
 
 class OpenAIAdapter(Adapter):
     name = "openai"
