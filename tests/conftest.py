@@ -17,6 +17,28 @@ def streamcoord_threads():
     return [t for t in threading.enumerate() if t.name.startswith("streamcoord-")]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def recovery_dir(tmp_path_factory):
+    """Streams with recovery on and no store of their own write to the default DiskStore:
+    keep that inside the test run instead of the user's cache directory."""
+    import os
+
+    import streamcoord._recovery
+
+    directory = tmp_path_factory.mktemp("recovery")
+    previous = os.environ.get("STREAMCOORD_RECOVERY_DIR")
+    os.environ["STREAMCOORD_RECOVERY_DIR"] = str(directory)
+    streamcoord._recovery._default_store = None
+    yield directory
+    if streamcoord._recovery._default_store is not None:
+        streamcoord._recovery._default_store.close()
+        streamcoord._recovery._default_store = None
+    if previous is None:
+        os.environ.pop("STREAMCOORD_RECOVERY_DIR", None)
+    else:
+        os.environ["STREAMCOORD_RECOVERY_DIR"] = previous
+
+
 @pytest.fixture
 def server():
     with FakeProvider() as provider:
