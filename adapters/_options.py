@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 from typing import Any, Dict, Iterable
 
+from streamcoord._options import STREAM_OPTIONS
+
 __all__ = ["check_options", "require_model"]
 
 
@@ -12,7 +14,7 @@ def check_options(provider: str, options: Dict[str, Any], allowed: Iterable[str]
     allowed = set(allowed) | {"model", "extra_body", "extra_headers"}
     for name in options:
         if name not in allowed:
-            close = difflib.get_close_matches(name, sorted(allowed) + list(STREAM_OPTION_NAMES), n=1)
+            close = difflib.get_close_matches(name, sorted(allowed) + sorted(STREAM_OPTIONS), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise TypeError(
                 f"unknown option {name!r} for provider {provider!r}.{hint} To send a provider "
@@ -25,11 +27,3 @@ def require_model(provider: str, options: Dict[str, Any], example: str) -> str:
     if not model or not isinstance(model, str):
         raise ValueError(f"{provider} needs a model: pass model=..., e.g. model={example!r}")
     return model
-
-
-# Names of the stream options (handled by the coordinator), for typo suggestions.
-STREAM_OPTION_NAMES = (
-    "track_metrics", "on_metrics", "transform_chunk", "validate_chunk", "on_invalid",
-    "buffer_chunks", "stream_recovery", "recovery", "on_error", "timeout", "stream_id",
-    "max_line_bytes", "max_retries",
-)

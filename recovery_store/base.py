@@ -49,7 +49,8 @@ DEFAULT_TTL = 86400.0
 #: The statuses a record can have.
 STATUSES = ("streaming", "completed", "failed")
 
-_STREAM_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+#: What a stream id may be (the one definition; streamcoord checks ``stream_id=`` by it).
+STREAM_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 # Top-level meta keys that would mean someone is about to persist credentials. The store
 # "holds only what a resume needs" (DESIGN.md, Logging and security); headers never are.
@@ -88,7 +89,7 @@ def validate_stream_id(stream_id: Any) -> str:
     """Return ``stream_id`` if it is safe to embed in a storage key, else raise."""
     if not isinstance(stream_id, str):
         raise TypeError(f"stream_id must be a str, not {type(stream_id).__name__}")
-    if not _STREAM_ID_RE.fullmatch(stream_id):
+    if not STREAM_ID_RE.fullmatch(stream_id):
         raise ValueError(
             "stream_id must be 1 to 200 characters of A-Z, a-z, 0-9, '_', '.', ':' or '-'; "
             f"got {stream_id[:50]!r}{'...' if len(stream_id) > 50 else ''}"

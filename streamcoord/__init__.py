@@ -8,12 +8,14 @@
 See ``Client``, ``ChatStream``, ``Chunk``, ``StreamingCoordinator`` and ``streamcoord.errors``.
 """
 
+from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._chunk import Chunk
 from streamcoord._client import Client, new_session, stream_chat
 from streamcoord._config import Retry, Timeout
 from streamcoord._coordinator import StreamHandle, StreamingCoordinator
 from streamcoord._logging import enable_logging
 from streamcoord._metrics import StreamMetrics
+from streamcoord._registry import names as adapter_names
 from streamcoord._stream import ChatStream
 from streamcoord.errors import (
     APIError,
@@ -34,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIError",
+    "Adapter",
     "AuthenticationError",
     "CallbackError",
     "ChatStream",
@@ -41,6 +44,8 @@ __all__ = [
     "ChunkValidationError",
     "Client",
     "ConnectionLost",
+    "EventParser",
+    "HTTPRequest",
     "ProtocolError",
     "RateLimitError",
     "RecoveryFailed",
@@ -53,6 +58,7 @@ __all__ = [
     "StreamcoordError",
     "StreamingCoordinator",
     "Timeout",
+    "adapter_names",
     "enable_logging",
     "new_session",
     "stream_chat",

@@ -7,9 +7,9 @@ import sys
 import tempfile
 from typing import List, Optional
 
-import adapters
 import streamcoord
 from recovery_store import DiskStore
+from streamcoord import _registry
 from streamcoord._demo import DemoProvider
 
 __all__ = ["main"]
@@ -94,7 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_demo.add_argument("--delay", type=float, default=0.02, help="seconds between pieces (default 0.02)")
     p_demo.set_defaults(run=demo)
     p_chat = commands.add_parser("chat", help="stream an answer from a real provider")
-    p_chat.add_argument("--provider", required=True, choices=adapters.names())
+    p_chat.add_argument("--provider", required=True, choices=_registry.names())
     p_chat.add_argument("--model")
     p_chat.add_argument("--base-url")
     p_chat.add_argument("--metrics", action="store_true", help="live metrics on stderr")

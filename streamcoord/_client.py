@@ -8,9 +8,9 @@ from typing import Any, Dict, List, Optional, Union
 
 import requests
 
-import adapters
-from adapters.base import Adapter, validate_messages
 from recovery_store import RecoveryStore
+from streamcoord import _registry
+from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._http import StreamingAdapter
 from streamcoord._options import StreamOptions, split_options
@@ -50,7 +50,7 @@ def _default_session() -> requests.Session:
 class Client:
     """A provider, its key and address, and the defaults for its streams.
 
-    ``provider`` is a registered name (``adapters.names()``) or an ``Adapter`` instance.
+    ``provider`` is a registered name (``streamcoord.adapter_names()``) or an ``Adapter`` instance.
     The key comes from ``api_key`` or the provider's usual environment variable.
     """
 
@@ -67,7 +67,7 @@ class Client:
         if isinstance(provider, Adapter):
             self.adapter = provider
         elif isinstance(provider, str):
-            self.adapter = adapters.get(provider)
+            self.adapter = _registry.get(provider)
         else:
             raise TypeError(
                 f"provider must be a registered name such as 'openai' or an Adapter instance, got {provider!r:.80}"

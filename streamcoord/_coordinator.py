@@ -8,10 +8,11 @@ from typing import Any, Callable, Dict, Optional
 
 import requests
 
-from adapters.base import Adapter, EventParser, HTTPRequest
+from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._chunk import Chunk
 from streamcoord._client import _default_session
 from streamcoord._config import Retry, Timeout, TimeoutTypes
+from streamcoord._decoders import DEFAULT_MAX_LINE_BYTES
 from streamcoord._metrics import StreamMetrics
 from streamcoord._options import StreamOptions
 from streamcoord._spec import StreamSpec
@@ -115,7 +116,7 @@ class StreamingCoordinator:
         wire_format: str = "sse",
         session: Optional[requests.Session] = None,
         max_retries: Any = 2,
-        max_line_bytes: int = 8 * 1024 * 1024,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> StreamHandle:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url must be an http:// or https:// URL, got {url!r:.80}")

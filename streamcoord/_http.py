@@ -29,7 +29,7 @@ import urllib3.connection
 import urllib3.connectionpool
 import urllib3.exceptions
 
-from adapters.base import HTTPRequest
+from streamcoord._adapter import HTTPRequest
 from streamcoord.errors import ConnectionLost, ProtocolError, StreamTimeout
 
 __all__ = [

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from recovery_store.base import STREAM_ID_RE
 from streamcoord._config import Timeout
+from streamcoord._decoders import DEFAULT_MAX_LINE_BYTES
 
 __all__ = ["STREAM_OPTIONS", "StreamOptions", "new_stream_id", "split_options"]
 
@@ -16,7 +17,6 @@ STREAM_OPTIONS = frozenset({
     "max_line_bytes",
 })
 
-_STREAM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}\Z")
 RECOVERY_KEYS = frozenset({"strategy", "max_retries", "keep"})
 
 
@@ -35,11 +35,7 @@ def _callable(name: str, value: Any, signature: str) -> Optional[Callable[..., A
 class StreamOptions:
     """The validated stream options of one ``stream_chat`` call."""
 
-    __slots__ = (
-        "track_metrics", "on_metrics", "transform_chunk", "validate_chunk", "on_invalid",
-        "buffer_chunks", "stream_recovery", "recovery", "on_error", "timeout", "stream_id",
-        "max_line_bytes",
-    )
+    __slots__ = tuple(sorted(STREAM_OPTIONS))
 
     def __init__(self, options: Dict[str, Any], default_timeout: Timeout) -> None:
         self.on_metrics = _callable("on_metrics", options.get("on_metrics"), "(metrics) -> None")
@@ -67,12 +63,12 @@ class StreamOptions:
         stream_id = options.get("stream_id")
         if stream_id is None:
             stream_id = new_stream_id()
-        elif not isinstance(stream_id, str) or not _STREAM_ID.match(stream_id):
+        elif not isinstance(stream_id, str) or not STREAM_ID_RE.fullmatch(stream_id):
             raise ValueError(
                 f"stream_id must be 1-200 characters of letters, digits and _.:-, got {stream_id!r:.80}"
             )
         self.stream_id = stream_id
-        max_line = options.get("max_line_bytes", 8 * 1024 * 1024)
+        max_line = options.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
         if isinstance(max_line, bool) or not isinstance(max_line, int) or max_line < 1024:
             raise ValueError(f"max_line_bytes must be a whole number >= 1024, got {max_line!r}")
         self.max_line_bytes = max_line

@@ -16,6 +16,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from recovery_store import STRATEGIES, RecoveryStore, cut_point
+from streamcoord._retry import RETRY_STATUSES
 from streamcoord.errors import APIError, ConnectionLost, RecoveryFailed, StreamTimeout
 
 __all__ = ["RECOVERABLE_STATUSES", "Recovery", "default_store", "recovery_options"]
@@ -23,7 +24,8 @@ __all__ = ["RECOVERABLE_STATUSES", "Recovery", "default_store", "recovery_option
 logger = logging.getLogger("streamcoord")
 
 # HTTP statuses (of answers or of in-stream error events) worth a continuation.
-RECOVERABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+# The same statuses the plain retries take (one definition, in _retry).
+RECOVERABLE_STATUSES = RETRY_STATUSES
 DEFAULT_STRATEGY = "paragraph"
 DEFAULT_MAX_RECOVERIES = 3
 

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, Optional
 
 import requests
 
-from adapters.base import Adapter, EventParser, HTTPRequest
+from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._chunk import Chunk
 from streamcoord._config import Retry, Timeout
 from streamcoord._options import StreamOptions

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 
 import requests
 
-from adapters.base import EventParser, HTTPRequest, error_message
+from streamcoord._adapter import EventParser, HTTPRequest, error_message
 from streamcoord._chunk import Chunk, ToolCallAccumulator
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
 from streamcoord._http import BodyReader, read_error_body, safe_url, send, translate_read_error

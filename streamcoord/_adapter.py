@@ -1,0 +1,290 @@
+"""The adapter protocol: the provider-specific part of a stream, with no I/O.
+
+It lives in streamcoord, the lower layer; the ``adapters`` package builds on it (and
+``adapters.base`` re-exports it), never the other way round.
+
+An adapter does three things, all pure:
+
+* ``build_request(messages, options, base_url=, api_key=)`` turns ``{"role", "content"}``
+  messages and options into an :class:`HTTPRequest` (URL, headers, JSON body);
+* ``new_parser(request)`` returns an :class:`EventParser`, the per-stream state that turns
+  one decoded wire event (an SSE event, or one NDJSON line as an event's ``data``) into a
+  :class:`~streamcoord.Chunk` or ``None``;
+* ``build_continuation(request, partial_text)`` builds the request that continues an
+  interrupted answer (stream recovery).
+
+The coordinator does all the I/O: it sends the request, decodes the wire format named by
+``wire_format`` ("sse" or "ndjson"), calls the parser, and ends the stream at the SSE
+``[DONE]`` marker before the parser sees it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from streamcoord._chunk import Chunk
+from streamcoord.errors import APIError, ConnectionLost, ProtocolError, api_error_for_status
+
+__all__ = [
+    "CONTINUE_INSTRUCTION",
+    "REDACTED",
+    "Adapter",
+    "EventParser",
+    "HTTPRequest",
+    "bearer_headers",
+    "error_message",
+    "json_object",
+    "json_scan_once",
+    "redact_headers",
+    "validate_messages",
+]
+
+REDACTED = "[redacted]"
+
+# Header names whose values are secrets; compared lower-case.
+_SECRET_HEADERS = frozenset(
+    {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie"}
+)
+
+
+def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:
+    """A copy of ``headers`` safe to log or show: secret values replaced by ``[redacted]``."""
+    return {k: (REDACTED if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class HTTPRequest:
+    """One HTTP request to a provider. ``repr`` never shows secret header values."""
+
+    url: str
+    json: Dict[str, Any]
+    headers: Dict[str, str] = dataclasses.field(default_factory=dict)
+    method: str = "POST"
+
+    def __repr__(self) -> str:
+        return f"HTTPRequest(method={self.method!r}, url={self.url!r}, headers={redact_headers(self.headers)!r})"
+
+    def with_json(self, body: Dict[str, Any]) -> "HTTPRequest":
+        return dataclasses.replace(self, json=body)
+
+
+class EventParser:
+    """Per-stream parsing state. Subclasses implement :meth:`parse`.
+
+    ``parse(event)`` gets one event with ``.event`` (type), ``.data`` (payload string) and
+    ``.id``; it returns a Chunk, or ``None`` to skip the event (pings, bookkeeping events).
+    It raises an :class:`~streamcoord.APIError` subclass for an in-stream error event.
+    It sets ``self.done = True`` when the provider has signalled the end of the answer;
+    :meth:`finish`, called at a clean end of the body, raises :class:`ConnectionLost` when
+    that signal never came, so a truncated stream is never taken for a complete one.
+    """
+
+    provider = "custom"
+
+    # A parser may set this after parse_into when every chunk it appended in that call is
+    # text only (no finish reason, usage, tool calls or metadata), which spares the worker
+    # a look at each chunk. Leaving it False is always correct.
+    plain = False
+
+    def __init__(self) -> None:
+        self.done = False
+        self.next_index = 0
+
+    def parse(self, event: Any) -> Optional[Chunk]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def parse_into(self, events: List[Any], out: List[Chunk]) -> None:
+        """Parse one network read's events, appending the chunks to ``out``. Appending (not
+        returning) means the chunks parsed before an error are still there for the caller.
+        Parsers may override this with a tighter loop; it runs for every event."""
+        parse = self.parse
+        append = out.append
+        for event in events:
+            chunk = parse(event)
+            if chunk is not None:
+                append(chunk)
+
+    def finish(self) -> None:
+        if not self.done:
+            raise ConnectionLost(
+                f"the {self.provider} stream ended before the provider signalled its end "
+                "(a proxy or the server cut it short)"
+            )
+
+
+class Adapter:
+    """Base class of provider adapters. Subclass it for a custom provider.
+
+    Class attributes describe the provider: ``name``; ``wire_format`` ("sse" or
+    "ndjson"); ``default_base_url``; ``api_key_env`` (environment variables tried in order);
+    ``requires_api_key``.
+    """
+
+    name = "custom"
+    wire_format = "sse"
+    default_base_url = ""
+    api_key_env: Sequence[str] = ()
+    requires_api_key = True
+
+    # -- configuration -------------------------------------------------------------
+    def resolve_api_key(self, api_key: Optional[str]) -> Optional[str]:
+        """The key from the argument, else from the provider's usual environment variables."""
+        if api_key is not None and not isinstance(api_key, str):
+            raise TypeError(f"api_key must be a str, got {type(api_key).__name__}")
+        if api_key:
+            return api_key
+        for var in self.api_key_env:
+            value = os.environ.get(var)
+            if value:
+                return value
+        if self.requires_api_key:
+            names = " or ".join(self.api_key_env) or "api_key"
+            raise ValueError(
+                f"no API key for {self.name!r}: pass api_key=... or set {names} in the environment"
+            )
+        return None
+
+    def resolve_base_url(self, base_url: Optional[str]) -> str:
+        if base_url is not None and not isinstance(base_url, str):
+            raise TypeError(f"base_url must be a str such as 'http://localhost:8000/v1', got {type(base_url).__name__}")
+        url = (base_url or self.default_base_url).rstrip("/")
+        if url and not url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, e.g. 'http://{url}'")
+        return url
+
+    # -- the three pure operations ------------------------------------------------------
+    def build_request(
+        self, messages: List[Dict[str, Any]], options: Dict[str, Any], *, base_url: str, api_key: Optional[str]
+    ) -> HTTPRequest:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def new_parser(self, request: HTTPRequest) -> EventParser:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
+        """Default continuation: the partial answer as an assistant turn, then an instruction.
+
+        Adapters whose provider continues an assistant prefix natively override this.
+        """
+        body = dict(request.json)
+        messages = list(body.get("messages") or [])
+        messages.append({"role": "assistant", "content": partial_text})
+        messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
+        body["messages"] = messages
+        return request.with_json(body)
+
+    # Providers that continue an assistant prefix natively and reject one that ends in
+    # whitespace (Anthropic) set this: the prefix is cut before its trailing whitespace.
+    continuation_trims_space = False
+    # Where each provider keeps its output-token limit in the request body, tried in order.
+    max_tokens_paths: Sequence[Sequence[str]] = (("max_completion_tokens",), ("max_tokens",))
+
+    def reduce_max_tokens(self, request: HTTPRequest, used: int) -> HTTPRequest:
+        """The request with its output-token limit lowered by ``used`` (never below 1)."""
+        for path in self.max_tokens_paths:
+            body = dict(request.json)
+            container: Dict[str, Any] = body
+            for key in path[:-1]:
+                inner = container.get(key)
+                if not isinstance(inner, dict):
+                    break
+                container[key] = container = dict(inner)
+            else:
+                limit = container.get(path[-1])
+                if isinstance(limit, int) and not isinstance(limit, bool):
+                    container[path[-1]] = max(limit - used, 1)
+                    return request.with_json(body)
+        return request
+
+    # -- errors ------------------------------------------------------------------------
+    def error_from_response(self, status: int, body: Any, retry_after: Optional[float] = None) -> APIError:
+        """The exception for a non-2xx answer; ``body`` is decoded JSON or text."""
+        cls = api_error_for_status(status)
+        return cls(
+            f"{self.name} answered HTTP {status}: {error_message(body)}",
+            status=status,
+            body=body,
+            provider=self.name,
+            retry_after=retry_after,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+CONTINUE_INSTRUCTION = (
+    "Your previous answer was cut off. Continue it exactly where it stopped, without "
+    "repeating anything and without any preamble."
+)
+
+
+def bearer_headers(api_key: Optional[str], options: Dict[str, Any]) -> Dict[str, str]:
+    """JSON in, an event stream out, ``Authorization: Bearer`` when there is a key, and
+    the caller's ``extra_headers`` last (OpenAI-style APIs)."""
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    headers.update(options.get("extra_headers") or {})
+    return headers
+
+
+def error_message(body: Any) -> str:
+    """A short human message from a provider's error body (JSON or text)."""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("type") or err.get("status")
+            if msg:
+                return str(msg)[:500]
+        elif isinstance(err, str):
+            return err[:500]
+    text = body if isinstance(body, str) else repr(body)
+    return text[:500] if text else "(empty body)"
+
+
+# The C scanner behind json.loads: (value, end) for the JSON value at an index.
+json_scan_once = json.JSONDecoder().scan_once
+
+
+def json_object(data: str, provider: str) -> Dict[str, Any]:
+    """One event's JSON object. Calls the C scanner directly: ``json.loads`` spends as long
+    again on its wrapper and two whitespace regexes, and this runs once per chunk."""
+    try:
+        obj, end = json_scan_once(data, 0)
+        if end != len(data) and data[end:].strip():
+            raise ValueError("extra data after the JSON value")
+    except (StopIteration, ValueError):
+        try:
+            obj = json.loads(data)  # leading whitespace, or a real error with a good message
+        except ValueError as exc:
+            raise ProtocolError(f"{provider} sent an event that is not JSON: {data[:200]!r}") from exc
+    if obj.__class__ is not dict:
+        raise ProtocolError(f"{provider} sent an event that is not a JSON object: {data[:200]!r}")
+    return obj
+
+
+def validate_messages(messages: Any) -> List[Dict[str, Any]]:
+    """Check ``messages`` up front so mistakes fail with a clear message, not a 400 later."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise TypeError(
+            'messages must be a list of {"role": ..., "content": ...} dicts, e.g. '
+            '[{"role": "user", "content": "Hello"}]'
+        )
+    if not messages:
+        raise ValueError('messages is empty: pass at least one {"role": "user", "content": ...}')
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or "role" not in message:
+            raise TypeError(f'messages[{i}] must be a dict with "role" and "content", got {message!r:.80}')
+        if message["role"] not in ("system", "user", "assistant", "tool", "developer"):
+            raise ValueError(
+                f'messages[{i}]["role"] is {message["role"]!r}: use "system", "user", "assistant" or "tool"'
+            )
+        content = message.get("content")
+        if content is None and not (message["role"] == "assistant" and message.get("tool_calls")):
+            raise TypeError(f'messages[{i}] needs "content" (a str, or a list of content parts)')
+        if content is not None and not isinstance(content, (str, list)):
+            raise TypeError(f'messages[{i}]["content"] must be a str or a list of content parts, got {type(content).__name__}')
+    return [dict(m) for m in messages]
