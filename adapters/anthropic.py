@@ -5,6 +5,17 @@ The stream is a sequence of typed events: ``message_start`` (model, id, input us
 ``message_delta`` (stop reason and cumulative usage), ``message_stop``, ``ping`` and
 ``error``. There is no ``[DONE]``: ``message_stop`` is the end signal.
 
+Only ``tool_use`` blocks are the caller's tool calls (``stream.tool_calls``). What the
+server tools (web search, web fetch, code execution, MCP) do is kept in chunk metadata:
+
+* ``metadata["server_tool_use"]``: a ``server_tool_use`` / ``mcp_tool_use`` block as sent
+  (``type``, ``id``, ``name``) with its streamed ``input`` parsed, on the chunk of the
+  block's end;
+* ``metadata["server_tool_result"]``: a ``*_tool_result`` block as sent (e.g.
+  ``web_search_tool_result`` with its ``content`` list of results, or an error);
+* ``metadata["citations"]``: a list of the citations of the text that follows (from a
+  ``citations_delta``, or a text block that starts with citations).
+
 Chat messages in the common ``{"role", "content"}`` form are mapped here: ``system`` (and
 ``developer``) messages go to the top-level ``system`` field, OpenAI-style assistant
 ``tool_calls`` become ``tool_use`` blocks and ``tool`` messages ``tool_result`` blocks.
@@ -13,7 +24,7 @@ Chat messages in the common ``{"role", "content"}`` form are mapped here: ``syst
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from adapters._options import check_options, require_model
 from adapters.base import Adapter, EventParser, HTTPRequest, error_message, json_object
@@ -36,8 +47,17 @@ FINISH_REASONS = {
     "refusal": "content_filter",
 }
 
-# Options copied into the body under the same name.
-PASSTHROUGH = ("temperature", "top_p", "top_k", "thinking", "metadata", "service_tier")
+# Blocks in which the model calls a tool that Anthropic's side runs (web search, web
+# fetch, code execution, an MCP server): not calls for the caller to make, so they go to
+# metadata["server_tool_use"], never to stream.tool_calls.
+SERVER_TOOL_USES = frozenset({"server_tool_use", "mcp_tool_use"})
+
+# Options copied into the body under the same name: the body parameters of the official
+# SDK's messages.create() that need no mapping.
+PASSTHROUGH = (
+    "temperature", "top_p", "top_k", "thinking", "metadata", "service_tier", "cache_control", "container",
+    "diagnostics", "inference_geo", "output_config", "speed", "user_profile_id", "workspace_id",
+)
 
 _TOOL_CHOICE = {"auto": {"type": "auto"}, "required": {"type": "any"}, "any": {"type": "any"}, "none": {"type": "none"}}
 
@@ -58,6 +78,8 @@ class AnthropicParser(EventParser):
         self.message_id: Optional[str] = None
         self.usage: Dict[str, Any] = {}  # message_start usage, overlaid by message_delta's
         self._tool_blocks: Dict[int, bool] = {}  # block index -> arguments seen
+        # block index -> (the server_tool_use / mcp_tool_use block, its input fragments)
+        self._server_uses: Dict[int, Tuple[Dict[str, Any], List[str]]] = {}
 
     def parse(self, event: Any) -> Optional[Chunk]:
         obj = json_object(event.data, "anthropic")
@@ -104,27 +126,47 @@ class AnthropicParser(EventParser):
             return self._chunk(obj, metadata={"reasoning": thinking}) if thinking else None
         if kind == "input_json_delta":
             partial = delta.get("partial_json")
-            if not partial:
+            if not partial or not isinstance(partial, str):
                 return None  # the first fragment is often ""
             index = obj.get("index", 0)
+            server_use = self._server_uses.get(index)
+            if server_use is not None:
+                server_use[1].append(partial)  # reported whole at the block's end
+                return None
+            if index not in self._tool_blocks:
+                return None  # a block that is not a tool_use: not a call of the caller's
             self._tool_blocks[index] = True
             return self._chunk(obj, tool_calls=[{"index": index, "function": {"arguments": partial}}])
         if kind == "signature_delta":
             # Needed to send a thinking block back in a later turn; not text.
             return self._chunk(obj, metadata={"thinking_signature": delta.get("signature")})
-        return None  # citations_delta and future delta types
+        if kind == "citations_delta" and delta.get("citation") is not None:
+            return self._chunk(obj, metadata={"citations": [delta["citation"]]})
+        return None  # future delta types
 
     def _block_start(self, obj: Dict[str, Any]) -> Optional[Chunk]:
         block = obj.get("content_block") or {}
         kind = block.get("type")
+        index = obj.get("index", 0)
         if kind == "tool_use":
-            index = obj.get("index", 0)
-            self._tool_blocks[index] = False
+            given = block.get("input")
+            # Streamed input starts as {} and comes in fragments; input given whole at the
+            # start (not seen in streams so far) is taken as it is.
+            arguments = json.dumps(given, ensure_ascii=False) if isinstance(given, dict) and given else ""
+            self._tool_blocks[index] = bool(arguments)
             call = {"index": index, "id": block.get("id"), "type": "function",
-                    "function": {"name": block.get("name") or "", "arguments": ""}}
+                    "function": {"name": block.get("name") or "", "arguments": arguments}}
             return self._chunk(obj, tool_calls=[call])
-        if kind == "text" and block.get("text"):
-            return self._chunk(obj, block["text"])
+        if kind in SERVER_TOOL_USES:
+            self._server_uses[index] = (block, [])
+            return None
+        if kind and kind.endswith("_tool_result"):
+            return self._chunk(obj, metadata={"server_tool_result": block})
+        if kind == "text":
+            metadata = {"citations": list(block["citations"])} if block.get("citations") else None
+            if block.get("text") or metadata:
+                return self._chunk(obj, block.get("text") or "", metadata=metadata)
+            return None
         if kind == "thinking" and block.get("thinking"):
             return self._chunk(obj, metadata={"reasoning": block["thinking"]})
         if kind == "redacted_thinking":
@@ -133,6 +175,16 @@ class AnthropicParser(EventParser):
 
     def _block_stop(self, obj: Dict[str, Any]) -> Optional[Chunk]:
         index = obj.get("index", 0)
+        server_use = self._server_uses.pop(index, None)
+        if server_use is not None:
+            block, fragments = server_use
+            given = block.get("input")
+            text = "".join(fragments)
+            try:
+                tool_input = json.loads(text) if text else (given if given is not None else {})
+            except ValueError:
+                tool_input = text  # as the model wrote it
+            return self._chunk(obj, metadata={"server_tool_use": dict(block, input=tool_input)})
         if self._tool_blocks.get(index) is False:
             # A tool without parameters streams no argument fragments: make its
             # arguments the JSON object "{}" (as OpenAI does), not an empty string.
@@ -152,10 +204,11 @@ class AnthropicParser(EventParser):
             metadata["stop_sequence"] = delta["stop_sequence"]
         usage = None
         delta_usage = obj.get("usage")
-        if delta_usage:
+        if delta_usage and isinstance(delta_usage, dict):
             # message_delta usage is cumulative; fields it leaves out (cache_creation,
             # service_tier, ...) keep their message_start values.
-            self.usage.update(delta_usage)
+            # Nulls ("input_tokens": null) leave the message_start value too.
+            self.usage.update({k: v for k, v in delta_usage.items() if v is not None})
         if self.usage:
             # prompt_tokens is input_tokens alone: cache reads/writes are reported apart
             # (cache_read_input_tokens, cache_creation_input_tokens, in raw_usage).
@@ -183,9 +236,13 @@ class AnthropicAdapter(Adapter):
     def build_request(
         self, messages: List[Dict[str, Any]], options: Dict[str, Any], *, base_url: str, api_key: Optional[str]
     ) -> HTTPRequest:
-        check_options(self.name, options, PASSTHROUGH + ("max_tokens", "stop", "stop_sequences", "tools", "tool_choice"))
+        check_options(self.name, options, PASSTHROUGH + ("max_tokens", "stop", "stop_sequences", "tools", "tool_choice", "system"))
         model = require_model(self.name, options, self.example_model)
         system, turns = _split_system(messages)
+        if options.get("system") is not None:
+            if system is not None:
+                raise ValueError("pass the system prompt either as a system message or as system=..., not both")
+            system = options["system"]
         max_tokens = options.get("max_tokens")
         body: Dict[str, Any] = {
             "model": model,
