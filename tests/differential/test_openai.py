@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.differential.wire import DIFFERENTIAL, SDK_BUGS, Loopback, cut, cuts, sse_bytes, wire_variants
+from tests.differential.wire import DIFFERENTIAL, SDK_BUGS, Loopback, cut, cuts, http_library, sse_bytes, wire_variants
 
 openai = pytest.importorskip("openai")
-httpx2 = pytest.importorskip("httpx2")
+httpx = http_library(openai)
 
 from openai.lib.streaming.chat import ChatCompletionStreamState  # noqa: E402
 
@@ -134,10 +134,10 @@ def loopback():
 
 def sdk_final(pieces: List[bytes]):
     def handler(request):
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=iter(pieces))
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=iter(pieces))
 
     client = openai.OpenAI(api_key="sk-differential", base_url="http://sdk.invalid/v1",
-                           http_client=httpx2.Client(transport=httpx2.MockTransport(handler)), max_retries=0)
+                           http_client=httpx.Client(transport=httpx.MockTransport(handler)), max_retries=0)
     # The accumulator behind client.chat.completions.stream(); its snapshot, because
     # get_final_completion() raises on a "length" or "content_filter" finish.
     state = ChatCompletionStreamState()

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 import streamcoord
 from tests.support.fakeserver import FakeProvider, Response
 
-__all__ = ["SDK_BUGS", "DIFFERENTIAL", "Loopback", "cut", "ndjson_bytes", "sse_bytes", "wire_variants"]
+__all__ = [
+    "DIFFERENTIAL", "SDK_BUGS", "Loopback", "cut", "cuts", "http_library", "ndjson_bytes", "sse_bytes", "wire_variants",
+]
 
 # Bounded and derandomized: the same examples on every run and every CI machine, and the
 # whole differential suite within its budget (~60 s per Python, measured far below).
@@ -68,6 +70,18 @@ def cut(body: bytes, points: Sequence[int]) -> List[bytes]:
     """``body`` cut at ``points`` (anywhere: inside a line, a JSON string, a UTF-8 character)."""
     edges = sorted({p % (len(body) + 1) for p in points} | {0, len(body)})
     return [body[a:b] for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def http_library(sdk: Any) -> Any:
+    """The HTTP library an official SDK is built on (httpx; httpx2 in the newest openai and
+    anthropic releases), for its MockTransport."""
+    import importlib
+
+    client_module = importlib.import_module(f"{sdk.__name__}._base_client")
+    for name in ("httpx2", "httpx"):
+        if name in vars(client_module):
+            return vars(client_module)[name]
+    raise RuntimeError(f"{sdk.__name__} is built on neither httpx nor httpx2")
 
 
 def cuts():
