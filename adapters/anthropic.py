@@ -24,14 +24,15 @@ Chat messages in the common ``{"role", "content"}`` form are mapped here: ``syst
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import re
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from adapters._options import check_options, require_model
-from adapters.base import Adapter, EventParser, HTTPRequest, error_message, json_object
+from adapters.base import CONTINUE_INSTRUCTION, Adapter, EventParser, HTTPRequest, error_message, json_object
 from streamcoord._chunk import Chunk, RawJSON, content_chunk, normalize_usage
-from streamcoord.errors import api_error_for_type
+from streamcoord.errors import APIError, api_error_for_type
 
-__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicAdapter", "AnthropicParser"]
+__all__ = ["DEFAULT_MAX_TOKENS", "NO_PREFILL_MODELS", "AnthropicAdapter", "AnthropicParser", "takes_prefill"]
 
 API_VERSION = "2023-06-01"
 # The API requires max_tokens; this is what a request without max_tokens= asks for.
@@ -51,6 +52,13 @@ FINISH_REASONS = {
 # fetch, code execution, an MCP server): not calls for the caller to make, so they go to
 # metadata["server_tool_use"], never to stream.tool_calls.
 SERVER_TOOL_USES = frozenset({"server_tool_use", "mcp_tool_use"})
+
+# Models that answer a prefill (a final assistant turn) with a 400, matched anywhere in
+# the model id so that the Bedrock and Vertex names (us.anthropic.claude-opus-4-6-v1,
+# claude-opus-4-6@...) match too.
+NO_PREFILL_MODELS = re.compile(r"claude-(?:opus|sonnet|haiku)-4-6")
+# Models seen refusing a prefill in this process; a set add is atomic, so no lock.
+_REFUSED_PREFILL: Set[str] = set()
 
 # Options copied into the body under the same name: the body parameters of the official
 # SDK's messages.create() that need no mapping.
@@ -273,7 +281,9 @@ class AnthropicAdapter(Adapter):
         return AnthropicParser()
 
     def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
-        """Continue natively: the partial answer becomes a final assistant turn (a prefill).
+        """Continue natively: the partial answer becomes a final assistant turn (a prefill),
+        or, for a model that takes no prefill (:func:`takes_prefill`), an assistant turn
+        followed by a user turn that asks to go on.
 
         The API rejects a final assistant turn that ends in whitespace, so the prefix is
         ``rstrip()``-ed: the model's continuation then starts with the whitespace that was
@@ -290,8 +300,35 @@ class AnthropicAdapter(Adapter):
         prefix = prefix.rstrip()
         if prefix:
             messages.append({"role": "assistant", "content": prefix})
+        if not takes_prefill(body.get("model")):
+            messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
         body["messages"] = messages
         return request.with_json(body)
+
+    def continuation_refused(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
+        """A prefill continuation answered with the 400 of a model that takes no prefill
+        ("This model does not support assistant message prefill. The conversation must end
+        with a user message."): the model is remembered for this process and the same
+        continuation goes through a user turn instead."""
+        messages = request.json.get("messages") or []
+        if not (isinstance(exc, APIError) and exc.status == 400 and messages and messages[-1].get("role") == "assistant"):
+            return None
+        if "prefill" not in error_message(exc.body).lower():
+            return None
+        model = request.json.get("model")
+        if isinstance(model, str):
+            _REFUSED_PREFILL.add(model)
+        body = dict(request.json, messages=list(messages) + [{"role": "user", "content": CONTINUE_INSTRUCTION}])
+        return request.with_json(body)
+
+
+def takes_prefill(model: Any) -> bool:
+    """Whether ``model`` continues a final assistant turn: not the models Anthropic's
+    migration guide lists ("Prefilling assistant messages returns a 400 error on Claude 4.6
+    models"), nor one seen refusing it in this process (a model newer than this table)."""
+    if not isinstance(model, str):
+        return True
+    return NO_PREFILL_MODELS.search(model) is None and model not in _REFUSED_PREFILL
 
 
 def _split_system(messages: List[Dict[str, Any]]):

@@ -124,6 +124,10 @@ class Worker:
                 self._run_with_retries(request)
                 return
             except StreamcoordError as exc:
+                refused = self.controller.after_refusal(request, exc) if self.controller is not None else None
+                if refused is not None and not self.cancelled:
+                    request = refused
+                    continue
                 # Before any content, a failure is the plain retries' business (they have
                 # run out by now): there is nothing to continue from.
                 if (

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from tests.support.fakeserver import sse
+from streamcoord.errors import APIError
+from tests.support.fakeserver import error, sse
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
@@ -170,3 +171,18 @@ def test_a_wrong_option_says_where_it_belongs(client, option, words):
     assert words in str(info.value)
     if "key" in next(iter(option)):
         assert "extra_body" not in str(info.value) and "sk-x" not in str(info.value)
+
+
+@pytest.mark.parametrize("status, header, requests", [(500, "false", 1), (400, "true", 2), (503, None, 2)])
+def test_x_should_retry_decides_before_the_status(server, client, sleeps, status, header, requests):
+    headers = {"x-should-retry": header} if header else {}
+    server.enqueue(error(status, {"error": {"message": "no", "type": "server_error"}}, headers=headers),
+                   sse([oa([{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}])], done=True))
+    stream = client("openai").stream_chat(MESSAGES, model="gpt-4o")
+    if requests == 1:
+        with pytest.raises(APIError) as info:
+            list(stream)
+        assert info.value.status == status and info.value.should_retry is False
+    else:
+        assert "".join(c.content for c in stream) == "ok"
+    assert len(server.requests) == requests
