@@ -12,7 +12,9 @@ parser:
   ``{"type": "text", "text"}`` is answer text, ``{"type": "thinking", "thinking": [parts]}``
   is reasoning and goes to ``metadata["reasoning"]``;
 * a random-length ``p`` padding field (against length side channels) is ignored;
-* an error can come as ``{"object": "error", "message", "type", "code"}``.
+* an error can come as ``{"object": "error", "message", "type", "code"}``;
+* a continuation (``"prefix": true``) may be answered starting with the prefix itself, which
+  is then not given twice (see :class:`MistralParser`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from adapters.openai import OpenAIParser
 from streamcoord._chunk import Chunk
 from streamcoord.errors import api_error_for_type
 
-__all__ = ["MistralAdapter", "MistralParser"]
+__all__ = ["MistralAdapter", "MistralParser", "PrefixContinuation"]
 
 FINISH_REASONS = dict(OPENAI_FINISH_REASONS, model_length="length", error="error")
 
@@ -43,11 +45,55 @@ PASSTHROUGH = (
 )
 
 
+@dataclasses.dataclass(frozen=True, repr=False)  # repr=False: keep HTTPRequest's, which redacts keys
+class PrefixContinuation(HTTPRequest):
+    """A continuation request whose final assistant turn (``prefix``) the answer may
+    begin by repeating: Mistral's documentation has the answer start with the prefix."""
+
+    prefix: str = ""
+
+
 class MistralParser(OpenAIParser):
+    """Mistral's stream. On a continuation (``echo``: its prefix), an answer that starts by
+    repeating the prefix is given without the repetition, so that the consumer's text is
+    the kept text plus the continuation, nothing twice; an answer that does not is given
+    as it comes."""
+
     finish_reasons = FINISH_REASONS
 
-    def __init__(self, provider: str = "mistral") -> None:
+    def __init__(self, provider: str = "mistral", echo: str = "") -> None:
         super().__init__(provider)
+        self._echo: Optional[str] = echo or None  # None: decided
+        self._held = ""  # answer text that may still turn out to be the echo
+
+    def parse_into(self, events: Any, out: List[Chunk]) -> None:
+        if self._echo is None:
+            super().parse_into(events, out)
+            return
+        parsed: List[Chunk] = []
+        try:
+            super().parse_into(events, parsed)
+        finally:
+            out.extend(self._without_echo(parsed))
+        self.plain = False
+
+    def _without_echo(self, chunks: List[Chunk]) -> List[Chunk]:
+        result = []
+        for chunk in chunks:
+            echo = self._echo
+            if echo is None or "choice" in chunk.metadata or not (chunk.content or chunk.finish_reason):
+                result.append(chunk)
+                continue
+            held = self._held + chunk.content
+            if echo.startswith(held) and held != echo and not chunk.finish_reason:
+                self._held = held  # could still be the echo: wait for more
+                rest = ""
+            else:
+                rest = held[len(echo):] if held.startswith(echo) else held
+                self._echo, self._held = None, ""
+            if rest or chunk.finish_reason or chunk.usage or chunk.tool_calls or chunk.metadata:
+                result.append(dataclasses.replace(chunk, content=rest))
+        return result
 
     def parse_object(self, obj: Dict[str, Any], out: List[Chunk]) -> None:
         if obj.get("object") == "error":
@@ -147,7 +193,7 @@ class MistralAdapter(Adapter):
         return HTTPRequest(url=f"{base_url}/chat/completions", json=body, headers=bearer_headers(api_key, options))
 
     def new_parser(self, request: HTTPRequest) -> EventParser:
-        return MistralParser(self.name)
+        return MistralParser(self.name, request.prefix if isinstance(request, PrefixContinuation) else "")
 
     def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
         """Continue natively: the partial answer as a final assistant turn with
@@ -161,4 +207,4 @@ class MistralAdapter(Adapter):
             prefix = messages.pop()["content"] + partial_text
         messages.append({"role": "assistant", "content": prefix, "prefix": True})
         body["messages"] = messages
-        return request.with_json(body)
+        return PrefixContinuation(request.url, body, request.headers, request.method, prefix)

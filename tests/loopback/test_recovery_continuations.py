@@ -1,7 +1,10 @@
-"""Recovery on Anthropic models that take no assistant prefill (Claude 4.6: a final
-assistant turn is a 400): the continuation goes through a user turn, known from the model
-table or learnt from the 400 (once, remembered for the process), and the consumer gets the
-exact text: what was kept plus the continuation, nothing twice."""
+"""Continuations as today's providers answer them, and the consumer gets the exact text
+(what was kept plus the continuation, nothing twice):
+
+* Anthropic models that take no assistant prefill (Claude 4.6: a final assistant turn is a
+  400): the continuation goes through a user turn, known from the model table or learnt
+  from the 400 (once, remembered for the process);
+* Mistral's ``prefix: true``, whose answer may start by repeating the prefix."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import pytest
 from adapters.base import CONTINUE_INSTRUCTION
 from recovery_store import MemoryStore
 from streamcoord.errors import APIError
-from tests.support.fakeserver import anthropic_text, error
+from tests.support.fakeserver import anthropic_text, error, mistral_text
 
 MESSAGES = [{"role": "user", "content": "Write two sentences."}]
 PIECES = ["The first", " sentence. The sec", "ond one ", "goes on"]
@@ -27,8 +30,8 @@ PREFILL_REFUSED = error(400, {"type": "error", "error": {
 def recovering(client):
     store = MemoryStore()
 
-    def run(model):
-        stream = client("anthropic", recovery_store=store).stream_chat(
+    def run(model, provider="anthropic"):
+        stream = client(provider, recovery_store=store).stream_chat(
             MESSAGES, model=model, max_tokens=100, stream_recovery=True, recovery={"strategy": "exact"})
         chunks = list(stream)
         return stream, chunks
@@ -78,3 +81,14 @@ def test_a_continuation_refused_for_another_reason_is_not_retried(server, recove
         recovering("claude-sonnet-4-5")
     assert info.value.status == 400 and "too large" in str(info.value)
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("echoed", [True, False])
+def test_mistral_continuation_that_repeats_its_prefix_is_not_given_twice(server, recovering, echoed):
+    kept = "".join(PIECES[:3])  # Mistral keeps the trailing space
+    rest = REST.lstrip()
+    answer = kept + rest if echoed else rest
+    server.enqueue(mistral_text(PIECES, drop_after=3), mistral_text([answer[:7], answer[7:20], answer[20:]]))
+    stream, chunks = recovering("mistral-small-latest", "mistral")
+    assert stream.text == consumer_view(chunks) == kept + rest
+    assert server.requests[1].json["messages"][-1] == {"role": "assistant", "content": kept, "prefix": True}
