@@ -15,7 +15,8 @@ import streamcoord
 from tests.support.fakeserver import FakeProvider, Response
 
 __all__ = [
-    "DIFFERENTIAL", "SDK_BUGS", "Loopback", "cut", "cuts", "http_library", "ndjson_bytes", "sse_bytes", "wire_variants",
+    "DIFFERENTIAL", "SDK_BUGS", "Loopback", "cut", "cuts", "escape_unicode_line_breaks", "http_library", "ndjson_bytes",
+    "sse_bytes", "wire_variants",
 ]
 
 # Bounded and derandomized: the same examples on every run and every CI machine, and the
@@ -34,7 +35,22 @@ SDK_BUGS = {
         "WHATWG EventSource rules say to), so the first line becomes a field named "
         "'\\ufeffdata' and the first event is lost"
     ),
+    "ndjson-unicode-lines": (
+        "ollama: the client reads NDJSON with httpx's iter_lines(), which splits lines the way "
+        "str.splitlines() does, also at U+0085, U+2028 and U+2029 inside a JSON string; a "
+        "line is ended by \\n alone (NDJSON), and Ollama's server sends U+0085 unescaped"
+    ),
 }
+
+# What the SDK is fed under SDK_BUGS["ndjson-unicode-lines"]: the same JSON, those
+# characters escaped.
+_UNICODE_LINE_BREAKS = {"\u0085": b"\\u0085", "\u2028": b"\\u2028", "\u2029": b"\\u2029"}
+
+
+def escape_unicode_line_breaks(body: bytes) -> bytes:
+    for char, escape in _UNICODE_LINE_BREAKS.items():
+        body = body.replace(char.encode("utf-8"), escape)
+    return body
 
 
 @st.composite
@@ -72,12 +88,12 @@ def cut(body: bytes, points: Sequence[int]) -> List[bytes]:
     return [body[a:b] for a, b in zip(edges, edges[1:]) if b > a]
 
 
-def http_library(sdk: Any) -> Any:
+def http_library(sdk: Any, client_module_name: str = "_base_client") -> Any:
     """The HTTP library an official SDK is built on (httpx; httpx2 in the newest openai and
     anthropic releases), for its MockTransport."""
     import importlib
 
-    client_module = importlib.import_module(f"{sdk.__name__}._base_client")
+    client_module = importlib.import_module(f"{sdk.__name__}.{client_module_name}")
     for name in ("httpx2", "httpx"):
         if name in vars(client_module):
             return vars(client_module)[name]
