@@ -65,12 +65,25 @@ def loopback():
     lb.close()
 
 
-def sdk_view(pieces: List[bytes]) -> Dict[str, Any]:
-    def handler(request):
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=iter(pieces))
+class SDK:
+    """One mistralai client that answers with ``pieces``."""
 
-    client = mistral_client.Mistral(api_key="sk-differential", server_url="http://sdk.invalid",
-                                    client=httpx.Client(transport=httpx.MockTransport(handler)))
+    def __init__(self) -> None:
+        self.pieces: List[bytes] = []
+        transport = httpx.MockTransport(
+            lambda request: httpx.Response(200, headers={"content-type": "text/event-stream"}, content=iter(self.pieces)))
+        self.client = mistral_client.Mistral(api_key="sk-differential", server_url="http://sdk.invalid",
+                                             client=httpx.Client(transport=transport))
+
+
+@pytest.fixture(scope="module")
+def sdk():
+    return SDK()
+
+
+def sdk_view(sdk: SDK, pieces: List[bytes]) -> Dict[str, Any]:
+    sdk.pieces = pieces
+    client = sdk.client
     text, thinking, calls, finish, usage = [], [], [], None, None
     for event in client.chat.stream(model="mistral-x", messages=[{"role": "user", "content": "Hi"}]):
         data = event.data
@@ -107,8 +120,8 @@ def our_view(stream) -> Dict[str, Any]:
 
 @DIFFERENTIAL
 @given(chunks=mistral_streams(), variant=wire_variants(), points=cuts())
-def test_mistral_sdk_and_streamcoord_agree(loopback, chunks, variant, points):
+def test_mistral_sdk_and_streamcoord_agree(loopback, sdk, chunks, variant, points):
     events = [(None, json.dumps(c, ensure_ascii=False)) for c in chunks] + [(None, "[DONE]")]
     body = sse_bytes(events, variant, len(points))
     ours, _ = loopback.stream("mistral", cut(body, points), model="mistral-x")
-    assert our_view(ours) == sdk_view(cut(body, points))
+    assert our_view(ours) == sdk_view(sdk, cut(body, points))

@@ -31,9 +31,14 @@ DIFFERENTIAL = settings(
 # own that shows the SDK's behaviour, so an SDK that gets fixed makes that test fail.
 SDK_BUGS = {
     "sse-bom": (
-        "openai and anthropic: the SSE decoder does not strip a leading byte order mark (the "
-        "WHATWG EventSource rules say to), so the first line becomes a field named "
-        "'\\ufeffdata' and the first event is lost"
+        "openai, anthropic and google-genai: the SSE decoder does not strip a leading byte "
+        "order mark (the WHATWG EventSource rules say to), so the first line is not a data "
+        "line and the first event is lost (google-genai: fails)"
+    ),
+    "genai-sse-lines": (
+        "google-genai: only lines that start with 'data: ' (with the space) are data lines; "
+        "any other line (an SSE comment, 'data:' without the optional space, 'event:') is "
+        "taken for raw JSON and fails with UnknownApiResponseError"
     ),
     "ndjson-unicode-lines": (
         "ollama: the client reads NDJSON with httpx's iter_lines(), which splits lines the way "
