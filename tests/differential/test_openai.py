@@ -217,3 +217,42 @@ def test_openai_sdk_loses_the_first_event_after_a_byte_order_mark(loopback):
     ours, _ = loopback.stream("openai", [body], model="gpt-x")
     assert ours.text == "Hello world"
     assert sdk_final([body]).choices[0].message.content == " world"
+
+
+def chunk_data(delta, finish=None, **extra):
+    return (None, json.dumps(dict({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
+                                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}, **extra)))
+
+
+def fragment(id, name, arguments):
+    return {"tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": arguments}}]}
+
+
+PLAIN = {"eol": "\n", "bom": False, "comments": False, "space": True}
+
+
+@pytest.mark.parametrize("fragments, expected, sdk_gives", [
+    ([fragment("call_1", "search", '{"q"'), fragment("call_1", "search", ": 1}")],
+     [("call_1", "search", '{"q": 1}')], [("call_1call_1", "searchsearch", '{"q": 1}')]),
+    ([fragment("call_a", "a", '{"x": 1}'), fragment("call_b", "b", '{"y": 2}')],
+     [("call_a", "a", '{"x": 1}'), ("call_b", "b", '{"y": 2}')], [("call_acall_b", "ab", '{"x": 1}{"y": 2}')]),
+])
+def test_openai_sdk_merges_compatible_servers_tool_call_fragments(loopback, fragments, expected, sdk_gives):
+    """SDK_BUGS["openai-compatible-tool-calls"], shown: fix the SDK and this test fails."""
+    assert SDK_BUGS["openai-compatible-tool-calls"]
+    body = sse_bytes([chunk_data(f) for f in fragments] + [chunk_data({}, "tool_calls"), (None, "[DONE]")], PLAIN, 1)
+    ours, _ = loopback.stream("openai", [body], model="gpt-x")
+    assert [(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in ours.tool_calls] == expected
+    message = sdk_final([body]).choices[0].message
+    assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls] == sdk_gives
+
+
+def test_openai_sdk_loses_a_usage_followed_by_a_chunk_without_one(loopback):
+    """SDK_BUGS["openai-usage-overwritten"], shown: fix the SDK and this test fails."""
+    assert SDK_BUGS["openai-usage-overwritten"]
+    usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    body = sse_bytes([chunk_data({"content": "hi"}), chunk_data({}, "stop", usage=usage),
+                      chunk_data({"content": ""}, usage=None), (None, "[DONE]")], PLAIN, 1)
+    ours, _ = loopback.stream("openai", [body], model="gpt-x")
+    assert ours.usage == usage
+    assert sdk_final([body]).usage is None

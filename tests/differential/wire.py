@@ -35,6 +35,16 @@ SDK_BUGS = {
         "order mark (the WHATWG EventSource rules say to), so the first line is not a data "
         "line and the first event is lost (google-genai: fails)"
     ),
+    "openai-compatible-tool-calls": (
+        "openai: ChatCompletionStreamState concatenates every string of a tool-call delta, so "
+        "an OpenAI-compatible server that repeats id and name in each fragment gives "
+        "'call_1call_1' / 'searchsearch', and two calls sent at index 0 become one call with "
+        "arguments '{...}{...}'"
+    ),
+    "openai-usage-overwritten": (
+        "openai: the snapshot's usage is the last chunk's, so a usage sent before a later "
+        "chunk without one (compatible servers) is lost"
+    ),
     "genai-sse-lines": (
         "google-genai: only lines that start with 'data: ' (with the space) are data lines; "
         "any other line (an SSE comment, 'data:' without the optional space, 'event:') is "
