@@ -26,7 +26,7 @@ setup(
         # security fixes, and it has channel_request_lookahead (noticing a browser that left).
         "web": ["flask>=2.3", "django>=4.2", "waitress>=3.0.1"],
         # selenium drives Debian's chromium for the browser test of the examples.
-        "test": ["pytest>=7", "hypothesis>=6.80", "selenium>=4.10"] + DIFFERENTIAL,
+        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10"] + DIFFERENTIAL,
         "differential": DIFFERENTIAL,
     },
     entry_points={"console_scripts": ["streamcoord=streamcoord.__main__:main"]},

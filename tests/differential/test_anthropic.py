@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tests.differential.wire import DIFFERENTIAL, Loopback, cut, cuts, http_library, sse_bytes, wire_variants
 
 anthropic = pytest.importorskip("anthropic")
-httpx = http_library(anthropic)
+httpx = http_library(pytest.importorskip("anthropic._base_client"))
 
 from adapters.anthropic import FINISH_REASONS  # noqa: E402
 from streamcoord._chunk import normalize_usage  # noqa: E402
@@ -91,10 +91,11 @@ def anthropic_streams(draw):
             events.append({"type": "content_block_delta", "index": index, "delta": d})
         events.append({"type": "content_block_stop", "index": index})
     stop = draw(st.sampled_from(sorted(FINISH_REASONS)))
+    # message_delta's counts are cumulative: the input counts repeat the start's, or are
+    # null (the start's stay).
     final_usage = {"output_tokens": draw(COUNT),
-                   # Optional counts are null or left out when not applicable; the start's stay.
-                   "input_tokens": draw(st.one_of(st.none(), COUNT)),
-                   "cache_read_input_tokens": draw(st.one_of(st.none(), COUNT))}
+                   "input_tokens": draw(st.sampled_from([None, usage["input_tokens"]])),
+                   "cache_read_input_tokens": draw(st.sampled_from([None, usage["cache_read_input_tokens"]]))}
     if draw(st.booleans()):
         final_usage["server_tool_use"] = {"web_search_requests": draw(st.integers(0, 3))}
     events.append({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": final_usage})

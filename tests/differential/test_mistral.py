@@ -6,6 +6,7 @@ finish reason and usage."""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, Dict, List
 
 import pytest
@@ -15,8 +16,11 @@ from hypothesis import strategies as st
 from tests.differential.wire import DIFFERENTIAL, Loopback, cut, cuts, http_library, sse_bytes, wire_variants
 
 mistralai = pytest.importorskip("mistralai")
-mistral_client = pytest.importorskip("mistralai.client")
-httpx = http_library(mistral_client, "sdk")
+try:  # mistralai 2+
+    from mistralai.client import Mistral
+except ImportError:  # mistralai 1.x
+    from mistralai import Mistral
+httpx = http_library(sys.modules[Mistral.__module__])
 
 from adapters.mistral import FINISH_REASONS  # noqa: E402
 
@@ -72,7 +76,7 @@ class SDK:
         self.pieces: List[bytes] = []
         transport = httpx.MockTransport(
             lambda request: httpx.Response(200, headers={"content-type": "text/event-stream"}, content=iter(self.pieces)))
-        self.client = mistral_client.Mistral(api_key="sk-differential", server_url="http://sdk.invalid",
+        self.client = Mistral(api_key="sk-differential", server_url="http://sdk.invalid",
                                              client=httpx.Client(transport=transport))
 
 

@@ -23,7 +23,7 @@ from tests.differential.wire import (
 )
 
 ollama = pytest.importorskip("ollama")
-httpx = http_library(ollama, "_client")
+httpx = http_library(pytest.importorskip("ollama._client"))
 
 from adapters.ollama import FINISH_REASONS  # noqa: E402
 

@@ -103,16 +103,13 @@ def cut(body: bytes, points: Sequence[int]) -> List[bytes]:
     return [body[a:b] for a, b in zip(edges, edges[1:]) if b > a]
 
 
-def http_library(sdk: Any, client_module_name: str = "_base_client") -> Any:
-    """The HTTP library an official SDK is built on (httpx; httpx2 in the newest openai and
-    anthropic releases), for its MockTransport."""
-    import importlib
-
-    client_module = importlib.import_module(f"{sdk.__name__}.{client_module_name}")
+def http_library(module: Any) -> Any:
+    """The HTTP library an official SDK's client ``module`` is built on (httpx; httpx2 in
+    the newest openai, anthropic and mistralai releases), for its MockTransport."""
     for name in ("httpx2", "httpx"):
-        if name in vars(client_module):
-            return vars(client_module)[name]
-    raise RuntimeError(f"{sdk.__name__} is built on neither httpx nor httpx2")
+        if name in vars(module):
+            return vars(module)[name]
+    raise RuntimeError(f"{module.__name__} is built on neither httpx nor httpx2")
 
 
 def cuts():
