@@ -51,9 +51,10 @@ SDK_BUGS = {
         "taken for raw JSON and fails with UnknownApiResponseError"
     ),
     "ndjson-unicode-lines": (
-        "ollama: the client reads NDJSON with httpx's iter_lines(), which splits lines the way "
-        "str.splitlines() does, also at U+0085, U+2028 and U+2029 inside a JSON string; a "
-        "line is ended by \\n alone (NDJSON), and Ollama's server sends U+0085 unescaped"
+        "ollama (and google-genai 1.x): the client reads lines with httpx's iter_lines(), which "
+        "splits them the way str.splitlines() does, also at U+0085, U+2028 and U+2029 inside "
+        "a JSON string; a line is ended by CR, LF or CRLF alone (NDJSON, SSE), and Ollama's "
+        "server sends U+0085 unescaped"
     ),
 }
 
