@@ -290,7 +290,8 @@ class AnthropicAdapter(Adapter):
         stripped (or its own), and the caller must not expect it to be re-sent verbatim;
         ``len(partial_text) - len(partial_text.rstrip())`` characters were dropped.
         A prefill of the user's own (a last assistant message) is extended, not repeated.
-        (Prefill is not accepted together with extended thinking.)
+        With extended thinking on (``thinking=``), which takes no prefill either, the
+        continuation goes through a user turn too.
         """
         body = dict(request.json)
         messages = list(body.get("messages") or [])
@@ -300,7 +301,10 @@ class AnthropicAdapter(Adapter):
         prefix = prefix.rstrip()
         if prefix:
             messages.append({"role": "assistant", "content": prefix})
-        if not takes_prefill(body.get("model")):
+        thinking = body.get("thinking")
+        thinking_on = isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
+        if thinking_on or not takes_prefill(body.get("model")):
+            # Neither those models nor extended thinking take a prefill.
             messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
         body["messages"] = messages
         return request.with_json(body)

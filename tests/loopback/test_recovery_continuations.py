@@ -30,9 +30,9 @@ PREFILL_REFUSED = error(400, {"type": "error", "error": {
 def recovering(client):
     store = MemoryStore()
 
-    def run(model, provider="anthropic"):
+    def run(model, provider="anthropic", **options):
         stream = client(provider, recovery_store=store).stream_chat(
-            MESSAGES, model=model, max_tokens=100, stream_recovery=True, recovery={"strategy": "exact"})
+            MESSAGES, model=model, max_tokens=100, stream_recovery=True, recovery={"strategy": "exact"}, **options)
         chunks = list(stream)
         return stream, chunks
 
@@ -47,9 +47,14 @@ def consumer_view(chunks):
     return view
 
 
-def test_a_model_known_to_take_no_prefill_is_continued_through_a_user_turn(server, recovering):
+@pytest.mark.parametrize("model, options", [
+    ("claude-opus-4-6", {}),
+    ("us.anthropic.claude-sonnet-4-6-v1", {}),
+    ("claude-sonnet-4-5", {"thinking": {"type": "enabled", "budget_tokens": 1024}}),  # thinking takes none either
+])
+def test_a_model_known_to_take_no_prefill_is_continued_through_a_user_turn(server, recovering, model, options):
     server.enqueue(anthropic_text(PIECES, drop_after=3), anthropic_text([REST[:5], REST[5:]]))
-    stream, chunks = recovering("claude-opus-4-6")
+    stream, chunks = recovering(model, **options)
     assert stream.text == consumer_view(chunks) == KEPT + REST
     assert len(server.requests) == 2
     assert server.requests[1].json["messages"] == MESSAGES + [
