@@ -174,6 +174,35 @@ def test_waiting_for_headers_reports_metrics_and_ends_at_the_total_deadline(clie
     assert [round(t - started) for t, _ in calls[:2]] == [1, 2]
 
 
+def test_reporting_streams_share_one_timer_thread_that_ends_with_them(server, client):
+    server.default = openai_text(PIECES, stall_after=1)
+    streams = [client().stream_chat(MESSAGES, model="m", timeout=30, on_metrics=lambda m: None) for _ in range(20)]
+    for stream in streams:
+        assert next(stream).content == "Hello"
+    timers = [t for t in threading.enumerate() if t.name == "streamcoord-metrics"]
+    assert len(timers) == 1
+    for stream in streams:
+        stream.close()
+    timers[0].join(1)
+    assert not timers[0].is_alive()
+
+
+def test_close_from_inside_on_metrics_ends_the_stream_at_once(server, client):
+    server.enqueue(openai_text(PIECES, stall_after=1))
+    called = []
+
+    def stop(metrics):
+        if not called:
+            called.append(time.monotonic())
+            stream.close()
+
+    stream = client().stream_chat(MESSAGES, model="m", timeout=30, on_metrics=stop)
+    assert [c.content for c in stream] == ["Hello"]
+    assert time.monotonic() - called[0] < 0.5
+    assert stream.metrics.status == "cancelled"
+    assert server.connection_closed.wait(1)
+
+
 def test_track_metrics_alone_logs_the_metrics(server, client, caplog):
     caplog.set_level("INFO", logger="streamcoord")
     server.enqueue(openai_text(PIECES))
