@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_TTL",
     "STATUSES",
     "RecoveryStore",
+    "StoreUnavailable",
     "StreamRecord",
     "dump_meta",
     "validate_status",
@@ -69,6 +70,15 @@ _SECRET_META_KEYS = frozenset(
         "cookie",
     }
 )
+
+
+class StoreUnavailable(OSError):
+    """The store cannot be opened or used: a damaged database file, a directory that is not
+    one or cannot be read, a server that is down. The message names the store and what to do.
+
+    streamcoord never lets it reach a stream: a stream goes on without recovery (logged at
+    WARNING), and ``Client.resume`` raises ``RecoveryFailed`` with this as its cause.
+    """
 
 
 @dataclasses.dataclass
