@@ -1,0 +1,180 @@
+"""A stream's recovery store as the client uses it: opened without failing the stream,
+written without secrets, and read back for ``resume`` with every field checked.
+
+A store is for surviving this process. One that cannot be opened (a damaged ``cache.db``,
+a directory without permissions) must not break a stream that is otherwise fine: the stream
+goes on without recovery and the store is named in a WARNING. Taking a stream up again
+(``resume``) is different: there the store is the point, so a store that cannot be read or
+a record that is not what the client wrote is a ``RecoveryFailed`` naming the store and
+what is wrong, never an error from deep inside (``JSONDecodeError``, ``KeyError``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional
+
+from recovery_store import RecoveryStore, StreamRecord
+from recovery_store.base import STATUSES, validate_stream_id
+from recovery_store.disk import default_directory
+from streamcoord._adapter import validate_messages
+from streamcoord._keys import Scrubber
+from streamcoord._recovery import default_store, recovery_options
+from streamcoord.errors import RecoveryFailed
+
+__all__ = ["ScrubbedWrites", "StoredStream", "load_stored", "store_for_resume", "store_for_stream"]
+
+logger = logging.getLogger("streamcoord")
+
+
+def _where(store: Any) -> str:
+    """The store as an error message names it: the directory of a DiskStore, else its repr
+    (RedisStore's hides the password)."""
+    directory = getattr(store, "directory", None)
+    return repr(directory) if isinstance(directory, str) else repr(store)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def store_for_stream(configured: Optional[RecoveryStore], stream_id: str, provider: str) -> Optional[RecoveryStore]:
+    """The store a stream with recovery writes to: the client's, else the process's default
+    DiskStore; None, logged at WARNING with its directory, when the default cannot be opened."""
+    if configured is not None:
+        return configured
+    try:
+        return default_store()
+    except Exception as exc:  # any failure to open it: the stream matters more than its store
+        logger.warning(
+            "the recovery store in %r cannot be opened (%s); streaming without recovery: fix or "
+            "delete that directory, or set STREAMCOORD_RECOVERY_DIR", default_directory(), _reason(exc),
+            extra={"stream_id": stream_id, "provider": provider},
+        )
+        return None
+
+
+def store_for_resume(configured: Optional[RecoveryStore], stream_id: str) -> RecoveryStore:
+    """The store ``resume`` reads: RecoveryFailed, naming the directory, when it cannot be opened."""
+    if configured is not None:
+        return configured
+    try:
+        return default_store()
+    except Exception as exc:
+        raise RecoveryFailed(
+            f"cannot resume stream {stream_id!r}: the recovery store in {default_directory()!r} cannot be "
+            f"opened ({_reason(exc)})"
+        ) from exc
+
+
+class StoredStream:
+    """A stored record, checked: what ``resume`` needs to take the stream up again."""
+
+    def __init__(self, record: StreamRecord, messages: List[Dict[str, Any]], options: Dict[str, Any],
+                 recovery: Dict[str, Any]) -> None:
+        self.text = record.text
+        self.completed = record.status == "completed"
+        self.provider = record.meta["provider"]
+        self.messages = messages
+        self.options = options
+        self.recovery = recovery
+
+
+def load_stored(store: RecoveryStore, stream_id: str) -> Optional[StoredStream]:
+    """The record of ``stream_id``, checked; None when there is none. A store that fails or
+    a record that is not what the client writes is a RecoveryFailed naming the store."""
+    validate_stream_id(stream_id)  # the caller's mistake: a ValueError/TypeError as it is
+    try:
+        record = store.load(stream_id)
+    except Exception as exc:
+        raise RecoveryFailed(
+            f"cannot resume stream {stream_id!r}: the recovery store {_where(store)} failed to read it "
+            f"({_reason(exc)}); if the store is damaged, delete it"
+        ) from exc
+    if record is None:
+        return None
+    try:
+        return _checked(record)
+    except (TypeError, ValueError) as exc:
+        raise RecoveryFailed(
+            f"cannot resume stream {stream_id!r}: its record in {_where(store)} is damaged or was changed "
+            f"by hand ({exc}); delete it and start a new stream"
+        ) from exc
+
+
+def _checked(record: Any) -> StoredStream:
+    if not isinstance(record, StreamRecord):
+        raise TypeError(f"the store returned a {type(record).__name__}, not a StreamRecord")
+    if not isinstance(record.text, str):
+        raise TypeError(f"its text is a {type(record.text).__name__}, not a str")
+    if record.status not in STATUSES:
+        raise ValueError(f"its status is {str(record.status)[:40]!r}, not one of {', '.join(STATUSES)}")
+    meta = record.meta
+    if not isinstance(meta, dict):
+        raise TypeError(f"its meta is a {type(meta).__name__}, not a dict")
+    if not isinstance(meta.get("provider"), str):
+        raise TypeError("its meta has no provider name")
+    try:
+        messages = validate_messages(meta.get("messages"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"its stored messages are not valid: {exc}") from None
+    options = meta.get("options", {})
+    recovery = meta.get("recovery", {})
+    for name, value in (("options", options), ("recovery", recovery)):
+        if not isinstance(value, dict):
+            raise TypeError(f"its stored {name} are a {type(value).__name__}, not a dict")
+    try:
+        recovery_options(recovery)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"its stored recovery options are not valid: {exc}") from None
+    return StoredStream(record, messages, dict(options), dict(recovery))
+
+
+class ScrubbedWrites:
+    """The store as a stream writes to it: its secrets replaced by ``***`` first, so a model
+    (or a server) that repeats the key never gets it persisted. Only the calls a stream makes.
+
+    A secret split across two appends is caught too: the end of the text appended so far is
+    kept, and when a secret spans the boundary the whole text is written again, scrubbed.
+    """
+
+    def __init__(self, store: RecoveryStore, scrubber: Scrubber) -> None:
+        self.store = store
+        self._scrubber = scrubber
+        self._keep = max(len(s) for s in scrubber.secrets) - 1
+        self._parts: List[str] = []  # the same str objects the stream keeps: no copy of the text
+        self._tail = ""
+
+    def __repr__(self) -> str:
+        return repr(self.store)
+
+    def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
+        self._parts, self._tail = [], ""
+        self.store.start(stream_id, self._scrubber.value(meta))
+
+    def append(self, stream_id: str, text: str) -> None:
+        self._parts.append(text)
+        scrubber = self._scrubber
+        window = self._tail + text
+        self._tail = window[-self._keep:] if self._keep else ""
+        if not scrubber.found(window):
+            self.store.append(stream_id, text)
+        elif scrubber.text(window) == self._tail_before(window, text) + scrubber.text(text):
+            self.store.append(stream_id, scrubber.text(text))  # every secret lies inside this piece
+        else:
+            self.store.replace_text(stream_id, scrubber.text("".join(self._parts)))
+
+    @staticmethod
+    def _tail_before(window: str, text: str) -> str:
+        return window[: len(window) - len(text)]
+
+    def replace_text(self, stream_id: str, text: str) -> None:
+        self._parts = [text]
+        self._tail = text[-self._keep:] if self._keep else ""
+        self.store.replace_text(stream_id, self._scrubber.text(text))
+
+    def set_status(self, stream_id: str, status: str) -> None:
+        self.store.set_status(stream_id, status)
+
+    def finish(self, stream_id: str, keep: bool = False) -> None:
+        self.store.finish(stream_id, keep)
