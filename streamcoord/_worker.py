@@ -27,7 +27,14 @@ from streamcoord._recovery import is_recoverable
 from streamcoord._recovery_controller import RecoveryController
 from streamcoord._retry import is_retryable, make_retrying, retry_delay
 from streamcoord._spec import Cancelled, End, StreamSpec
-from streamcoord.errors import APIError, ChunkValidationError, RecoveryFailed, StreamcoordError, StreamTimeout
+from streamcoord.errors import (
+    APIError,
+    ChunkValidationError,
+    RecoveryFailed,
+    StreamcoordError,
+    StreamError,
+    StreamTimeout,
+)
 
 __all__ = ["Worker"]
 
@@ -85,7 +92,7 @@ class Worker:
             if self.cancelled:
                 status = "cancelled"  # the stored record stays resumable
             else:
-                error = exc
+                error = self._outgoing(exc)
                 self._count_error(exc)
                 if self.recovery is not None:
                     self.recovery.fail()
@@ -105,6 +112,16 @@ class Worker:
                 snap.bytes_received, snap.duration_ms,
             )
             self._finish(End(error))
+
+    def _outgoing(self, exc: BaseException) -> BaseException:
+        """The error as the consumer gets it: a StreamcoordError (anything else that got this
+        far, a bug or a low-level error no table foresaw, becomes a StreamError caused by
+        it), with the stream's keys scrubbed from it and its whole cause chain."""
+        if isinstance(exc, Exception) and not isinstance(exc, StreamcoordError):
+            wrapped = StreamError(f"the {self.spec.provider} stream failed: {type(exc).__name__}: {exc}")
+            wrapped.__cause__ = exc
+            exc = wrapped
+        return self.spec.scrubber.exception(exc)
 
     def _finish(self, end: End) -> None:
         if self.spec.callback is not None:

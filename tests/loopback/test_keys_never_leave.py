@@ -1,0 +1,172 @@
+"""No API key ever leaves in anything a user can see: not in errors (message, args, body,
+cause chain, formatted traceback), not in the body given to ``on_error``, not in any log
+record of any logger, not in reprs, not in the recovery store's files, even when a server
+echoes the key back (some proxies do, and so does a model asked to).
+
+Every logger is captured at DEBUG by a handler on the root logger, and each record is
+searched as its message and as a formatted line with its traceback."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import traceback
+
+import pytest
+import requests
+
+import streamcoord
+from recovery_store import DiskStore
+from streamcoord import StreamingCoordinator
+from tests.conftest import MESSAGES
+from tests.support.fakeserver import Drop, anthropic_text, error, openai_text, sse
+
+KEY = "sk-live-LEAKCHECK-7f3a9c2e1d5b"
+
+
+@pytest.fixture
+def records():
+    """Every record of every logger, at DEBUG."""
+    kept = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            kept.append(record)
+
+    handler = Keep(logging.DEBUG)
+    root, ours = logging.getLogger(), logging.getLogger("streamcoord")
+    levels = root.level, ours.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    ours.setLevel(logging.DEBUG)
+    yield kept
+    root.removeHandler(handler)
+    root.setLevel(levels[0])
+    ours.setLevel(levels[1])
+
+
+def _chain(exc):
+    seen = []
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        todo += [current.__cause__, current.__context__]
+        todo += [a for a in current.args if isinstance(a, BaseException)]
+        todo += [v for v in vars(current).values() if isinstance(v, BaseException)]
+    return seen
+
+
+def _texts(exc=None, records=(), extra=()):
+    """Everything the user could look at, as text."""
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    texts = []
+    if exc is not None:
+        texts.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        for e in _chain(exc):
+            texts += [str(e), repr(e), repr(e.args), repr(vars(e)) if hasattr(e, "__dict__") else ""]
+    for record in records:
+        texts += [record.getMessage(), formatter.format(record)]
+    texts += [x if isinstance(x, str) else repr(x) for x in extra]
+    return texts
+
+
+def assert_no_key(exc=None, records=(), extra=()):
+    leaks = [text[:300] for text in _texts(exc, records, extra) if KEY in text]
+    assert leaks == [], leaks
+
+
+def _run(stream):
+    with pytest.raises(streamcoord.StreamcoordError) as info:
+        for _ in stream:
+            pass
+    return info.value
+
+
+def test_a_key_echoed_in_a_401_body_is_scrubbed_from_the_error_the_callback_and_the_log(server, client, records):
+    echoed = {"error": {"message": f"Incorrect API key provided: {KEY}", "type": "invalid_request_error"}}
+    server.enqueue(error(401, echoed))
+    bodies = []
+    c = client("openai", api_key=KEY)
+    stream = c.stream_chat(MESSAGES, model="m", on_error=lambda status, body: bodies.append((status, body)))
+    exc = _run(stream)
+    assert isinstance(exc, streamcoord.AuthenticationError)
+    assert exc.body == {"error": {"message": "Incorrect API key provided: ***", "type": "invalid_request_error"}}
+    assert "Incorrect API key provided: ***" in str(exc)
+    assert bodies == [(401, exc.body)]
+    assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"  # the real key went out
+    assert any("stream failed" in r.getMessage() for r in records)  # the error was logged, scrubbed
+    assert_no_key(exc, records, [c, stream, stream.metrics, bodies])
+
+
+def test_a_key_echoed_by_a_failing_server_is_scrubbed_across_every_retry(server, client, sleeps, records):
+    server.enqueue(*[error(500, f"upstream rejected x-api-key {KEY}")] * 3)
+    c = client("anthropic", api_key=KEY)
+    exc = _run(c.stream_chat(MESSAGES, model="m", max_tokens=10))
+    assert isinstance(exc, streamcoord.ServerError) and exc.body == "upstream rejected x-api-key ***"
+    assert len(server.requests) == 3 and len(sleeps) == 2
+    assert [r for r in records if "retrying" in r.getMessage()]  # each retry was logged, scrubbed
+    assert_no_key(exc, records, [c])
+
+
+def test_a_key_echoed_in_an_error_event_mid_stream_is_scrubbed(server, client, records):
+    event = {"type": "error", "error": {"type": "invalid_request_error", "message": f"bad key {KEY}"}}
+    broken = anthropic_text(["Hello ", "world"], drop_after=1)
+    server.enqueue(sse([*broken.parts[:-1], ("error", event)]))
+    bodies = []
+    stream = client("anthropic", api_key=KEY).stream_chat(
+        MESSAGES, model="m", max_tokens=10, on_error=lambda status, body: bodies.append(body)
+    )
+    exc = _run(stream)
+    assert isinstance(exc, streamcoord.APIError) and exc.body["error"]["message"] == "bad key ***"
+    assert stream.text == "Hello "
+    assert bodies == [exc.body]
+    assert_no_key(exc, records, [bodies])
+
+
+def test_a_header_value_requests_refuses_is_our_error_without_the_key(server, client, records):
+    session = requests.Session()
+    session.headers["X-Debug-Key"] = f"{KEY}\n"  # a header requests will not send
+    c = client("openai", api_key=KEY, session=session)
+    exc = _run(c.stream_chat(MESSAGES, model="m"))
+    assert isinstance(exc, streamcoord.StreamcoordError)
+    assert exc.__cause__ is not None  # what went wrong is still there to read, scrubbed
+    assert server.requests == []
+    assert_no_key(exc, records, [c])
+
+
+def test_a_key_the_model_repeats_is_never_written_to_the_recovery_store(server, client, tmp_path, records):
+    directory = tmp_path / "store"
+    half = len(KEY) // 2
+    # The key arrives split across two events, then the connection drops: the stream is
+    # continued and the record kept, so everything it stored is still on disk.
+    first = openai_text(["Your key is ", KEY[:half], KEY[half:], ".\n\nMore"], finish_reason=None, done=False)
+    server.enqueue(first.__class__(parts=first.parts + (Drop(),)), openai_text([" text."]))
+    with DiskStore(directory) as store:
+        c = client("openai", api_key=KEY, recovery_store=store)
+        messages = [{"role": "user", "content": f"Repeat my key {KEY}"}]
+        stream = c.stream_chat(messages, model="m", stream_recovery=True,
+                               recovery={"strategy": "exact", "keep": True}, stream_id="echo-1")
+        text = "".join(chunk.content for chunk in stream)
+        assert stream.text == f"Your key is {KEY}.\n\nMore text." and text.startswith("Your key is ")
+        record = store.load("echo-1")
+    assert record.text == "Your key is ***.\n\nMore text."
+    assert record.meta["messages"] == [{"role": "user", "content": "Repeat my key ***"}]
+    stored = b"".join(p.read_bytes() for p in pathlib.Path(directory).rglob("*") if p.is_file())
+    assert b"LEAKCHECK" not in stored
+    assert_no_key(None, records, [record])
+
+
+def test_the_direct_api_scrubs_the_keys_its_headers_carry(server, records):
+    server.enqueue(error(403, {"error": {"message": f"key {KEY} may not do this"}}))
+    bodies = []
+    handle = StreamingCoordinator.start_stream(
+        server.base_url + "/custom", {"q": 1}, {"Authorization": f"Bearer {KEY}"}, lambda chunk: None,
+        parse_chunk_fn=lambda data: None, on_error=lambda status, body: bodies.append(body), max_retries=0,
+    )
+    assert handle.join(10)
+    assert isinstance(handle.error, streamcoord.AuthenticationError)
+    assert bodies == [{"error": {"message": "key *** may not do this"}}]
+    assert_no_key(handle.error, records, [handle, handle.metrics, bodies])
