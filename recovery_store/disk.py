@@ -153,7 +153,7 @@ def _check_head(sid: str, head: Any) -> dict:
         raise ValueError(f"the head of stream {sid!r} has a piece count of {str(n)[:20]}, not a whole number >= 0")
     for name, value in (("updated_at", updated_at), ("keep_until", head.get("keep_until"))):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"the head of stream {sid!r} has a {name} that is not a number")
+            raise ValueError(f"the {name} in the head of stream {sid!r} is not a number")
     if head.get("status") not in STATUSES:
         raise ValueError(f"the head of stream {sid!r} has an unknown status")
     return head
@@ -287,7 +287,7 @@ class DiskStore(RecoveryStore):
             return None
         for i, piece in enumerate(pieces):
             if not isinstance(piece, str):
-                raise ValueError(f"piece {i} of stream {stream_id!r} is a {type(piece).__name__}, not text")
+                raise ValueError(f"piece {i} of stream {stream_id!r} is not text but {type(piece).__name__}")
         return StreamRecord(stream_id, meta, "".join(pieces), head["status"], head["updated_at"])
 
     def delete(self, stream_id: str) -> None:

@@ -143,7 +143,10 @@ class Client:
         try:
             request = self._build_request(stored.messages, request_options)
         except (TypeError, ValueError) as exc:  # the stored options, changed by hand
-            raise RecoveryFailed(f"cannot resume stream {stream_id!r}: its stored request is not valid ({exc})") from exc
+            raise RecoveryFailed(
+                f"cannot resume stream {stream_id!r}: its record in {stored.where} holds a request that is not "
+                f"valid ({exc}); delete it and start a new stream"
+            ) from exc
         resume = Resume(stored.text, offset, stored.completed)
         return self._stream(request, StreamOptions(stream_options, self.timeout), stored.messages, stored.options, resume)
 

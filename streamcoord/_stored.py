@@ -71,13 +71,14 @@ class StoredStream:
     """A stored record, checked: what ``resume`` needs to take the stream up again."""
 
     def __init__(self, record: StreamRecord, messages: List[Dict[str, Any]], options: Dict[str, Any],
-                 recovery: Dict[str, Any]) -> None:
+                 recovery: Dict[str, Any], where: str) -> None:
         self.text = record.text
         self.completed = record.status == "completed"
         self.provider = record.meta["provider"]
         self.messages = messages
         self.options = options
         self.recovery = recovery
+        self.where = where  # the store, as errors name it
 
 
 def load_stored(store: RecoveryStore, stream_id: str) -> Optional[StoredStream]:
@@ -94,7 +95,7 @@ def load_stored(store: RecoveryStore, stream_id: str) -> Optional[StoredStream]:
     if record is None:
         return None
     try:
-        return _checked(record)
+        return _checked(record, _where(store))
     except (TypeError, ValueError) as exc:
         raise RecoveryFailed(
             f"cannot resume stream {stream_id!r}: its record in {_where(store)} is damaged or was changed "
@@ -102,7 +103,7 @@ def load_stored(store: RecoveryStore, stream_id: str) -> Optional[StoredStream]:
         ) from exc
 
 
-def _checked(record: Any) -> StoredStream:
+def _checked(record: Any, where: str) -> StoredStream:
     if not isinstance(record, StreamRecord):
         raise TypeError(f"the store returned a {type(record).__name__}, not a StreamRecord")
     if not isinstance(record.text, str):
@@ -127,7 +128,7 @@ def _checked(record: Any) -> StoredStream:
         recovery_options(recovery)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"its stored recovery options are not valid: {exc}") from None
-    return StoredStream(record, messages, dict(options), dict(recovery))
+    return StoredStream(record, messages, dict(options), dict(recovery), where)
 
 
 class ScrubbedWrites:
