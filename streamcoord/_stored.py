@@ -18,7 +18,7 @@ from recovery_store import RecoveryStore, StreamRecord
 from recovery_store.base import STATUSES, validate_stream_id
 from recovery_store.disk import default_directory
 from streamcoord._adapter import validate_messages
-from streamcoord._keys import Scrubber
+from streamcoord._keys import MIN_SECRET_LENGTH, Scrubber
 from streamcoord._recovery import default_store, recovery_options
 from streamcoord.errors import RecoveryFailed
 
@@ -135,47 +135,75 @@ class ScrubbedWrites:
     """The store as a stream writes to it: its secrets replaced by ``***`` first, so a model
     (or a server) that repeats the key never gets it persisted. Only the calls a stream makes.
 
-    A secret split across two appends is caught too: the end of the text appended so far is
-    kept, and when a secret spans the boundary the whole text is written again, scrubbed.
+    A model repeats a key token by token, so a key usually arrives split across several
+    network reads, each its own append. Text that ends in what could be the start of a
+    secret (``MIN_SECRET_LENGTH`` characters or more) is held back until the next append
+    shows whether it is one; a secret that still spans two appends (its first few
+    characters were written already) has the whole text written again, scrubbed. Held-back
+    text is the one exception to "persisted before the consumer sees it", and it is at
+    most one secret long.
     """
 
     def __init__(self, store: RecoveryStore, scrubber: Scrubber) -> None:
         self.store = store
         self._scrubber = scrubber
-        self._keep = max(len(s) for s in scrubber.secrets) - 1
-        self._parts: List[str] = []  # the same str objects the stream keeps: no copy of the text
-        self._tail = ""
+        self._overlap = max(len(s) for s in scrubber.secrets) - 1
+        self._parts: List[str] = []  # the text written so far, unscrubbed (the stream's own str objects)
+        self._tail = ""  # its last characters, to see a secret that spans two writes
+        self._held = ""  # not written yet: it may be the start of a secret
 
     def __repr__(self) -> str:
         return repr(self.store)
 
     def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
-        self._parts, self._tail = [], ""
+        self._parts, self._tail, self._held = [], "", ""
         self.store.start(stream_id, self._scrubber.value(meta))
 
     def append(self, stream_id: str, text: str) -> None:
-        self._parts.append(text)
-        scrubber = self._scrubber
-        window = self._tail + text
-        self._tail = window[-self._keep:] if self._keep else ""
-        if not scrubber.found(window):
-            self.store.append(stream_id, text)
-        elif scrubber.text(window) == self._tail_before(window, text) + scrubber.text(text):
-            self.store.append(stream_id, scrubber.text(text))  # every secret lies inside this piece
-        else:
-            self.store.replace_text(stream_id, scrubber.text("".join(self._parts)))
-
-    @staticmethod
-    def _tail_before(window: str, text: str) -> str:
-        return window[: len(window) - len(text)]
+        data = self._held + text if self._held else text
+        hold = self._secret_start(data)
+        self._held = data[len(data) - hold:] if hold else ""
+        if hold < len(data):
+            self._write(stream_id, data[: len(data) - hold])
 
     def replace_text(self, stream_id: str, text: str) -> None:
-        self._parts = [text]
-        self._tail = text[-self._keep:] if self._keep else ""
+        self._parts, self._held = [text], ""
+        self._tail = text[-self._overlap:]
         self.store.replace_text(stream_id, self._scrubber.text(text))
 
     def set_status(self, stream_id: str, status: str) -> None:
+        self._flush(stream_id)
         self.store.set_status(stream_id, status)
 
     def finish(self, stream_id: str, keep: bool = False) -> None:
+        self._flush(stream_id)
         self.store.finish(stream_id, keep)
+
+    def _flush(self, stream_id: str) -> None:
+        if self._held:
+            held, self._held = self._held, ""
+            self._write(stream_id, held)
+
+    def _secret_start(self, data: str) -> int:
+        """How many characters at the end of ``data`` are the start of a secret (0 if fewer
+        than MIN_SECRET_LENGTH)."""
+        longest = 0
+        for secret in self._scrubber.secrets:
+            for size in range(min(len(secret) - 1, len(data)), max(longest, MIN_SECRET_LENGTH - 1), -1):
+                if data.endswith(secret[:size]):
+                    longest = size
+                    break
+        return longest
+
+    def _write(self, stream_id: str, text: str) -> None:
+        scrubber = self._scrubber
+        before = self._tail
+        window = before + text
+        self._parts.append(text)
+        self._tail = window[-self._overlap:]
+        if not scrubber.found(window):
+            self.store.append(stream_id, text)
+        elif scrubber.text(window) == before + scrubber.text(text):  # every secret lies inside this piece
+            self.store.append(stream_id, scrubber.text(text))
+        else:  # one began in what was written before
+            self.store.replace_text(stream_id, scrubber.text("".join(self._parts)))

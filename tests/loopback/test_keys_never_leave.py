@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import threading
 import traceback
 
 import pytest
@@ -19,7 +20,7 @@ import streamcoord
 from recovery_store import DiskStore
 from streamcoord import StreamingCoordinator
 from tests.conftest import MESSAGES
-from tests.support.fakeserver import Drop, anthropic_text, error, openai_text, sse
+from tests.support.fakeserver import Drop, Gate, Response, anthropic_text, error, openai_text, sse
 
 KEY = "sk-live-LEAKCHECK-7f3a9c2e1d5b"
 
@@ -137,26 +138,42 @@ def test_a_header_value_requests_refuses_is_our_error_without_the_key(server, cl
     assert_no_key(exc, records, [c])
 
 
-def test_a_key_the_model_repeats_is_never_written_to_the_recovery_store(server, client, tmp_path, records):
+@pytest.mark.parametrize("cut", [5, 15, 29], ids=["after 5 characters", "in the middle", "before the last"])
+def test_a_key_the_model_repeats_is_never_written_to_the_recovery_store(server, client, tmp_path, records, cut):
     directory = tmp_path / "store"
-    half = len(KEY) // 2
-    # The key arrives split across two events, then the connection drops: the stream is
-    # continued and the record kept, so everything it stored is still on disk.
-    first = openai_text(["Your key is ", KEY[:half], KEY[half:], ".\n\nMore"], finish_reason=None, done=False)
-    server.enqueue(first.__class__(parts=first.parts + (Drop(),)), openai_text([" text."]))
+    # A model repeats a key token by token: here in two pieces, the second sent only once
+    # the consumer has the first (so they are two writes to the store). The record is kept,
+    # so everything the stream wrote is still in the store's files.
+    second_half = threading.Event()
+    server.enqueue(openai_text(["Your key is ", KEY[:cut], KEY[cut:], ". Done."], stall_after=2,
+                               stall=Gate(second_half)))
     with DiskStore(directory) as store:
         c = client("openai", api_key=KEY, recovery_store=store)
         messages = [{"role": "user", "content": f"Repeat my key {KEY}"}]
-        stream = c.stream_chat(messages, model="m", stream_recovery=True,
-                               recovery={"strategy": "exact", "keep": True}, stream_id="echo-1")
-        text = "".join(chunk.content for chunk in stream)
-        assert stream.text == f"Your key is {KEY}.\n\nMore text." and text.startswith("Your key is ")
+        stream = c.stream_chat(messages, model="m", stream_recovery=True, recovery={"keep": True}, stream_id="echo-1")
+        for _ in stream:
+            if stream.text.endswith(KEY[:cut]):
+                second_half.set()
+        assert stream.text == f"Your key is {KEY}. Done."  # what the model said reaches the user
         record = store.load("echo-1")
-    assert record.text == "Your key is ***.\n\nMore text."
+    assert record.text == "Your key is ***. Done."
     assert record.meta["messages"] == [{"role": "user", "content": "Repeat my key ***"}]
     stored = b"".join(p.read_bytes() for p in pathlib.Path(directory).rglob("*") if p.is_file())
-    assert b"LEAKCHECK" not in stored
+    pieces = [piece.encode() for piece in (KEY[:cut], KEY[cut:]) if len(piece) >= 5]
+    assert [piece for piece in pieces if piece in stored] == []  # not even in deleted rows
     assert_no_key(None, records, [record])
+
+
+def test_a_key_the_model_repeats_across_a_recovery_is_never_written_to_the_recovery_store(server, client, tmp_path):
+    first = openai_text(["Your key is ", KEY[:12]], finish_reason=None, done=False)
+    server.enqueue(Response(parts=first.parts + (Drop(),)), openai_text([KEY[12:], ". Done."]))
+    with DiskStore(tmp_path / "store") as store:
+        c = client("openai", api_key=KEY, recovery_store=store)
+        stream = c.stream_chat(MESSAGES, model="m", stream_recovery=True,
+                               recovery={"strategy": "exact", "keep": True}, stream_id="echo-2")
+        assert "".join(chunk.content for chunk in stream) == f"Your key is {KEY}. Done."
+        assert store.load("echo-2").text == "Your key is ***. Done."
+    assert b"LEAKCHECK" not in b"".join(p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())
 
 
 def test_the_direct_api_scrubs_the_keys_its_headers_carry(server, records):
