@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import re
 import threading
 import traceback
 
@@ -187,3 +188,18 @@ def test_the_direct_api_scrubs_the_keys_its_headers_carry(server, records):
     assert isinstance(handle.error, streamcoord.AuthenticationError)
     assert bodies == [{"error": {"message": "key *** may not do this"}}]
     assert_no_key(handle.error, records, [handle, handle.metrics, bodies])
+
+
+def _logger_names():
+    root = pathlib.Path(streamcoord.__file__).resolve().parents[1]
+    sources = [p.read_text(encoding="utf-8") for d in ("streamcoord", "recovery_store", "adapters")
+               for p in (root / d).glob("*.py")]
+    return sorted({name for text in sources for name in re.findall(r"getLogger\(\"(streamcoord[\w.]*)\"\)", text)})
+
+
+@pytest.mark.parametrize("name", _logger_names())
+def test_every_logger_the_library_uses_scrubs_the_keys_of_live_streams(client, records, name):
+    stream = client("openai", api_key=KEY).stream_chat(MESSAGES, model="m")  # alive, not started
+    logging.getLogger(name).warning("upstream said %s", {"key": KEY})
+    assert [r.getMessage() for r in records if r.name == name] == ["upstream said {'key': '***'}"]
+    stream.close()
