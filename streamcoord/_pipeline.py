@@ -23,10 +23,12 @@ from streamcoord._metrics import MetricsTracker
 from streamcoord._spec import Cancelled, StreamSpec
 from streamcoord.errors import CallbackError, ChunkValidationError
 
-__all__ = ["QUEUE_BATCHES", "Answer", "Pipeline", "callback_error", "run_transform", "run_validate"]
+__all__ = ["PUT_WAIT_SECONDS", "QUEUE_BATCHES", "Answer", "Pipeline", "callback_error", "run_transform", "run_validate"]
 
 # Batches the queue holds before the worker waits for the consumer.
 QUEUE_BATCHES = 256
+# How often a worker waiting for room on the queue looks whether the stream was cancelled.
+PUT_WAIT_SECONDS = 0.5
 
 Result = Tuple[List[Chunk], Optional[BaseException]]
 
@@ -186,9 +188,30 @@ class Pipeline:
                 except Exception as exc:
                     raise callback_error("callback", exc) from exc
             return
-        if self.cancelled.is_set():
-            raise Cancelled()
-        self.queue.put(batch)  # blocks while the consumer is behind: backpressure
+        self._enqueue(batch)
+
+    def put_end(self, end: Any) -> None:
+        """The last item, after everything handed over (the direct API has no queue)."""
+        if self.spec.callback is not None:
+            return
+        try:
+            self._enqueue(end)
+        except Cancelled:
+            self.drain_queue()  # the consumer is gone; make room so the put cannot block
+            self.queue.put_nowait(end)
+
+    def _enqueue(self, item: Any) -> None:
+        cancelled = self.cancelled
+        while True:
+            if cancelled.is_set():
+                raise Cancelled()
+            try:
+                # Blocks while the consumer is behind (backpressure), but never for good:
+                # a cancel is noticed within PUT_WAIT_SECONDS even if nothing drains the queue.
+                self.queue.put(item, timeout=PUT_WAIT_SECONDS)
+                return
+            except queue.Full:
+                continue
 
     def drain_queue(self) -> None:
         """Throw away what the consumer will never read (it is gone)."""
