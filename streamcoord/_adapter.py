@@ -26,7 +26,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from streamcoord._chunk import Chunk
-from streamcoord._keys import SECRET_HEADERS, check_api_key
+from streamcoord._keys import check_api_key, is_secret_header
 from streamcoord.errors import APIError, ConnectionLost, ProtocolError, api_error_for_status
 
 __all__ = [
@@ -47,7 +47,7 @@ REDACTED = "[redacted]"
 
 def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:
     """A copy of ``headers`` safe to log or show: secret values replaced by ``[redacted]``."""
-    return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+    return {k: (REDACTED if is_secret_header(k) else v) for k, v in headers.items()}
 
 
 @dataclasses.dataclass(frozen=True)

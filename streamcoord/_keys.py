@@ -28,6 +28,7 @@ __all__ = [
     "Scrubber",
     "check_api_key",
     "check_headers",
+    "is_secret_header",
     "live_secrets",
     "secrets_in_headers",
 ]
@@ -36,6 +37,16 @@ __all__ = [
 SECRET_HEADERS = frozenset(
     {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie"}
 )
+# Words that make any other header name a secret one too (``X-Proxy-Token``,
+# ``X-Custom-Api-Key``, ``X-Auth-Secret``): a value wrongly taken for a secret is only
+# redacted, a secret wrongly taken for a plain value would be shown.
+_SECRET_WORDS = ("key", "token", "secret", "auth", "password", "cookie", "credential")
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header's value is a credential, by its name."""
+    lower = name.lower()
+    return lower in SECRET_HEADERS or any(word in lower for word in _SECRET_WORDS)
 
 #: What a secret is replaced by.
 SCRUBBED = "***"
@@ -116,7 +127,7 @@ def secrets_in_headers(headers: Mapping[str, str]) -> List[str]:
     credentials after an auth scheme (``Bearer sk-...`` gives ``sk-...`` too)."""
     found = []
     for name, value in headers.items():
-        if name.lower() in SECRET_HEADERS and value:
+        if value and is_secret_header(name):
             found.append(value)
             scheme, _, credentials = value.partition(" ")
             if credentials.strip() and scheme.isalpha():

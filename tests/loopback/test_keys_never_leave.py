@@ -177,11 +177,12 @@ def test_a_key_the_model_repeats_across_a_recovery_is_never_written_to_the_recov
     assert b"LEAKCHECK" not in b"".join(p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())
 
 
-def test_the_direct_api_scrubs_the_keys_its_headers_carry(server, records):
+@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {KEY}"}, {"X-Gateway-Token": KEY}])
+def test_the_direct_api_scrubs_the_keys_its_headers_carry(server, records, headers):
     server.enqueue(error(403, {"error": {"message": f"key {KEY} may not do this"}}))
     bodies = []
     handle = StreamingCoordinator.start_stream(
-        server.base_url + "/custom", {"q": 1}, {"Authorization": f"Bearer {KEY}"}, lambda chunk: None,
+        server.base_url + "/custom", {"q": 1}, headers, lambda chunk: None,
         parse_chunk_fn=lambda data: None, on_error=lambda status, body: bodies.append(body), max_retries=0,
     )
     assert handle.join(10)
