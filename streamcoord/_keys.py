@@ -59,13 +59,14 @@ MIN_SECRET_LENGTH = 4
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
+# What HTTP cannot send in a header value: a control character, or anything outside ASCII.
+_UNSENDABLE = re.compile(r"[^\x20-\x7e]")
+
+
 def _bad_character(value: str) -> Optional[int]:
-    """The index of the first character HTTP cannot send in a header value (a control
-    character, or anything outside ASCII), or None."""
-    for i, ch in enumerate(value):
-        if not " " <= ch <= "~":
-            return i
-    return None
+    """The index of the first character HTTP cannot send in a header value, or None."""
+    found = _UNSENDABLE.search(value)
+    return found.start() if found is not None else None
 
 
 def _describe(ch: str) -> str:
@@ -135,9 +136,21 @@ def secrets_in_headers(headers: Mapping[str, str]) -> List[str]:
     return found
 
 
-# Every scrubber still referenced (by a live stream or client), for the logging filter.
-_live: "weakref.WeakSet[Scrubber]" = weakref.WeakSet()
+# Every scrubber still referenced (by a live stream), for the logging filter, and the
+# union of their secrets, rebuilt only after a scrubber was added or collected (each of
+# which moves the generation on).
+_live: Dict[int, "weakref.ref[Scrubber]"] = {}
 _live_lock = threading.Lock()
+_generation = 0
+_cached: Tuple[int, Tuple[str, ...]] = (0, ())
+
+
+def _forget(_ref: Any) -> None:
+    # Runs inside the garbage collector, maybe while this thread holds _live_lock: only
+    # move the generation on; live_secrets() drops the dead reference.
+    global _generation
+    _generation += 1
+
 
 # C-level attributes some exceptions format into their message (OSError, UnicodeError).
 _EXCEPTION_SLOTS = ("strerror", "filename", "filename2", "object", "reason")
@@ -155,8 +168,10 @@ class Scrubber:
         self.secrets: Tuple[str, ...] = tuple(sorted(unique, key=len, reverse=True))
         self._bytes = tuple(s.encode("utf-8") for s in self.secrets)
         if self.secrets and live:
+            global _generation
             with _live_lock:
-                _live.add(self)
+                _live[id(self)] = weakref.ref(self, _forget)
+                _generation += 1
 
     def __bool__(self) -> bool:
         return bool(self.secrets)
@@ -259,7 +274,19 @@ class Scrubber:
 
 def live_secrets() -> Tuple[str, ...]:
     """The secrets of every scrubber still alive, longest first."""
+    global _cached
+    generation, secrets = _cached
+    if generation == _generation:
+        return secrets
     with _live_lock:
-        scrubbers = list(_live)
-    unique = {s for scrubber in scrubbers for s in scrubber.secrets}
-    return tuple(sorted(unique, key=len, reverse=True))
+        generation = _generation
+        unique = set()
+        for key, ref in list(_live.items()):
+            scrubber = ref()
+            if scrubber is None:
+                del _live[key]
+            else:
+                unique.update(scrubber.secrets)
+        secrets = tuple(sorted(unique, key=len, reverse=True))
+        _cached = (generation, secrets)
+        return secrets
