@@ -186,13 +186,18 @@ class ScrubbedWrites:
 
     def _secret_start(self, data: str) -> int:
         """How many characters at the end of ``data`` are the start of a secret (0 if fewer
-        than MIN_SECRET_LENGTH)."""
+        than MIN_SECRET_LENGTH). Only the places near the end where a secret's first
+        MIN_SECRET_LENGTH characters occur are tried: this runs once per network read."""
         longest = 0
+        end = len(data)
         for secret in self._scrubber.secrets:
-            for size in range(min(len(secret) - 1, len(data)), max(longest, MIN_SECRET_LENGTH - 1), -1):
-                if data.endswith(secret[:size]):
-                    longest = size
+            opening = secret[:MIN_SECRET_LENGTH]
+            at = data.find(opening, max(end - len(secret) + 1, 0))
+            while at != -1 and end - at > longest:
+                if secret.startswith(data[at:]):
+                    longest = end - at
                     break
+                at = data.find(opening, at + 1)
         return longest
 
     def _write(self, stream_id: str, text: str) -> None:
