@@ -47,15 +47,17 @@ class ScrubbingFilter(logging.Filter):
             return True
         try:
             message = record.getMessage()
-        except Exception:  # a bad format string: logging reports it; keep the record as it is
-            return True
-        if any(s in message for s in secrets):
-            for secret in secrets:
-                message = message.replace(secret, SCRUBBED)
-            record.msg, record.args = message, None
-        if record.exc_info and record.exc_info[1] is not None:
-            Scrubber(secrets, live=False).exception(record.exc_info[1])
-            record.exc_text = None  # formatted again, from the scrubbed exception
+            if any(s in message for s in secrets):
+                for secret in secrets:
+                    message = message.replace(secret, SCRUBBED)
+                record.msg, record.args = message, None
+            if record.exc_info and record.exc_info[1] is not None:
+                Scrubber(secrets, live=False).exception(record.exc_info[1])
+                record.exc_text = None  # formatted again, from the scrubbed exception
+        except Exception:  # a record that cannot be checked is not shown as it is
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "(a log record that could not be checked for API keys was withheld)", None, None, None
+            )
         return True
 
 

@@ -128,11 +128,14 @@ class Worker:
         """The error as the consumer gets it: a StreamcoordError (anything else that got this
         far, a bug or a low-level error no table foresaw, becomes a StreamError caused by
         it), with the stream's keys scrubbed from it and its whole cause chain."""
-        if isinstance(exc, Exception) and not isinstance(exc, StreamcoordError):
-            wrapped = StreamError(f"the {self.spec.provider} stream failed: {type(exc).__name__}: {exc}")
-            wrapped.__cause__ = exc
-            exc = wrapped
-        return self.spec.scrubber.exception(exc)
+        try:
+            if isinstance(exc, Exception) and not isinstance(exc, StreamcoordError):
+                wrapped = StreamError(f"the {self.spec.provider} stream failed: {type(exc).__name__}: {exc}")
+                wrapped.__cause__ = exc
+                exc = wrapped
+            return self.spec.scrubber.exception(exc)
+        except Exception:  # an exception that cannot be shown or scrubbed: its kind is all that is safe
+            return StreamError(f"the {self.spec.provider} stream failed ({type(exc).__name__})")
 
     def _run_stream(self) -> None:
         request: Optional[HTTPRequest] = self.spec.request
