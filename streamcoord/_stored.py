@@ -15,7 +15,7 @@ import logging
 from typing import Any, Dict, List, Optional
 
 from recovery_store import RecoveryStore, StreamRecord
-from recovery_store.base import STATUSES, validate_stream_id
+from recovery_store.base import check_record, validate_stream_id
 from recovery_store.disk import default_directory
 from streamcoord._adapter import validate_messages
 from streamcoord._keys import MIN_SECRET_LENGTH, Scrubber
@@ -104,15 +104,7 @@ def load_stored(store: RecoveryStore, stream_id: str) -> Optional[StoredStream]:
 
 
 def _checked(record: Any, where: str) -> StoredStream:
-    if not isinstance(record, StreamRecord):
-        raise TypeError(f"the store returned a {type(record).__name__}, not a StreamRecord")
-    if not isinstance(record.text, str):
-        raise TypeError(f"its text is a {type(record.text).__name__}, not a str")
-    if record.status not in STATUSES:
-        raise ValueError(f"its status is {str(record.status)[:40]!r}, not one of {', '.join(STATUSES)}")
-    meta = record.meta
-    if not isinstance(meta, dict):
-        raise TypeError(f"its meta is a {type(meta).__name__}, not a dict")
+    meta = check_record(record).meta
     if not isinstance(meta.get("provider"), str):
         raise TypeError("its meta has no provider name")
     try:

@@ -100,7 +100,8 @@ def test_a_key_echoed_in_a_401_body_is_scrubbed_from_the_error_the_callback_and_
     assert bodies == [(401, exc.body)]
     assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"  # the real key went out
     assert any("stream failed" in r.getMessage() for r in records)  # the error was logged, scrubbed
-    assert_no_key(exc, records, [c, stream, stream.metrics, bodies])
+    request = c.adapter.build_request(MESSAGES, {"model": "m"}, base_url=c.base_url, api_key=KEY)
+    assert_no_key(exc, records, [c, request, stream, stream.metrics, bodies])
 
 
 def test_a_key_echoed_by_a_failing_server_is_scrubbed_across_every_retry(server, client, sleeps, records):

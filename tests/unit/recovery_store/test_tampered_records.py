@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 import streamcoord
-from recovery_store import DiskStore, RedisStore
+from recovery_store import DiskStore, MemoryStore, RedisStore, StreamRecord
 from streamcoord import RecoveryFailed
 
 META = {
@@ -124,3 +124,23 @@ def test_resume_of_a_tampered_redis_record_raises_recovery_failed_naming_the_sto
         else:
             store.client.set(f"{prefix}s1:text", value)
         assert what in _resume_fails(store, "RedisStore(")
+
+
+class _ForgetfulStore(MemoryStore):
+    """A store of the user's own whose load returns what it should not."""
+
+    def __init__(self, loaded):
+        super().__init__()
+        self.loaded = loaded
+
+    def load(self, stream_id):
+        return self.loaded
+
+
+@pytest.mark.parametrize("loaded, what", [
+    ({"text": "Hello"}, "not a StreamRecord"),
+    (StreamRecord("s1", META, b"Hello", "streaming", 1.0), "text is a bytes"),
+    (StreamRecord("s1", META, "Hello", "streaming", "now"), "updated_at"),
+], ids=["a dict", "bytes text", "a stamp that is not a number"])
+def test_resume_from_a_custom_store_whose_load_returns_a_bad_record_raises_recovery_failed(loaded, what):
+    assert what in _resume_fails(_ForgetfulStore(loaded), "MemoryStore(")
