@@ -240,7 +240,7 @@ class ReadLoop:
         has_end_marker = hasattr(decoder, "done")
         # A provider that sends events after the one that sets parser.done (OpenAI: usage,
         # then [DONE]) is read on for them; for the others that event is the end.
-        trailing = parser.trailing_events
+        trailing = getattr(parser, "trailing_events", False)
         metrics = self.metrics
         idle = self.spec.options.timeout.idle
         deadline = self.deadline

@@ -83,8 +83,8 @@ class Worker:
         spec = self.spec
         error: Optional[BaseException] = None
         status = "failed"
-        self.metrics.start()
         try:
+            self.metrics.start()
             if spec.options.timeout.total is not None:
                 self.reader.deadline = time.monotonic() + spec.options.timeout.total
             self._run_stream()
