@@ -101,7 +101,7 @@ class Client:
     def _build_request(self, messages: List[Dict[str, Any]], request_options: Dict[str, Any]) -> Any:
         request = self.adapter.build_request(messages, request_options, base_url=self.base_url, api_key=self.__api_key)
         # A custom adapter may add headers of its own: all of them are checked before anything is sent.
-        headers = check_headers(request.headers, f"the headers {self.adapter!r} built")
+        headers = check_headers(request.headers, f"the headers built by {self.adapter!r}")
         return dataclasses.replace(request, headers=headers)
 
     def resume(self, stream_id: str, offset: int = 0, **options: Any) -> ChatStream:

@@ -48,6 +48,7 @@ def is_secret_header(name: str) -> bool:
     lower = name.lower()
     return lower in SECRET_HEADERS or any(word in lower for word in _SECRET_WORDS)
 
+
 #: What a secret is replaced by.
 SCRUBBED = "***"
 
@@ -76,7 +77,7 @@ def _describe(ch: str) -> str:
 
 def _position(original: str, index: int) -> str:
     """Where ``index`` of ``original.strip()`` is in ``original``, as the user counts it."""
-    return f"{index + len(original) - len(original.lstrip())} (0-based)"
+    return f"{index + len(original) - len(original.lstrip())} (counting from 0)"
 
 
 def check_api_key(value: Any, source: str) -> Optional[str]:
@@ -90,7 +91,7 @@ def check_api_key(value: Any, source: str) -> Optional[str]:
     if bad is not None:
         raise ValueError(
             f"{source} has a character that cannot be sent in an HTTP header at position "
-            f"{_position(value, bad)} ({_describe(key[bad])}). API keys are "
+            f"{_position(value, bad)}, {_describe(key[bad])}. API keys are "
             "plain ASCII: copy the key again from the provider's console (an editor or a web page "
             "may have added an invisible or typographic character)"
         )
@@ -111,13 +112,13 @@ def check_headers(headers: Any, where: str) -> Dict[str, str]:
                 "-, such as 'X-Request-Id'"
             )
         if not isinstance(value, str):
-            raise TypeError(f"{where}[{name!r}] must be a str, got {type(value).__name__}")
+            raise TypeError(f"{where}: the value of header {name!r} must be a str, got {type(value).__name__}")
         value = value.strip()
         bad = _bad_character(value)
         if bad is not None:
             raise ValueError(
-                f"{where}[{name!r}] has a character that cannot be sent in an HTTP header at position "
-                f"{_position(headers[name], bad)} ({_describe(value[bad])}); header values are plain ASCII"
+                f"{where}: the value of header {name!r} has a character that cannot be sent in HTTP at position "
+                f"{_position(headers[name], bad)}, {_describe(value[bad])}; header values are plain ASCII"
             )
         checked[name] = value
     return checked

@@ -62,7 +62,7 @@ def test_a_key_with_a_character_http_cannot_carry_is_a_value_error_naming_its_po
     with pytest.raises(ValueError) as info:
         streamcoord.Client("openai", api_key=key if source == "argument" else None)
     message = str(info.value)
-    assert f"position {position} (0-based)" in message and kind in message
+    assert f"position {position} (counting from 0)" in message and kind in message
     assert ("OPENAI_API_KEY" in message) == (source == "environment")
     assert not _quotes_the_key(message)
     assert info.value.__cause__ is None and info.value.__context__ is None  # no UnicodeEncodeError holding it
@@ -95,5 +95,5 @@ def test_the_direct_api_refuses_a_header_value_that_cannot_be_sent_without_quoti
             "http://127.0.0.1:9/x", {}, {"Authorization": f"Bearer {KEY}\u2026"}, lambda chunk: None,
             parse_chunk_fn=lambda data: None,
         )
-    assert "headers['Authorization']" in str(info.value) and "position 34 (0-based)" in str(info.value)
+    assert "header 'Authorization'" in str(info.value) and "position 34 (counting from 0)" in str(info.value)
     assert not _quotes_the_key(str(info.value))
