@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import urllib.parse
 from typing import Any, Dict, List, Optional, Union
 
 import requests
@@ -14,7 +15,7 @@ from streamcoord import _registry
 from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._http import StreamingAdapter
-from streamcoord._keys import Scrubber, check_headers, secrets_in_headers
+from streamcoord._keys import SCRUBBED, Scrubber, check_headers, secrets_in_headers
 from streamcoord._options import StreamOptions, split_options
 from streamcoord._recovery import Recovery, recovery_options
 from streamcoord._spec import Resume, StreamSpec
@@ -160,7 +161,9 @@ class Client:
     ) -> ChatStream:
         recovery = None
         meta = None
-        scrubber = Scrubber([self.__api_key or "", *secrets_in_headers(request.headers)], live=False)
+        # The key, the secret headers (extra_headers too) and a password in base_url.
+        secrets = [self.__api_key or "", *secrets_in_headers(request.headers), urllib.parse.urlsplit(self.base_url).password]
+        scrubber = Scrubber(secrets, live=False)
         if opts.stream_recovery:
             strategy, max_retries, keep = recovery_options(opts.recovery)
             # What a resume needs, and only that: never headers or keys.
@@ -201,7 +204,11 @@ class Client:
         return ChatStream(spec)
 
     def __repr__(self) -> str:
-        return f"<streamcoord.Client provider={self.provider!r} base_url={self.base_url!r}>"
+        base_url = self.base_url
+        password = urllib.parse.urlsplit(base_url).password
+        if password:  # a proxy's credentials in the URL: the user name stays, the password goes
+            base_url = base_url.replace(f":{password}@", f":{SCRUBBED}@", 1)
+        return f"<streamcoord.Client provider={self.provider!r} base_url={base_url!r}>"
 
 
 def _check_extra_headers(request_options: Dict[str, Any]) -> None:

@@ -205,3 +205,15 @@ def test_every_logger_the_library_uses_scrubs_the_keys_of_live_streams(client, r
     logging.getLogger(name).warning("upstream said %s", {"key": KEY})
     assert [r.getMessage() for r in records if r.name == name] == ["upstream said {'key': '***'}"]
     stream.close()
+
+
+def test_a_password_in_base_url_is_scrubbed_and_left_out_of_the_clients_repr(server, client, records):
+    password = "pw-LEAKCHECK-base-url"
+    base_url = server.base_url.replace("http://", f"http://gateway:{password}@") + "/v1"
+    server.enqueue(error(407, f"gateway refused gateway:{password}"))
+    c = client("openai", api_key=KEY, base_url=base_url)
+    exc = _run(c.stream_chat(MESSAGES, model="m"))
+    assert isinstance(exc, streamcoord.APIError) and exc.body == "gateway refused gateway:***"
+    assert "gateway:***@" in repr(c)
+    leaks = [text[:300] for text in _texts(exc, records, [c]) if password in text]
+    assert leaks == [], leaks
