@@ -124,7 +124,7 @@ def _open_cache(directory: str) -> diskcache.Cache:
     with the directory and what to do, when it cannot be opened."""
     try:
         _private_directory(directory)
-        return diskcache.Cache(directory, disk=JSONTextDisk, eviction_policy="none")
+        return _new_cache(directory)
     except (FileExistsError, NotADirectoryError) as exc:
         raise StoreUnavailable(
             f"the recovery store directory {directory!r} cannot be used: a file stands where it or "
@@ -142,6 +142,21 @@ def _open_cache(directory: str) -> diskcache.Cache:
         ) from exc
     except OSError as exc:
         raise StoreUnavailable(f"the recovery store directory {directory!r} cannot be used: {exc}") from exc
+
+
+def _new_cache(directory: str) -> diskcache.Cache:
+    cache = diskcache.Cache.__new__(diskcache.Cache)
+    try:
+        cache.__init__(directory, disk=JSONTextDisk, eviction_policy="none")  # type: ignore[misc]
+    except BaseException:
+        # A failed __init__ may have opened the database already: close it now, not when
+        # the garbage collector gets to it (a stream tries the default store on every call).
+        try:
+            cache.close()
+        except Exception:  # noqa: S110 - it was never fully opened
+            pass
+        raise
+    return cache
 
 
 def _check_head(sid: str, head: Any) -> dict:

@@ -43,6 +43,21 @@ BROKEN = {
 }
 
 
+def _open_files_under(path):
+    """The files under ``path`` this process holds open (Linux; elsewhere, none are seen)."""
+    if not os.path.isdir("/proc/self/fd"):
+        return []
+    opened = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(path)):
+            opened.append(target)
+    return opened
+
+
 def _warnings_naming(caplog, where):
     return [r for r in caplog.records if r.levelno == logging.WARNING and where in r.getMessage()]
 
@@ -61,6 +76,7 @@ def test_a_default_store_that_cannot_be_opened_leaves_stream_chat_without_recove
         stream = c.stream_chat(MESSAGES, model="m", stream_recovery=True)
         assert "".join(chunk.content for chunk in stream) == "Hello, world"
     assert len(_warnings_naming(caplog, str(directory))) == 2
+    assert _open_files_under(tmp_path) == []  # the failed opens left no database file open
 
 
 def test_a_redis_store_that_is_down_leaves_the_stream_whole_and_warns_naming_it(server, client, caplog):
