@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List, Optional
 
-from recovery_store import RecoveryStore, StreamRecord
+from recovery_store import RecoveryStore, StoreUnavailable, StreamRecord
 from recovery_store.base import check_record, validate_stream_id
 from recovery_store.disk import default_directory
 from streamcoord._adapter import validate_messages
@@ -38,6 +38,14 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _cannot_open(exc: BaseException) -> str:
+    """Why the default store cannot be opened, naming its directory (StoreUnavailable's
+    message does already, and says what to do)."""
+    if isinstance(exc, StoreUnavailable):
+        return str(exc)
+    return f"the recovery store in {default_directory()!r} cannot be opened ({_reason(exc)})"
+
+
 def store_for_stream(configured: Optional[RecoveryStore], stream_id: str, provider: str) -> Optional[RecoveryStore]:
     """The store a stream with recovery writes to: the client's, else the process's default
     DiskStore; None, logged at WARNING with its directory, when the default cannot be opened."""
@@ -47,9 +55,8 @@ def store_for_stream(configured: Optional[RecoveryStore], stream_id: str, provid
         return default_store()
     except Exception as exc:  # any failure to open it: the stream matters more than its store
         logger.warning(
-            "the recovery store in %r cannot be opened (%s); streaming without recovery: fix or "
-            "delete that directory, or set STREAMCOORD_RECOVERY_DIR", default_directory(), _reason(exc),
-            extra={"stream_id": stream_id, "provider": provider},
+            "%s; streaming without recovery (STREAMCOORD_RECOVERY_DIR chooses another directory)",
+            _cannot_open(exc), extra={"stream_id": stream_id, "provider": provider},
         )
         return None
 
@@ -61,10 +68,7 @@ def store_for_resume(configured: Optional[RecoveryStore], stream_id: str) -> Rec
     try:
         return default_store()
     except Exception as exc:
-        raise RecoveryFailed(
-            f"cannot resume stream {stream_id!r}: the recovery store in {default_directory()!r} cannot be "
-            f"opened ({_reason(exc)})"
-        ) from exc
+        raise RecoveryFailed(f"cannot resume stream {stream_id!r}: {_cannot_open(exc)}") from exc
 
 
 class StoredStream:
