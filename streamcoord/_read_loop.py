@@ -226,7 +226,7 @@ class ReadLoop:
         if on_error is None:
             return
         try:
-            on_error(status, body)
+            on_error(status, self.spec.scrubber.value(body))  # a server may echo the key back
         except Exception:  # the stream's own error is what the caller must see
             self.log.exception("on_error callback raised")
 

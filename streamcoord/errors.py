@@ -18,8 +18,10 @@ The hierarchy::
 Caller misuse (a bad option, an unknown provider, iterating a closed stream) is a plain
 ``ValueError`` or ``TypeError`` whose message says what to pass instead.
 
-No exception message ever contains an API key: bodies are the provider's error bodies,
-which never echo the key, and headers are never put into messages.
+Every exception a stream raises is one of these (anything else that reaches the worker's
+end becomes a ``StreamError`` with the original as ``__cause__``), and none holds an API
+key: the stream's keys are replaced by ``***`` in the message, the args, ``APIError.body``
+(a server or proxy may echo the key back) and every exception of the cause chain.
 """
 
 from __future__ import annotations
