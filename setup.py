@@ -4,6 +4,10 @@ from setuptools import setup
 
 # The official SDKs the differential tests (tests/differential/) compare streamcoord with.
 DIFFERENTIAL = ["openai>=1.40", "anthropic>=0.40", "google-genai>=1.0", "mistralai>=1.0", "ollama>=0.4"]
+# Cloud providers: botocore signs Bedrock requests (SigV4, the AWS credential chain) and is
+# the tests' oracle for the event stream decoder; google-auth finds Vertex AI credentials.
+BEDROCK = ["botocore>=1.34"]
+VERTEX = ["google-auth>=2.20"]
 
 setup(
     name="streamcoord",
@@ -26,8 +30,10 @@ setup(
         # security fixes, and it has channel_request_lookahead (noticing a browser that left).
         "web": ["flask>=2.3", "django>=4.2", "waitress>=3.0.1"],
         # selenium drives Debian's chromium for the browser test of the examples.
-        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10"] + DIFFERENTIAL,
+        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10"] + DIFFERENTIAL + BEDROCK + VERTEX,
         "differential": DIFFERENTIAL,
+        "bedrock": BEDROCK,
+        "vertex": VERTEX,
     },
     entry_points={"console_scripts": ["streamcoord=streamcoord.__main__:main"]},
     classifiers=[

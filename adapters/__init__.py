@@ -9,6 +9,7 @@ the built-in adapters there.
 from __future__ import annotations
 
 from adapters.anthropic import AnthropicAdapter
+from adapters.bedrock import BedrockAdapter
 from adapters.gemini import GeminiAdapter
 from adapters.mistral import MistralAdapter
 from adapters.ollama import OllamaAdapter
@@ -25,6 +26,7 @@ def _register_builtin() -> None:
     register("gemini", GeminiAdapter)
     register("ollama", OllamaAdapter)
     register("mistral", MistralAdapter)
+    register("bedrock", BedrockAdapter)
     compatible = {
         # name: (default base_url, key variables, key required)
         "groq": ("https://api.groq.com/openai/v1", ("GROQ_API_KEY",), True),

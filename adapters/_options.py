@@ -57,7 +57,8 @@ def _client_arguments() -> List[str]:
     source). Imported here, not at module level: only an error path needs it."""
     from streamcoord._client import Client
 
-    return [name for name in inspect.signature(Client.__init__).parameters if name not in ("self", "provider")]
+    parameters = inspect.signature(Client.__init__).parameters.values()
+    return [p.name for p in parameters if p.name not in ("self", "provider") and p.kind is not p.VAR_KEYWORD]
 
 
 def merge_stream_options(options: Dict[str, Any], ours: Dict[str, Any]) -> Dict[str, Any]:

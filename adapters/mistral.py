@@ -207,4 +207,4 @@ class MistralAdapter(Adapter):
             prefix = messages.pop()["content"] + partial_text
         messages.append({"role": "assistant", "content": prefix, "prefix": True})
         body["messages"] = messages
-        return PrefixContinuation(request.url, body, request.headers, request.method, prefix)
+        return PrefixContinuation(request.url, body, request.headers, request.method, prefix=prefix)

@@ -20,6 +20,7 @@ The coordinator does all the I/O: it sends the request, decodes the wire format 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -58,12 +59,18 @@ class HTTPRequest:
     json: Dict[str, Any]
     headers: Dict[str, str] = dataclasses.field(default_factory=dict)
     method: str = "POST"
+    # The exact body bytes, when a signature covers them (SigV4): sent instead of ``json``.
+    content: Optional[bytes] = None
 
     def __repr__(self) -> str:
         return f"HTTPRequest(method={self.method!r}, url={self.url!r}, headers={redact_headers(self.headers)!r})"
 
     def with_json(self, body: Dict[str, Any]) -> "HTTPRequest":
-        return dataclasses.replace(self, json=body)
+        return dataclasses.replace(self, json=body, content=None)
+
+    def with_content(self, content: bytes, headers: Dict[str, str]) -> "HTTPRequest":
+        """The request as sent: ``json`` serialized to ``content``, with the headers that go with it."""
+        return dataclasses.replace(self, content=content, headers=headers)
 
 
 class EventParser:
@@ -129,8 +136,27 @@ class Adapter:
     default_base_url = ""
     api_key_env: Sequence[str] = ()
     requires_api_key = True
+    # The provider settings this adapter takes as ``Client(...)`` keyword arguments
+    # (bedrock: ``region``; vertex: ``project``, ``location``, ``access_token``).
+    client_settings: Sequence[str] = ()
 
     # -- configuration -------------------------------------------------------------
+    def configure(self, **settings: Any) -> "Adapter":
+        """This adapter with its provider settings (a copy when it takes any, so an
+        instance registered once serves clients with different settings)."""
+        unknown = sorted(set(settings) - set(self.client_settings))
+        if unknown:
+            takes = f"it takes {', '.join(self.client_settings)}" if self.client_settings else "it takes none"
+            raise TypeError(f"{unknown[0]!r} is not a setting of provider {self.name!r} ({takes})")
+        if not self.client_settings:
+            return self
+        adapter = copy.copy(self)
+        adapter.apply_settings(**settings)
+        return adapter
+
+    def apply_settings(self, **settings: Any) -> None:
+        """Take the settings (each None when not given: read the environment then)."""
+
     def resolve_api_key(self, api_key: Optional[str]) -> Optional[str]:
         """The key from the argument, else from the provider's usual environment variables,
         without surrounding whitespace; a character HTTP cannot send is a ValueError that
@@ -168,6 +194,12 @@ class Adapter:
 
     def new_parser(self, request: HTTPRequest) -> EventParser:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def before_send(self, request: HTTPRequest) -> HTTPRequest:
+        """The request as it goes out, made just before each send (the first, every retry
+        and every continuation): where a signature (SigV4) or a fresh token from a
+        provider goes. The default sends the request as built."""
+        return request
 
     def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
         """Default continuation: the partial answer as an assistant turn, then an instruction.

@@ -56,6 +56,8 @@ class Client:
 
     ``provider`` is a registered name (``streamcoord.adapter_names()``) or an ``Adapter`` instance.
     The key comes from ``api_key`` or the provider's usual environment variable.
+    ``settings`` are the provider's own (``region=`` for bedrock; ``project=``,
+    ``location=``, ``access_token=`` for vertex: ``adapter.client_settings``).
     """
 
     def __init__(
@@ -67,15 +69,9 @@ class Client:
         timeout: TimeoutTypes = 300.0,
         max_retries: Union[int, Retry] = 2,
         recovery_store: Any = None,
+        **settings: Any,
     ) -> None:
-        if isinstance(provider, Adapter):
-            self.adapter = provider
-        elif isinstance(provider, str):
-            self.adapter = _registry.get(provider)
-        else:
-            raise TypeError(
-                f"provider must be a registered name such as 'openai' or an Adapter instance, got {provider!r:.80}"
-            )
+        self.adapter = _adapter_for(provider).configure(**settings)
         self.provider = self.adapter.name
         self.__api_key = self.adapter.resolve_api_key(api_key)
         self.base_url = self.adapter.resolve_base_url(base_url)
@@ -211,6 +207,16 @@ class Client:
         return f"<streamcoord.Client provider={self.provider!r} base_url={base_url!r}>"
 
 
+def _adapter_for(provider: Union[str, Adapter]) -> Adapter:
+    if isinstance(provider, Adapter):
+        return provider
+    if isinstance(provider, str):
+        return _registry.get(provider)
+    raise TypeError(
+        f"provider must be a registered name such as 'openai' or an Adapter instance, got {provider!r:.80}"
+    )
+
+
 def _check_extra_headers(request_options: Dict[str, Any]) -> None:
     """``extra_headers`` checked (and stripped) before any request is built."""
     extra = request_options.get("extra_headers")
@@ -229,9 +235,12 @@ def stream_chat(
     recovery_store: Any = None,
     **options: Any,
 ) -> ChatStream:
-    """One call: ``for chunk in streamcoord.stream_chat("openai", messages, model=...)``."""
+    """One call: ``for chunk in streamcoord.stream_chat("openai", messages, model=...)``.
+    The provider's settings (``region=``, ``project=``, ...) are taken from ``options``."""
+    adapter = _adapter_for(provider)
+    settings = {name: options.pop(name) for name in adapter.client_settings if name in options}
     client = Client(
-        provider, api_key=api_key, base_url=base_url, session=session,
-        max_retries=max_retries, recovery_store=recovery_store,
+        adapter, api_key=api_key, base_url=base_url, session=session,
+        max_retries=max_retries, recovery_store=recovery_store, **settings,
     )
     return client.stream_chat(messages, **options)

@@ -114,7 +114,7 @@ def send(
     _sending.on_socket = on_socket
     try:
         return session.request(
-            request.method, request.url, json=request.json, headers=request.headers,
+            request.method, request.url, json=request.json, data=request.content, headers=request.headers,
             stream=True, timeout=(connect, read),
         )
     except requests.exceptions.ConnectTimeout as exc:

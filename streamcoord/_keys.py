@@ -174,6 +174,19 @@ class Scrubber:
                 _live[id(self)] = weakref.ref(self, _forget)
                 _generation += 1
 
+    def add(self, secrets: Iterable[Optional[str]]) -> None:
+        """Secrets learnt after the start (a token fetched or a request signed just before
+        sending): scrubbed from then on, and known to the logging filter."""
+        new = {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH} - set(self.secrets)
+        if not new:
+            return
+        global _generation
+        self.secrets = tuple(sorted(set(self.secrets) | new, key=len, reverse=True))
+        self._bytes = tuple(s.encode("utf-8") for s in self.secrets)
+        with _live_lock:
+            _live[id(self)] = weakref.ref(self, _forget)
+            _generation += 1
+
     def __bool__(self) -> bool:
         return bool(self.secrets)
 

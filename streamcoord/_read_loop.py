@@ -28,7 +28,9 @@ import requests
 from streamcoord._adapter import EventParser, HTTPRequest, error_message
 from streamcoord._chunk import Chunk
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
+from streamcoord._eventstream import EventStreamDecoder
 from streamcoord._http import BodyReader, read_error_body, safe_url, send, translate_read_error
+from streamcoord._keys import secrets_in_headers
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
@@ -171,6 +173,8 @@ class ReadLoop:
         spec = self.spec
         if spec.wire_format == "sse":
             decoder: Any = SSEDecoder(spec.options.max_line_bytes, end_marker="[DONE]")
+        elif spec.wire_format == "eventstream":  # AWS (Bedrock): binary, CRC-checked messages
+            decoder = EventStreamDecoder(spec.options.max_line_bytes)
         else:
             decoder = NDJSONDecoder(spec.options.max_line_bytes)
         self._open(request)
@@ -185,6 +189,10 @@ class ReadLoop:
         if self.deadline is not None:
             left = max(self.deadline - time.monotonic(), 0.001)
             connect, read_timeout = min(connect, left), min(read_timeout, left)
+        # Signed (SigV4) or given a fresh token here, so every retry and continuation
+        # carries its own signature and time; the new secrets are scrubbed like the key.
+        request = spec.adapter.before_send(request)
+        spec.scrubber.add(secrets_in_headers(request.headers))
         self.log.debug("request %s %s", request.method, safe_url(request.url))
         try:
             response = self.connection.open(request, connect, read_timeout)

@@ -1,0 +1,176 @@
+"""Incremental ``application/vnd.amazon.eventstream`` decoder: bytes in, messages out, no I/O.
+
+The AWS event stream (Bedrock's ConverseStream body) is a sequence of binary messages::
+
+    prelude   total length (uint32 BE), headers length (uint32 BE), CRC32 of those 8 bytes
+    headers   name length (uint8), name (UTF-8), value type (uint8), value; repeated
+    payload   total - headers - 16 bytes (JSON for Bedrock)
+    trailer   CRC32 of everything before it
+
+Both CRCs are checked; a mismatch, a size out of bounds, an unknown header type or a
+repeated header name is a ProtocolError (a stream that went wrong cannot be resynchronised:
+there is no delimiter to look for). Messages may be split anywhere across reads. Header
+values decode as botocore's ``EventStreamBuffer`` decodes them (the tests check it on
+random messages): bools, ints, ``bytes`` for byte arrays and UUIDs, ``str`` for strings,
+and timestamps as ``int`` milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import struct
+from binascii import crc32
+from typing import Any, Dict, List, Optional
+
+from streamcoord.errors import ProtocolError
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "MAX_HEADERS_BYTES", "EventStreamDecoder", "EventStreamMessage"]
+
+# botocore's limit for the headers; a whole message is bounded by the stream's
+# max_line_bytes (8 MiB by default: botocore allows 24 MiB payloads, more than any chat
+# event needs).
+MAX_HEADERS_BYTES = 128 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+_PRELUDE = struct.Struct(">III")
+_PRELUDE_BYTES = 12
+_OVERHEAD = 16  # prelude and the message CRC
+
+# Value type -> its struct, for the fixed-size types (8, a timestamp, is int64 ms).
+_FIXED = {2: struct.Struct(">b"), 3: struct.Struct(">h"), 4: struct.Struct(">i"), 5: struct.Struct(">q"),
+          8: struct.Struct(">q")}
+_LENGTH = struct.Struct(">H")
+_CRC = struct.Struct(">I")
+
+
+class EventStreamMessage:
+    """One decoded message: ``headers`` (dict) and ``payload`` (bytes).
+
+    ``event`` is the ``:event-type`` (or ``:exception-type``) header and ``data`` the payload
+    as text, the two fields the adapters' parsers read from an SSE event too.
+    """
+
+    __slots__ = ("headers", "payload")
+
+    def __init__(self, headers: Dict[str, Any], payload: bytes) -> None:
+        self.headers = headers
+        self.payload = payload
+
+    @property
+    def message_type(self) -> str:
+        return self.headers.get(":message-type", "event")
+
+    @property
+    def event(self) -> str:
+        headers = self.headers
+        return headers.get(":event-type") or headers.get(":exception-type") or headers.get(":error-code") or ""
+
+    @property
+    def data(self) -> str:
+        return self.payload.decode("utf-8", "replace")
+
+    id = ""
+
+    def __repr__(self) -> str:
+        return f"EventStreamMessage(headers={self.headers!r}, payload={self.payload[:200]!r})"
+
+
+class EventStreamDecoder:
+    """``feed(bytes) -> [EventStreamMessage]``; ``finish()`` at the end of the body."""
+
+    def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.max_message_bytes = max_message_bytes
+        self._buffer = bytearray()
+        # A corrupt message after good ones in the same read: the good ones are returned
+        # and the error raised by the next call, so nothing before the damage is lost.
+        self._error: Optional[ProtocolError] = None
+
+    def feed(self, data: bytes) -> List[EventStreamMessage]:
+        if self._error is not None:
+            raise self._error
+        out: List[EventStreamMessage] = []
+        try:
+            self._decode(data, out)
+        except ProtocolError as exc:
+            if not out:
+                raise
+            self._error = exc
+        return out
+
+    def _decode(self, data: bytes, out: List[EventStreamMessage]) -> None:
+        """Whole messages off the front of the buffer into ``out`` (each one removed as it
+        is decoded, so those before an error are not decoded twice)."""
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= _PRELUDE_BYTES:
+            total, headers_length, prelude_crc = _PRELUDE.unpack_from(buffer, 0)
+            if crc32(buffer[:8]) != prelude_crc:
+                raise ProtocolError("the event stream's message prelude fails its CRC32 check (a corrupt stream)")
+            if total > self.max_message_bytes:
+                raise ProtocolError(
+                    f"an event stream message of {total} bytes is longer than max_line_bytes={self.max_message_bytes}"
+                )
+            if headers_length > MAX_HEADERS_BYTES or total < _OVERHEAD + headers_length:
+                raise ProtocolError(
+                    f"an event stream message has impossible lengths (total {total}, headers {headers_length})"
+                )
+            if len(buffer) < total:
+                return
+            (message_crc,) = _CRC.unpack_from(buffer, total - 4)
+            if crc32(buffer[:total - 4]) != message_crc:
+                raise ProtocolError("an event stream message fails its CRC32 check (a corrupt stream)")
+            headers_end = _PRELUDE_BYTES + headers_length
+            headers = _headers(bytes(buffer[_PRELUDE_BYTES:headers_end]))
+            out.append(EventStreamMessage(headers, bytes(buffer[headers_end:total - 4])))
+            del buffer[:total]  # O(1) at the front of a bytearray
+
+    def finish(self) -> List[EventStreamMessage]:
+        """The end of the body: bytes of an incomplete message are dropped (the parser,
+        which never saw the end of the answer, reports the stream as cut short)."""
+        if self._error is not None:
+            raise self._error
+        self._buffer.clear()
+        return []
+
+    flush = finish
+
+
+def _headers(data: bytes) -> Dict[str, Any]:
+    headers: Dict[str, Any] = {}
+    pos = 0
+    size = len(data)
+    try:
+        while pos < size:
+            name_length = data[pos]
+            name = data[pos + 1:pos + 1 + name_length].decode("utf-8")
+            pos += 1 + name_length
+            if pos >= size:
+                raise ValueError("a header name runs past the headers")
+            kind = data[pos]
+            pos += 1
+            if kind == 0 or kind == 1:
+                value: Any = kind == 0
+            elif kind in _FIXED:
+                fixed = _FIXED[kind]
+                (value,) = fixed.unpack_from(data, pos)
+                pos += fixed.size
+            elif kind == 6 or kind == 7:
+                (length,) = _LENGTH.unpack_from(data, pos)
+                pos += 2
+                value = data[pos:pos + length]
+                if len(value) != length:
+                    raise ValueError("a header value runs past the headers")
+                if kind == 7:
+                    value = value.decode("utf-8")
+                pos += length
+            elif kind == 9:
+                value = data[pos:pos + 16]
+                if len(value) != 16:
+                    raise ValueError("a UUID header runs past the headers")
+                pos += 16
+            else:
+                raise ValueError(f"unknown header value type {kind}")
+            if name in headers:
+                raise ValueError(f"the header {name!r} appears twice")
+            headers[name] = value
+    except (IndexError, struct.error, UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"an event stream message has malformed headers: {exc}") from None
+    return headers
