@@ -14,6 +14,7 @@ from adapters.gemini import GeminiAdapter
 from adapters.mistral import MistralAdapter
 from adapters.ollama import OllamaAdapter
 from adapters.openai import OpenAIAdapter, OpenAICompatibleAdapter
+from adapters.vertex import VertexAdapter
 from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._registry import get, names, register
 
@@ -27,6 +28,7 @@ def _register_builtin() -> None:
     register("ollama", OllamaAdapter)
     register("mistral", MistralAdapter)
     register("bedrock", BedrockAdapter)
+    register("vertex", VertexAdapter)
     compatible = {
         # name: (default base_url, key variables, key required)
         "groq": ("https://api.groq.com/openai/v1", ("GROQ_API_KEY",), True),

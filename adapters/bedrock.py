@@ -37,6 +37,8 @@ FINISH_REASONS = {
     "model_context_window_exceeded": "length",
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
+    "malformed_model_output": "error",
+    "malformed_tool_use": "error",
 }
 
 # ConverseStream exception types and the HTTP status each stands for (the API reference's
@@ -118,6 +120,8 @@ class BedrockParser(EventParser):
                 return None
             self._tool_blocks[index] = True
             return self._chunk(tool_calls=[{"index": index, "function": {"arguments": fragment}}], raw=obj)
+        if delta.get("citation") is not None:
+            return self._chunk(metadata={"citations": [delta["citation"]]}, raw=obj)
         reasoning = delta.get("reasoningContent")
         if reasoning is not None:
             if reasoning.get("text"):

@@ -1,0 +1,174 @@
+"""Gemini on Vertex AI: ``POST {base_url}/v1/projects/{project}/locations/{location}/
+publishers/google/models/{model}:streamGenerateContent?alt=sse``.
+
+The body and the stream are the Gemini API's (``adapters.gemini``: the same request
+mapping, the same parser). What differs is where it goes and how it authenticates:
+
+* the address: ``https://{location}-aiplatform.googleapis.com``, or
+  ``https://aiplatform.googleapis.com`` for the ``global`` location; project and location
+  from ``Client(..., project=, location=)`` or ``GOOGLE_CLOUD_PROJECT`` /
+  ``GOOGLE_CLOUD_LOCATION``;
+* ``Authorization: Bearer``: ``access_token=`` (a str, or a callable asked for a token before
+  each request, so expiring tokens work), else google-auth's application default
+  credentials (the optional extra ``vertex``), refreshed by google-auth when they expire.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from urllib.parse import quote
+
+from adapters.base import EventParser, HTTPRequest
+from adapters.gemini import GeminiAdapter, GeminiParser
+from streamcoord._keys import check_api_key
+from streamcoord.errors import AuthenticationError, CallbackError
+
+__all__ = ["CLOUD_PLATFORM_SCOPE", "INSTALL_HINT", "VertexAdapter"]
+
+INSTALL_HINT = "pip install streamcoord[vertex]"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+PROJECT_ENV = "GOOGLE_CLOUD_PROJECT"
+LOCATION_ENV = "GOOGLE_CLOUD_LOCATION"
+
+TokenSource = Union[str, Callable[[], str]]
+
+
+def google_auth_available() -> bool:
+    try:
+        import google.auth  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class VertexAdapter(GeminiAdapter):
+    name = "vertex"
+    api_key_env: Sequence[str] = ()
+    requires_api_key = False  # a Bearer token from access_token= or google-auth instead
+    client_settings = ("project", "location", "access_token")
+
+    def __init__(self) -> None:
+        self.project: Optional[str] = None
+        self.location: Optional[str] = None
+        self.access_token: Optional[TokenSource] = None
+        self._lock = threading.Lock()
+        self._credentials: Any = None  # google-auth's, found on the first request
+
+    def apply_settings(self, project: Optional[str] = None, location: Optional[str] = None,
+                       access_token: Optional[TokenSource] = None) -> None:
+        for name, value in (("project", project), ("location", location)):
+            if value is not None and (not isinstance(value, str) or not value.strip() or "/" in value):
+                raise ValueError(f"{name} must be a Google Cloud {name} name such as 'my-project', got {value!r:.80}")
+        self.project = (project or os.environ.get(PROJECT_ENV) or "").strip() or None
+        self.location = (location or os.environ.get(LOCATION_ENV) or "").strip() or None
+        if isinstance(access_token, str):
+            access_token = check_api_key(access_token, "access_token") or None
+        elif access_token is not None and not callable(access_token):
+            raise TypeError("access_token must be a str or a callable that returns one (a token provider)")
+        self.access_token = access_token
+        self._lock = threading.Lock()
+        self._credentials = None
+
+    @property
+    def default_base_url(self) -> str:  # type: ignore[override]
+        if not self.location:
+            return ""
+        if self.location == "global":
+            return "https://aiplatform.googleapis.com"
+        return f"https://{self.location}-aiplatform.googleapis.com"
+
+    def resolve_api_key(self, api_key: Optional[str]) -> Optional[str]:
+        if api_key is not None:
+            raise ValueError(
+                "vertex authenticates with a Bearer token: pass access_token= (a token, or a callable "
+                "returning one), or use application default credentials; not api_key="
+            )
+        if self.access_token is None and not google_auth_available():
+            raise ValueError(
+                f"vertex needs access_token=... or google-auth for application default credentials: {INSTALL_HINT}"
+            )
+        return None
+
+    def resolve_base_url(self, base_url: Optional[str]) -> str:
+        missing = [f"{name}= (or {env})" for name, env, value in (
+            ("project", PROJECT_ENV, self.project), ("location", LOCATION_ENV, self.location)) if not value]
+        if missing:
+            raise ValueError(f"vertex needs {' and '.join(missing)}, e.g. project='my-project', location='us-central1'")
+        return super().resolve_base_url(base_url)
+
+    def build_request(
+        self, messages: List[Dict[str, Any]], options: Dict[str, Any], *, base_url: str, api_key: Optional[str]
+    ) -> HTTPRequest:
+        request = super().build_request(messages, options, base_url=base_url, api_key=None)
+        model = options["model"]
+        if model.startswith("projects/"):  # a full resource name: taken as it is
+            path = model
+        elif "/" in model:  # "publishers/meta/models/...", or a tuned "endpoints/123"
+            path = f"projects/{self.project}/locations/{self.location}/{model}"
+        else:
+            path = f"projects/{self.project}/locations/{self.location}/publishers/google/models/{model}"
+        headers = dict(request.headers)
+        if isinstance(self.access_token, str) and not _has_authorization(headers):
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        url = f"{base_url}/v1/{quote(path, safe='/')}:streamGenerateContent?alt=sse"
+        return HTTPRequest(url=url, json=request.json, headers=headers)
+
+    def before_send(self, request: HTTPRequest) -> HTTPRequest:
+        """A fresh token from the provider or google-auth for each request."""
+        if _has_authorization(request.headers):
+            return request
+        token = self._token()
+        return HTTPRequest(request.url, request.json, dict(request.headers, Authorization=f"Bearer {token}"),
+                           request.method)
+
+    def _token(self) -> str:
+        provider = self.access_token
+        if not callable(provider):
+            return self._adc_token()
+        try:
+            token = provider()
+        except Exception as exc:
+            raise CallbackError(
+                f"the vertex access_token provider raised {type(exc).__name__}: {exc}", "access_token"
+            ) from exc
+        if not isinstance(token, str) or not token.strip():
+            raise CallbackError(
+                f"the vertex access_token provider returned {type(token).__name__}, not a token (a non-empty str)",
+                "access_token",
+            )
+        try:
+            return check_api_key(token, "the token from the access_token provider")
+        except ValueError as exc:  # names the position of the bad character, never the token
+            raise CallbackError(str(exc), "access_token") from None
+
+    def _adc_token(self) -> str:
+        import google.auth
+        import google.auth.exceptions
+        import google.auth.transport.requests
+
+        try:
+            with self._lock:
+                if self._credentials is None:
+                    self._credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+                credentials = self._credentials
+                if not credentials.valid:
+                    credentials.refresh(google.auth.transport.requests.Request())
+                return credentials.token
+        except google.auth.exceptions.GoogleAuthError as exc:
+            raise AuthenticationError(
+                f"vertex: no usable application default credentials ({exc}); run `gcloud auth "
+                "application-default login`, set GOOGLE_APPLICATION_CREDENTIALS, or pass access_token=",
+                provider="vertex",
+            ) from None
+
+    def new_parser(self, request: HTTPRequest) -> EventParser:
+        parser = GeminiParser()
+        parser.provider = "vertex"
+        return parser
+
+
+def _has_authorization(headers: Dict[str, str]) -> bool:
+    return any(name.lower() == "authorization" for name in headers)
+
