@@ -9,7 +9,6 @@ import json
 
 import pytest
 
-import streamcoord
 from tests.support.eventstream import bedrock_event
 from tests.support.fakeserver import Response
 
