@@ -42,7 +42,8 @@ _CRC = struct.Struct(">I")
 
 
 class EventStreamMessage:
-    """One decoded message: ``headers`` (dict) and ``payload`` (bytes).
+    """One decoded message: ``headers`` (dict, shared by messages with the same header
+    bytes: read it, do not change it) and ``payload`` (bytes).
 
     ``event`` is the ``:event-type`` (or ``:exception-type``) header and ``data`` the payload
     as text, the two fields the adapters' parsers read from an SSE event too.
@@ -78,31 +79,34 @@ class EventStreamDecoder:
 
     def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.max_message_bytes = max_message_bytes
-        self._buffer = bytearray()
+        self._tail = b""  # the bytes of an incomplete message
         # A corrupt message after good ones in the same read: the good ones are returned
         # and the error raised by the next call, so nothing before the damage is lost.
         self._error: Optional[ProtocolError] = None
+        # Messages of one event type carry the same header bytes: decoded once each.
+        self._known_headers: Dict[bytes, Dict[str, Any]] = {}
 
     def feed(self, data: bytes) -> List[EventStreamMessage]:
         if self._error is not None:
             raise self._error
         out: List[EventStreamMessage] = []
         try:
-            self._decode(data, out)
+            self._decode(self._tail + data if self._tail else bytes(data), out)
         except ProtocolError as exc:
+            self._tail = b""
             if not out:
                 raise
             self._error = exc
         return out
 
-    def _decode(self, data: bytes, out: List[EventStreamMessage]) -> None:
-        """Whole messages off the front of the buffer into ``out`` (each one removed as it
-        is decoded, so those before an error are not decoded twice)."""
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= _PRELUDE_BYTES:
-            total, headers_length, prelude_crc = _PRELUDE.unpack_from(buffer, 0)
-            if crc32(buffer[:8]) != prelude_crc:
+    def _decode(self, buffer: bytes, out: List[EventStreamMessage]) -> None:
+        view = memoryview(buffer)
+        size = len(buffer)
+        pos = 0
+        known = self._known_headers
+        while size - pos >= _PRELUDE_BYTES:
+            total, headers_length, prelude_crc = _PRELUDE.unpack_from(buffer, pos)
+            if crc32(view[pos:pos + 8]) != prelude_crc:
                 raise ProtocolError("the event stream's message prelude fails its CRC32 check (a corrupt stream)")
             if total > self.max_message_bytes:
                 raise ProtocolError(
@@ -112,22 +116,29 @@ class EventStreamDecoder:
                 raise ProtocolError(
                     f"an event stream message has impossible lengths (total {total}, headers {headers_length})"
                 )
-            if len(buffer) < total:
-                return
-            (message_crc,) = _CRC.unpack_from(buffer, total - 4)
-            if crc32(buffer[:total - 4]) != message_crc:
+            end = pos + total
+            if size < end:
+                break
+            (message_crc,) = _CRC.unpack_from(buffer, end - 4)
+            if crc32(view[pos:end - 4]) != message_crc:
                 raise ProtocolError("an event stream message fails its CRC32 check (a corrupt stream)")
-            headers_end = _PRELUDE_BYTES + headers_length
-            headers = _headers(bytes(buffer[_PRELUDE_BYTES:headers_end]))
-            out.append(EventStreamMessage(headers, bytes(buffer[headers_end:total - 4])))
-            del buffer[:total]  # O(1) at the front of a bytearray
+            headers_end = pos + _PRELUDE_BYTES + headers_length
+            raw_headers = buffer[pos + _PRELUDE_BYTES:headers_end]
+            headers = known.get(raw_headers)
+            if headers is None:
+                headers = _headers(raw_headers)
+                if len(known) < 64:
+                    known[raw_headers] = headers
+            out.append(EventStreamMessage(headers, buffer[headers_end:end - 4]))
+            pos = end
+        self._tail = buffer[pos:] if pos < size else b""
 
     def finish(self) -> List[EventStreamMessage]:
         """The end of the body: bytes of an incomplete message are dropped (the parser,
         which never saw the end of the answer, reports the stream as cut short)."""
         if self._error is not None:
             raise self._error
-        self._buffer.clear()
+        self._tail = b""
         return []
 
     flush = finish
