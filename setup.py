@@ -6,7 +6,9 @@ from setuptools import setup
 DIFFERENTIAL = ["openai>=1.40", "anthropic>=0.40", "google-genai>=1.0", "mistralai>=1.0", "ollama>=0.4"]
 # Cloud providers: botocore signs Bedrock requests (SigV4, the AWS credential chain) and is
 # the tests' oracle for the event stream decoder; google-auth finds Vertex AI credentials.
-BEDROCK = ["botocore>=1.34"]
+# botocore takes urllib3 2 only on Python 3.10+ (on 3.9 it pins urllib3<1.27, which our
+# urllib3>=2.3 excludes): on 3.9 Bedrock works with Bedrock API keys only.
+BEDROCK = ['botocore>=1.34; python_version>="3.10"']
 VERTEX = ["google-auth>=2.20"]
 
 setup(

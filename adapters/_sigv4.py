@@ -10,6 +10,7 @@ continuations carry their own time and signature.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from typing import Any, Dict
 
@@ -17,7 +18,11 @@ from streamcoord.errors import AuthenticationError
 
 __all__ = ["INSTALL_HINT", "SigV4Signer", "botocore_available", "request_body"]
 
-INSTALL_HINT = "pip install streamcoord[bedrock]"
+INSTALL_HINT = (
+    "pip install streamcoord[bedrock]" if sys.version_info >= (3, 10)
+    # botocore supports urllib3 2 (which streamcoord needs) only on Python 3.10+
+    else "botocore with urllib3 2 needs Python 3.10 or later (or use a Bedrock API key)"
+)
 SERVICE = "bedrock"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import sys
 import threading
 from urllib.parse import quote
@@ -18,10 +19,6 @@ from streamcoord.errors import APIError, ConnectionLost, ProtocolError, RateLimi
 from tests.conftest import API_KEY
 from tests.support.eventstream import bedrock_event, bedrock_exception
 from tests.support.fakeserver import Drop, Response, Stall, error
-
-botocore_auth = pytest.importorskip("botocore.auth")
-from botocore.awsrequest import AWSRequest  # noqa: E402
-from botocore.credentials import Credentials  # noqa: E402
 
 MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
@@ -211,7 +208,9 @@ def test_a_corrupt_frame_is_a_protocol_error(server, bedrock):
 # -- SigV4 --------------------------------------------------------------------------------
 @pytest.fixture
 def aws_env(monkeypatch, tmp_path):
-    """Credentials in the environment only; no files, no instance metadata."""
+    """Credentials in the environment only; no files, no instance metadata. (botocore
+    signs: without it, on Python 3.9, Bedrock takes API keys only.)"""
+    pytest.importorskip("botocore.auth")
     for name in ("AWS_PROFILE", "AWS_BEARER_TOKEN_BEDROCK", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
                  "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
@@ -225,12 +224,18 @@ def aws_env(monkeypatch, tmp_path):
 
 def _clock(monkeypatch, *times):
     """botocore's signing clock, one fixed time per signature."""
+    import botocore.auth as botocore_auth
+
     it = iter(times)
     monkeypatch.setattr(botocore_auth, "get_current_datetime", lambda: next(it))
 
 
 def expected_authorization(server, request, region="us-west-2"):
     """What botocore computes for the request the server received (its bytes, its date)."""
+    import botocore.auth as botocore_auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
     when = datetime.datetime.strptime(request.headers["x-amz-date"], "%Y%m%dT%H%M%SZ")
     names = ("content-type", "accept", "x-amz-date", "x-amz-security-token")
     aws = AWSRequest(method=request.method, url=server.base_url + request.path, data=request.body,
@@ -256,6 +261,16 @@ def test_sigv4_signs_each_attempt_afresh_over_the_bytes_sent(server, client, aws
         assert request.headers["x-amz-security-token"] == SESSION_TOKEN
         assert SECRET_KEY not in json.dumps(request.headers) and SECRET_KEY.encode() not in request.body
     assert first.headers["authorization"] != second.headers["authorization"]
+
+
+def test_a_session_token_echoed_back_never_reaches_the_caller(server, client, aws_env):
+    server.enqueue(error(403, {"message": f"The security token {SESSION_TOKEN} is invalid"}))
+    seen = []
+    with pytest.raises(streamcoord.AuthenticationError) as info:
+        list(client("bedrock", api_key=None, region="us-west-2", max_retries=0).stream_chat(
+            MESSAGES, model=MODEL, on_error=lambda status, body: seen.append(body)))
+    assert SESSION_TOKEN not in str(info.value) and SESSION_TOKEN not in json.dumps(info.value.body)
+    assert SESSION_TOKEN not in json.dumps(seen) and "is invalid" in json.dumps(seen)
 
 
 def test_sigv4_signature_is_reproducible_with_fixed_credentials_and_time(aws_env, monkeypatch):
@@ -310,9 +325,13 @@ def test_the_region_comes_from_the_environment_and_gives_the_default_address(mon
 
 
 def test_without_botocore_and_without_a_key_the_error_says_what_to_install(monkeypatch):
+    from adapters._sigv4 import INSTALL_HINT
+
     monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
     monkeypatch.setitem(sys.modules, "botocore.auth", None)  # import botocore.auth fails
-    with pytest.raises(ValueError, match=r"pip install streamcoord\[bedrock\]"):
+    with pytest.raises(ValueError, match=re.escape(INSTALL_HINT)):
         streamcoord.Client("bedrock", region="us-east-1")
+    if sys.version_info >= (3, 10):
+        assert INSTALL_HINT == "pip install streamcoord[bedrock]"
     monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", API_KEY)
     assert streamcoord.Client("bedrock", region="us-east-1").provider == "bedrock"  # a key needs no botocore
