@@ -50,7 +50,8 @@ def is_retryable(exc: BaseException, policy: Optional[Retry] = None) -> bool:
         if policy is not None and after is not None and after > policy.max_retry_after:
             return False
         return exc.status in RETRY_STATUSES
-    return isinstance(exc, (ConnectionLost, StreamTimeout))
+    # A ConnectionLost that no retry can help (a refused certificate) says so.
+    return isinstance(exc, (ConnectionLost, StreamTimeout)) and getattr(exc, "retryable", True)
 
 
 def retry_delay(policy: Retry, exc: Optional[BaseException], attempt: int) -> float:

@@ -1,0 +1,442 @@
+"""The transport: one stream's HTTP exchange, from sending the request to closing the body.
+
+``Transport`` sends (through a requests ``Session``, ours or the caller's), follows the
+redirects it may follow, reads the body with a time limit per read, undoes the chunked
+framing and the ``Content-Encoding``, and can be cancelled from another thread, which
+wakes a worker blocked on the network at once. Every low-level exception (requests,
+urllib3, http.client, socket, ssl, zlib) becomes a streamcoord error here, through one
+table (``translate``), raised ``from`` its cause.
+
+Reading: many HTTP chunks per read, not one. Read through urllib3/http.client, each
+``read1`` returns at most one HTTP chunk, so a stream of small events would pay the whole
+read path once per event. Here the body is read straight from the connection's buffered
+socket reader and the framing is undone by ``ChunkedDecoder`` (no I/O). A response whose
+socket cannot be reached (an adapter that is not urllib3's) is read through urllib3's
+``read1``, which is correct, only slower.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+import zlib
+from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple
+
+import requests
+import urllib3.exceptions
+
+from streamcoord._adapter import HTTPRequest
+from streamcoord._http_decoders import ACCEPT_ENCODING, ChunkedDecoder, content_decoder
+from streamcoord._sockets import StreamingAdapter, response_socket, sending, shutdown_socket, socket_in_flight
+from streamcoord.errors import APIError, ConnectionLost, ProtocolError, StreamcoordError, StreamTimeout
+
+__all__ = [
+    "MAX_ERROR_BODY",
+    "MAX_REDIRECTS",
+    "StreamingAdapter",
+    "Transport",
+    "reason",
+    "redirect_target",
+    "safe_url",
+    "translate",
+]
+
+MAX_ERROR_BODY = 1 << 20
+
+
+class Transport:
+    """One stream's connection to its provider, one response at a time.
+
+    The worker thread calls ``open``, ``read``, ``read_error_body`` and ``close``;
+    ``cancel`` may come from any thread, at any time, and is idempotent.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        provider: str,
+        on_timeout: Optional[Callable[[], StreamTimeout]] = None,
+        read_size: int = 16384,
+    ) -> None:
+        self._session = session
+        self._provider = provider
+        self._on_timeout = on_timeout or (lambda: StreamTimeout(f"no data from {provider} in time"))
+        self._read_size = read_size
+        self.cancelled = False
+        self._lock = threading.Lock()  # guards _sock/_raw against a cancel from another thread
+        self._sock: Any = None  # what cancel() shuts down: the socket of the request in flight
+        self._sending_thread: Optional[int] = None
+        self.response: Optional[requests.Response] = None
+        self._raw: Any = None
+        self.complete = False
+        self._body_started = False
+
+    # -- sending -----------------------------------------------------------------------
+    def open(self, request: HTTPRequest, connect: float, read: float) -> requests.Response:
+        """Send the request; follow a 307/308 to the same origin (at most 5); return the
+        response with its body unread. Any other redirect is an ``APIError``."""
+        self.close()
+        url = request.url
+        headers = dict(request.headers)
+        if not any(name.lower() == "accept-encoding" for name in headers):
+            headers["Accept-Encoding"] = ACCEPT_ENCODING
+        seen = {url}
+        for _hop in range(MAX_REDIRECTS + 1):
+            response = self._send(request, url, headers, connect, read)
+            if not 300 <= response.status_code < 400:
+                return response
+            body = self.read_error_body()
+            self.close()
+            url = redirect_target(response.status_code, url, response.headers.get("location"), seen, self._provider, body)
+            seen.add(url)
+        raise AssertionError("unreachable: redirect_target refuses the redirect after the last")  # pragma: no cover
+
+    def _send(self, request: HTTPRequest, url: str, headers: Dict[str, str], connect: float, read: float) -> requests.Response:
+        if self.cancelled:
+            raise ConnectionLost("the stream was closed")
+        sending.transport = self
+        self._sending_thread = threading.get_ident()
+        try:
+            response = self._session.request(
+                request.method, url, json=request.json, headers=headers,
+                stream=True, timeout=(connect, read), allow_redirects=False,
+            )
+        except StreamcoordError:
+            raise
+        except Exception as exc:
+            error = translate(exc, f"could not reach {self._provider} at {safe_url(url)}", self._headers_timeout(read, connect))
+            if error is None:
+                raise
+            raise error from exc
+        finally:
+            sending.transport = None
+            self._sending_thread = None
+        with self._lock:
+            self.response = response
+            self._raw = response.raw
+            self._sock = response_socket(response.raw)
+            self.complete = False
+            self._body_started = False
+            if self.cancelled:  # closed while the request was in flight
+                self._shutdown_locked()
+        return response
+
+    def _headers_timeout(self, read: float, connect: float) -> Callable[[BaseException], StreamTimeout]:
+        provider = self._provider
+
+        def timeout(exc: BaseException) -> StreamTimeout:
+            if "connect" in type(exc).__name__.lower():
+                return StreamTimeout(f"could not connect to {provider} within {connect:.3g}s")
+            return StreamTimeout(f"{provider} sent no response headers within {read:.3g}s")
+
+        return timeout
+
+    def announce(self, sock: Any) -> None:
+        """Called on the sending thread by our connections: the request's socket, known
+        while the request is still in flight (before the headers come)."""
+        with self._lock:
+            self._sock = sock
+            if self.cancelled:
+                shutdown_socket(sock)
+
+    # -- reading -----------------------------------------------------------------------
+    def _start_body(self) -> None:
+        self._body_started = True
+        raw = self._raw
+        self._content = content_decoder(self.response.headers.get("content-encoding"))  # type: ignore[union-attr]
+        self._chunked: Optional[ChunkedDecoder] = None
+        self._left: Optional[int] = None
+        http_response = getattr(raw, "_fp", None)
+        sock_file = getattr(http_response, "fp", None)
+        if sock_file is not None and hasattr(sock_file, "read1") and hasattr(http_response, "chunked"):
+            self._http_response = http_response
+            self._read1: Optional[Callable[[int], bytes]] = sock_file.read1
+            if http_response.chunked:
+                self._chunked = ChunkedDecoder()
+            else:
+                self._left = http_response.length  # None: delimited by the connection closing
+        else:  # not urllib3 over http.client: its read1 undoes the framing
+            self._http_response = None
+            self._read1 = None
+            read1 = getattr(raw, "read1", None)
+            self._slow_read: Callable[[int], bytes] = (
+                (lambda n: read1(n, decode_content=False)) if read1 is not None else raw.read
+            )
+
+    def read(self, limit: float) -> bytes:
+        """The next piece of the decoded body, waiting at most ``limit`` seconds; ``b""``
+        at its end (then ``complete`` is True). A body cut short is a ``ConnectionLost``."""
+        if self.complete:
+            return b""
+        try:
+            if not self._body_started:
+                self._start_body()
+            sock = self._sock
+            if sock is not None:
+                sock.settimeout(limit)
+            if self._read1 is None:
+                return self._read_slow()
+            if self._left == 0:  # Content-Length: 0, or all of it read
+                return self._end()
+            return self._read_fast(sock, limit)
+        except StreamcoordError:
+            raise
+        except Exception as exc:
+            error = translate(exc, f"the connection to {self._provider} broke mid-stream", self._read_timeout)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _read_timeout(self, exc: BaseException) -> StreamTimeout:
+        return self._on_timeout()
+
+    def _read_fast(self, sock: Any, limit: float) -> bytes:
+        read1 = self._read1
+        chunked = self._chunked
+        content = self._content
+        deadline = None
+        while True:
+            data = read1(self._read_size)  # type: ignore[misc]
+            if not data:
+                return self._eof()
+            if chunked is not None:
+                data = chunked.decode(data)
+                if chunked.done:
+                    return (content.decode(data) if content is not None else data) + self._end()
+            elif self._left is not None:
+                if len(data) > self._left:
+                    data = data[: self._left]
+                self._left -= len(data)
+                if self._left == 0:
+                    return (content.decode(data) if content is not None else data) + self._end()
+            if data and content is not None:
+                data = content.decode(data)
+            if data:
+                return data
+            # Only framing (or a compressed stream's header) arrived: read on, within the
+            # same time limit.
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + limit
+            if now >= deadline:
+                raise self._on_timeout()
+            if sock is not None:
+                sock.settimeout(deadline - now)
+
+    def _read_slow(self) -> bytes:
+        while True:
+            data = self._slow_read(self._read_size)
+            if not data:
+                return self._end()
+            if self._content is not None:
+                data = self._content.decode(data)
+            if data:
+                return data
+
+    def _eof(self) -> bytes:
+        if self._chunked is not None or self._left:
+            raise ConnectionLost(f"{self._provider} closed the connection in the middle of the response body")
+        return self._end()  # a body delimited by the connection closing
+
+    def _end(self) -> bytes:
+        """The body is complete: hand the connection back to the pool for reuse."""
+        tail = self._content.flush() if self._content is not None else b""
+        self.complete = True
+        with self._lock:
+            # From here the socket may serve another stream: a cancel() of this one must
+            # not reach it.
+            self._sock = None
+            raw, self._raw = self._raw, None
+        try:
+            if self._http_response is not None:
+                self._http_response.close()  # http.client's view: this response is done
+            raw.release_conn()
+        except Exception:  # noqa: S110 - only reuse is lost; the answer is complete
+            pass
+        return tail
+
+    def read_error_body(self) -> Any:
+        """An error answer's body (bounded), decoded from JSON when it is JSON; None when
+        it cannot be read."""
+        parts = []
+        size = 0
+        try:
+            while size < MAX_ERROR_BODY:
+                data = self.read(5.0)
+                if not data:
+                    break
+                parts.append(data)
+                size += len(data)
+        except StreamcoordError:  # a body we cannot read still leaves the status to report
+            if not parts:
+                return None
+        text = b"".join(parts)[:MAX_ERROR_BODY].decode("utf-8", "replace")
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    # -- cancelling and closing ----------------------------------------------------------
+    def cancel(self) -> None:
+        """Wake the thread blocked on this transport: shut its socket down. Idempotent."""
+        with self._lock:
+            self.cancelled = True
+            self._shutdown_locked()
+
+    def _shutdown_locked(self) -> None:
+        raw = self._raw
+        if raw is not None:
+            try:
+                # urllib3's own mechanism (2.3+): it kept the socket's shutdown before
+                # http.client took the socket over (Connection: close, HTTP/1.0).
+                raw.shutdown()
+            except (AttributeError, ValueError, RuntimeError, OSError):
+                pass  # none kept (a TLS-in-TLS socket has no shutdown), or released
+        sock = self._sock
+        if sock is None and self._sending_thread is not None:
+            # A session of the caller's, still waiting for the headers: its connections do
+            # not announce their socket, so look for it in the sending thread's stack.
+            sock = socket_in_flight(self._sending_thread)
+        if sock is not None:
+            shutdown_socket(sock)
+
+    def close(self) -> None:
+        """Close the current response; its connection goes back to the pool only when
+        its body was read to the end."""
+        with self._lock:
+            response, self.response = self.response, None
+            self._sock = None
+            self._raw = None
+        if response is not None:
+            try:
+                response.close()
+            except Exception:  # noqa: S110 - closing a broken connection may fail; it is gone either way
+                pass
+
+
+
+# -- redirects ---------------------------------------------------------------------------
+MAX_REDIRECTS = 5
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(parts: urllib.parse.SplitResult) -> Tuple[str, str, Optional[int]]:
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+def redirect_target(status: int, url: str, location: Optional[str], seen: Set[str], provider: str, body: Any) -> str:
+    """Where a redirect may be followed to, or the ``APIError`` that says why not: only a
+    307/308 (method and body unchanged) to the same origin, so that no credential header
+    (``Authorization``, ``x-api-key``, ``x-goog-api-key``, ``api-key``, ...) ever reaches
+    another host; at most ``MAX_REDIRECTS``, no loop."""
+
+    def refused(why: str) -> APIError:
+        where = safe_url(location) if location else "nowhere (no Location header)"
+        return APIError(
+            f"{provider} answered HTTP {status}, a redirect to {where}, which streamcoord does not follow: {why}",
+            status=status, body=body, provider=provider,
+        )
+
+    if status not in (307, 308):
+        raise refused("only 307/308 redirects to the same origin are followed; set base_url to the final address")
+    if not location:
+        raise refused("there is no address to follow")
+    try:
+        target = urllib.parse.urljoin(url, location.strip())
+        parts = urllib.parse.urlsplit(target)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise refused("the Location is not a valid URL") from None
+    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
+        raise refused("the Location is not an http(s) URL")
+    if _origin(parts) != _origin(urllib.parse.urlsplit(url)):
+        raise refused("it leads to another origin, which must not receive the request's credentials; "
+                      "set base_url to it if you trust it")
+    if target in seen:
+        raise refused("a redirect loop")
+    if len(seen) > MAX_REDIRECTS:
+        raise refused(f"more than {MAX_REDIRECTS} redirects")
+    return target
+
+
+# -- errors ------------------------------------------------------------------------------
+def safe_url(url: str) -> str:
+    """The URL to show in logs and errors: no user:password, no query values."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<an invalid URL>"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = "&".join(f"{name}=..." for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """An exception and what it wraps: causes, contexts, and the ``reason``/``args[0]``
+    through which requests and urllib3 wrap theirs."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = inner or exc.__cause__ or exc.__context__  # type: ignore[assignment]
+
+
+def reason(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, without the noise."""
+    *_, inner = _chain(exc)
+    return str(inner) or type(inner).__name__
+
+
+_NOT_RETRIED = "not retried"
+# Low-level exception -> streamcoord error, first match wins (order matters: requests'
+# ConnectTimeout is also a ConnectionError, socket.timeout an OSError). Certificate errors
+# are looked for anywhere in the chain (requests wraps them three deep); the rest by the
+# outermost exception, which requests and urllib3 have already classified.
+_ERROR_TABLE: Tuple[Tuple[Tuple[type, ...], type, str], ...] = (
+    ((requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout), StreamTimeout, ""),
+    ((zlib.error, urllib3.exceptions.DecodeError, requests.exceptions.ContentDecodingError), ProtocolError,
+     "the body could not be decoded"),
+    # Never quote these: the value that failed may be a header holding a key.
+    ((requests.exceptions.InvalidHeader, UnicodeError), ConnectionLost,
+     "a request header or the URL holds a character HTTP cannot send (a newline, leading whitespace, "
+     "or a character outside Latin-1); check api_key, extra_headers and base_url"),
+    ((requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+      urllib3.exceptions.LocationValueError), ConnectionLost, _NOT_RETRIED),
+    ((requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError),
+     ConnectionLost, ""),
+)
+
+
+def translate(exc: BaseException, doing: str, on_timeout: Callable[[BaseException], StreamTimeout]) -> Optional[StreamcoordError]:
+    """The streamcoord error for a low-level exception met while ``doing`` something; None
+    for an exception that is not an I/O one (a bug is not a broken connection)."""
+    for inner in _chain(exc):
+        if isinstance(inner, ssl.SSLCertVerificationError):
+            error = ConnectionLost(
+                f"{doing}: the server's TLS certificate was refused ({inner.verify_message or inner}); "
+                "if it is signed by your own CA, pass a session that trusts it: "
+                "s = requests.Session(); s.verify = '/path/to/ca-bundle.pem'; Client(..., session=s)"
+            )
+            error.retryable = False  # type: ignore[attr-defined]
+            return error
+    for types, cls, note in _ERROR_TABLE:
+        if isinstance(exc, types):
+            if cls is StreamTimeout:
+                return on_timeout(exc)
+            if note and note != _NOT_RETRIED:
+                error = cls(f"{doing}: {note}")
+            else:
+                error = cls(f"{doing}: {reason(exc)}")
+            if note and cls is ConnectionLost:
+                error.retryable = False  # a bad address or header stays bad: no retry can help
+            return error
+    return None
