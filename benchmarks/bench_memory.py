@@ -77,7 +77,7 @@ def parts_bytes(parts: List[str], upto: int) -> int:
 def worker_parts(stream: Any) -> Optional[List[str]]:
     """The list of str parts behind ``stream.text`` (private; only to count what it holds).
     None if streamcoord's internals have changed: the text is then estimated (see report)."""
-    parts = getattr(getattr(stream, "_worker", None), "text_parts", None)
+    parts = getattr(getattr(getattr(stream, "_worker", None), "answer", None), "text_parts", None)
     return parts if isinstance(parts, list) else None
 
 

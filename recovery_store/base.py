@@ -12,7 +12,7 @@ test suite:
   rewriting one growing string would make persisting an answer quadratic.
 * Records live ``ttl`` seconds after their *last write*; ``load`` returns ``None`` after
   that. Operations that modify a record (``append``, ``replace_text``, ``set_status``,
-  ``update_meta``, ``finish(keep=True)``) raise ``KeyError`` for an unknown or expired
+  ``finish(keep=True)``) raise ``KeyError`` for an unknown or expired
   record instead of silently creating a half record without its ``meta``.
 * Values are JSON only (never pickle), so a store can be read by another process, another
   Python version or another language, and a tampered store cannot execute code.
@@ -165,10 +165,6 @@ class RecoveryStore(abc.ABC):
     @abc.abstractmethod
     def set_status(self, stream_id: str, status: str) -> None:
         """Set the status (one of :data:`STATUSES`). ``KeyError`` if unknown."""
-
-    @abc.abstractmethod
-    def update_meta(self, stream_id: str, **changes: Any) -> None:
-        """Shallow-merge ``changes`` into ``meta``. ``KeyError`` if unknown."""
 
     @abc.abstractmethod
     def load(self, stream_id: str) -> Optional[StreamRecord]:

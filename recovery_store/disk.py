@@ -5,7 +5,7 @@ Layout, per stream (``{id}`` is the validated stream id):
 * ``h:{id}``: the small head ``{"status", "updated_at", "n", "keep_until"}``, rewritten on
   every write; it expires ``ttl`` after the last write and defines the record's life.
 * ``m:{id}``: ``meta`` (it holds the request body, possibly large), written only by
-  ``start``/``update_meta`` so an append never rewrites it.
+  ``start`` so an append never rewrites it.
 * ``p:{id}:{i}``: the i-th appended piece of text, ``0 <= i < n``. An append writes one
   piece and the head: O(len(delta)), not O(total).
 
@@ -226,18 +226,6 @@ class DiskStore(RecoveryStore):
         with self._txn():
             head = self._existing(stream_id)
             head["status"] = status
-            self._write_head(stream_id, head)
-
-    def update_meta(self, stream_id: str, **changes: Any) -> None:
-        validate_stream_id(stream_id)
-        with self._txn():
-            head = self._existing(stream_id)
-            meta = self._cache.get("m:" + stream_id)
-            if meta is None:
-                raise _unknown(stream_id)
-            meta.update(changes)
-            dump_meta(meta)
-            self._cache.set("m:" + stream_id, meta, expire=2 * self.ttl)
             self._write_head(stream_id, head)
 
     def load(self, stream_id: str) -> Optional[StreamRecord]:

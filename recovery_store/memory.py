@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from .base import (
     DEFAULT_TTL,
@@ -114,18 +114,6 @@ class MemoryStore(RecoveryStore):
         validate_status(status)
         with self._lock:
             self._writable(stream_id, self._clock()).status = status
-
-    def update_meta(self, stream_id: str, **changes: Any) -> None:
-        validate_stream_id(stream_id)
-        with self._lock:
-            entry = self._live(stream_id, self._clock())
-            if entry is None:
-                raise _unknown(stream_id)
-            meta = json.loads(entry.meta_json)
-            meta.update(changes)
-            meta_json = dump_meta(meta)  # may raise: then nothing has changed
-            entry = self._writable(stream_id, self._clock())
-            entry.meta_json = meta_json
 
     def load(self, stream_id: str) -> Optional[StreamRecord]:
         validate_stream_id(stream_id)

@@ -173,16 +173,6 @@ class RedisStore(RecoveryStore):
 
         self._update(stream_id, write)
 
-    def update_meta(self, stream_id: str, **changes: Any) -> None:
-        validate_stream_id(stream_id)
-
-        def write(pipe: Any, head: str, key: str, values: Dict[str, Any]) -> None:
-            meta = json.loads(_s(values["meta"]) or "{}")
-            meta.update(changes)
-            pipe.hset(head, "meta", _b(dump_meta(meta)))
-
-        self._update(stream_id, write, "meta")
-
     def load(self, stream_id: str) -> Optional[StreamRecord]:
         validate_stream_id(stream_id)
         head, text = self._keys(stream_id)

@@ -85,7 +85,7 @@ class StreamHandle:
 
     @property
     def text(self) -> str:
-        return "".join(self._worker.text_parts)
+        return self._worker.answer.text
 
     def __repr__(self) -> str:
         return f"<StreamHandle stream_id={self.stream_id!r} {self._worker.metrics.status}>"

@@ -1,17 +1,202 @@
-"""The chunk pipeline's user callbacks: validate (judges what the model produced), then
-transform (shapes what the consumer gets). Each returns the chunks to hand over and an
-error to raise after them, so chunks accepted before a failure are never lost."""
+"""The pipeline and the hand-over: what happens to each network read's chunks.
+
+``Pipeline.deliver`` runs, in the documented order: validate (judges what the model
+produced), persist for recovery (before the consumer can see it), transform (shapes what
+the consumer gets), accumulate (``Answer``: text, tool calls, reasoning, finish reason,
+usage), buffer (``buffer_chunks``), then hands one batch to the consumer: onto the bounded
+queue (blocking while the consumer is behind: backpressure) or to the direct API's
+callback. ``run_validate`` and ``run_transform`` call the user's callbacks; each returns
+the chunks to hand over and an error to raise after them, so chunks accepted before a
+failure are never lost.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+import queue
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from streamcoord._chunk import Chunk
+from streamcoord._chunk import Chunk, ToolCallAccumulator
+from streamcoord._logging import StreamLogger
+from streamcoord._metrics import MetricsTracker
+from streamcoord._spec import Cancelled, StreamSpec
 from streamcoord.errors import CallbackError, ChunkValidationError
 
-__all__ = ["callback_error", "run_transform", "run_validate"]
+__all__ = ["QUEUE_BATCHES", "Answer", "Pipeline", "callback_error", "run_transform", "run_validate"]
+
+# Batches the queue holds before the worker waits for the consumer.
+QUEUE_BATCHES = 256
 
 Result = Tuple[List[Chunk], Optional[BaseException]]
+
+
+class Answer:
+    """What the stream has produced so far: ``stream.text``, ``tool_calls``, ``reasoning``..."""
+
+    __slots__ = ("finish_reason", "model", "reasoning_parts", "text_parts", "tool_calls", "usage")
+
+    def __init__(self) -> None:
+        self.text_parts: List[str] = []
+        self.reasoning_parts: List[str] = []
+        self.finish_reason: Optional[str] = None
+        self.usage: Optional[Dict[str, Any]] = None
+        self.model: Optional[str] = None
+        self.tool_calls = ToolCallAccumulator()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    def note(self, chunk: Chunk) -> None:
+        """Take in what a chunk says beyond its text."""
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.tool_calls:
+            self.tool_calls.add(chunk.tool_calls)
+        reasoning = chunk.metadata.get("reasoning")
+        if reasoning:
+            self.reasoning_parts.append(reasoning)
+        if self.model is None and chunk.model:
+            self.model = chunk.model
+
+    def cut_text(self, rewind: int) -> None:
+        """Drop the last ``rewind`` characters of the text (a recovery's rewind)."""
+        text = self.text
+        self.text_parts = [text[: max(len(text) - rewind, 0)]]
+
+
+class Pipeline:
+    """One stream's chunks from the parser to the consumer (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        metrics: MetricsTracker,
+        log: StreamLogger,
+        cancelled: threading.Event,
+    ) -> None:
+        self.spec = spec
+        self.options = spec.options
+        self.metrics = metrics
+        self.log = log
+        self.cancelled = cancelled
+        self.queue: "queue.Queue[Any]" = queue.Queue(QUEUE_BATCHES)
+        self.answer = Answer()
+        self.recovery = spec.recovery
+        self.next_index = 0  # chunk indexes go on across retries and recoveries
+        self.shown_len = 0  # characters of stream.text
+        # With recovery and transform_chunk, the recovery controller's RewindMarks: where
+        # the model's text and the consumer's line up after each hand-over.
+        self.marks: Any = None
+        self.produced = False  # this attempt produced a chunk: no plain retry after that
+        self.content_seen = False  # the stream produced a chunk: recovery has something to go on
+        self._pending: List[Chunk] = []  # chunks held back by buffer_chunks
+
+    def deliver(self, chunks: List[Chunk], plain: bool = False) -> None:
+        """validate, persist (recovery), transform, accumulate, buffer, hand over.
+        ``plain``: the parser says every chunk is text only (EventParser.plain)."""
+        options = self.options
+        metrics = self.metrics
+        if metrics.first_chunk_at is None:
+            metrics.first_chunk_at = time.monotonic()
+            self.log.debug("first chunk")
+        metrics.chunks_received += len(chunks)
+        self.produced = self.content_seen = True
+        error: Optional[BaseException] = None
+        if options.validate_chunk is not None:
+            chunks, error = run_validate(chunks, options.validate_chunk, options.on_invalid, self._rejected)
+        persisted = 0
+        if self.recovery is not None:
+            text = "".join([c.content for c in chunks if c.content and "choice" not in c.metadata])
+            if text:
+                self.recovery.persist(text)  # before the consumer can see it
+                persisted = len(text)
+        if options.transform_chunk is not None:
+            chunks, transform_error = self.transform(chunks)
+            error = transform_error or error
+            plain = False  # the transform may have made them anything
+        answer = self.answer
+        if plain:  # the parser vouches that these are text only
+            texts = [chunk.content for chunk in chunks]
+        else:
+            texts = []
+            for chunk in chunks:
+                if chunk.metadata or chunk.finish_reason is not None or chunk.usage is not None or chunk.tool_calls:
+                    if "choice" in chunk.metadata:  # another of n choices: not part of stream.text
+                        continue
+                    answer.note(chunk)
+                if chunk.content:
+                    texts.append(chunk.content)
+        if texts:
+            # One string per read, not per chunk: a str object costs ~50 bytes beyond its
+            # text, which over a million chunks is most of the memory stream.text holds.
+            joined = "".join(texts)
+            answer.text_parts.append(joined)
+            self.shown_len += len(joined)
+        if self.marks is not None:
+            self.marks.record(persisted, self.shown_len)
+        if chunks:
+            self._hand_over(chunks)
+        if error is not None:
+            self.flush_pending()
+            raise error
+
+    def transform(self, chunks: List[Chunk]) -> Result:
+        """``transform_chunk`` over ``chunks``; a skipped chunk still counts for the answer."""
+        return run_transform(chunks, self.options.transform_chunk, self.answer.note)  # type: ignore[arg-type]
+
+    def control_chunk(self, content: str, metadata: Dict[str, Any]) -> Chunk:
+        """A chunk the worker makes itself (a replay, a rewind announcement)."""
+        index = self.next_index
+        self.next_index = index + 1
+        return Chunk(content=content, index=index, metadata=metadata)
+
+    def _rejected(self, chunk: Chunk, reason: str) -> None:
+        self.metrics.errors += 1
+        self.log.warning("chunk %d rejected by validate_chunk: %s", chunk.index, reason)
+
+    def _hand_over(self, chunks: List[Chunk]) -> None:
+        size = self.options.buffer_chunks
+        if size > 1:
+            pending = self._pending
+            pending.extend(chunks)
+            while len(pending) >= size:
+                self.put(pending[:size])
+                del pending[:size]
+        else:
+            self.put(chunks)
+
+    def flush_pending(self) -> None:
+        """Hand over what ``buffer_chunks`` holds back (at the end, before an error)."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self.put(batch)
+
+    def put(self, batch: List[Chunk]) -> None:
+        callback = self.spec.callback
+        if callback is not None:
+            for chunk in batch:
+                if self.cancelled.is_set():
+                    raise Cancelled()
+                try:
+                    callback(chunk)
+                except Exception as exc:
+                    raise callback_error("callback", exc) from exc
+            return
+        if self.cancelled.is_set():
+            raise Cancelled()
+        self.queue.put(batch)  # blocks while the consumer is behind: backpressure
+
+    def drain_queue(self) -> None:
+        """Throw away what the consumer will never read (it is gone)."""
+        try:
+            while True:
+                self.queue.get_nowait()
+        except queue.Empty:
+            pass
 
 
 def callback_error(name: str, exc: BaseException) -> CallbackError:

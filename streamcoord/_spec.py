@@ -1,4 +1,5 @@
-"""What a worker is given: the stream's resolved request, options and collaborators."""
+"""What a worker is given: the stream's resolved request, its options and collaborators,
+and the two signals its parts pass each other (``End`` on the queue, ``Cancelled``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import requests
 
 from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._chunk import Chunk
-from streamcoord._config import Retry, Timeout
+from streamcoord._config import Retry
 from streamcoord._options import StreamOptions
 from streamcoord._recovery import Recovery
 
-__all__ = ["End", "Resume", "StreamSpec"]
+__all__ = ["Cancelled", "End", "Resume", "StreamSpec"]
 
 
 class End:
@@ -22,6 +23,10 @@ class End:
 
     def __init__(self, error: Optional[BaseException]) -> None:
         self.error = error
+
+
+class Cancelled(Exception):
+    """Internal: the consumer closed the stream; never leaves the worker."""
 
 
 class Resume:
@@ -34,7 +39,11 @@ class Resume:
 
 
 class StreamSpec:
-    """Everything a worker needs, resolved and validated by the client or coordinator."""
+    """Everything a worker needs, resolved and validated by the client or coordinator.
+
+    The stream options are ``options`` (a ``StreamOptions``, validated once); the rest is
+    what the client resolved: provider, adapter, request, session, retry policy.
+    """
 
     def __init__(
         self,
@@ -52,22 +61,15 @@ class StreamSpec:
         recovery_meta: Optional[Dict[str, Any]] = None,
         resume: Optional[Resume] = None,
     ) -> None:
+        self.options = options
         self.stream_id = options.stream_id
         self.provider = provider
         self.adapter = adapter
         self.request = request
         self.new_parser = new_parser
         self.session = session
-        self.timeout: Timeout = options.timeout
         self.retry = retry
         self.wire_format = wire_format
-        self.on_metrics = options.on_metrics
-        self.transform_chunk = options.transform_chunk
-        self.validate_chunk = options.validate_chunk
-        self.on_invalid = options.on_invalid
-        self.buffer_chunks = options.buffer_chunks
-        self.on_error = options.on_error
-        self.max_line_bytes = options.max_line_bytes
         self.callback = callback  # the direct API: chunks go to a callback, not a queue
         self.recovery = recovery
         self.recovery_meta = recovery_meta or {}

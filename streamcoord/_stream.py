@@ -155,28 +155,28 @@ class ChatStream:
     @property
     def text(self) -> str:
         worker = self._worker
-        return "".join(worker.text_parts) if worker is not None else ""
+        return worker.answer.text if worker is not None else ""
 
     @property
     def reasoning(self) -> str:
         worker = self._worker
-        return "".join(worker.reasoning_parts) if worker is not None else ""
+        return "".join(worker.answer.reasoning_parts) if worker is not None else ""
 
     @property
     def finish_reason(self) -> Optional[str]:
-        return self._worker.finish_reason if self._worker is not None else None
+        return self._worker.answer.finish_reason if self._worker is not None else None
 
     @property
     def usage(self) -> Optional[Dict[str, Any]]:
-        return self._worker.usage if self._worker is not None else None
+        return self._worker.answer.usage if self._worker is not None else None
 
     @property
     def model(self) -> Optional[str]:
-        return self._worker.model if self._worker is not None else None
+        return self._worker.answer.model if self._worker is not None else None
 
     @property
     def tool_calls(self) -> List[Dict[str, Any]]:
-        return self._worker.tool_calls.result() if self._worker is not None else []
+        return self._worker.answer.tool_calls.result() if self._worker is not None else []
 
     @property
     def metrics(self) -> Optional[StreamMetrics]:

@@ -68,13 +68,12 @@ def test_replace_text_sets_the_whole_text_and_appends_continue_after_it(store):
     assert store.load("s1").text == "again"
 
 
-def test_set_status_and_update_meta_change_the_record(store):
+def test_set_status_changes_the_record(store):
     store.start("s1", META)
     store.set_status("s1", "failed")
-    store.update_meta("s1", strategy="paragraph", attempt=2)
     record = store.load("s1")
     assert record.status == "failed"
-    assert record.meta == {**META, "strategy": "paragraph", "attempt": 2}
+    assert record.meta == META
 
 
 def test_an_unknown_status_is_a_value_error(store):
@@ -105,9 +104,9 @@ def test_records_with_similar_ids_do_not_share_keys(store):
         assert (record.meta, record.text) == ({"id": sid}, sid + "|x")
 
 
-@pytest.mark.parametrize("op", ["append", "replace_text", "set_status", "update_meta"])
+@pytest.mark.parametrize("op", ["append", "replace_text", "set_status"])
 def test_writing_to_an_unknown_record_is_a_key_error(store, op):
-    args = {"append": ("x",), "replace_text": ("x",), "set_status": ("failed",), "update_meta": ()}[op]
+    args = {"append": ("x",), "replace_text": ("x",), "set_status": ("failed",)}[op]
     with pytest.raises(KeyError, match="nope"):
         getattr(store, op)("nope", *args)
     assert store.load("nope") is None
@@ -164,20 +163,10 @@ def test_meta_that_is_not_json_is_a_type_error(store, meta):
     assert store.load("s1") is None
 
 
-def test_update_meta_with_non_json_values_is_a_type_error_and_changes_nothing(store):
-    store.start("s1", META)
-    with pytest.raises(TypeError, match="JSON"):
-        store.update_meta("s1", bad=object())
-    assert store.load("s1").meta == META
-
-
 @pytest.mark.parametrize("key", ["headers", "api_key", "Authorization"])
 def test_meta_holding_headers_or_keys_is_refused(store, key):
     with pytest.raises(ValueError, match="never headers"):
         store.start("s1", {key: "secret"})
-    store.start("s1", META)
-    with pytest.raises(ValueError, match="never headers"):
-        store.update_meta("s1", **{key: "secret"})
 
 
 @pytest.mark.parametrize("bad", ["", "a" * 201, "a/b", "a b", "../x", "é", "a\n"])

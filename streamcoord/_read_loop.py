@@ -1,0 +1,317 @@
+"""The read loop: from the network to parsed chunks, for one attempt.
+
+``ReadLoop.run`` opens the response, classifies an answer that is not a stream (a non-2xx
+status, a JSON body where events were expected), then reads the body many HTTP chunks at a
+time, decodes it (SSE or NDJSON), parses the events into chunks and hands each read's
+chunks to the pipeline. **The idle timeout and the total deadline are measured here**, in
+``ReadLoop.run``: each read gets the time left until the earlier of the two.
+
+``Connection`` is the only code that touches the response and its socket, behind four
+operations: ``open`` (send, headers received), ``read(time_limit)``, ``cancel`` (from any
+thread: shuts the socket down, which wakes a blocked ``recv`` at once) and ``close``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, List, Optional
+
+import requests
+
+from streamcoord._adapter import EventParser, HTTPRequest, error_message
+from streamcoord._chunk import Chunk
+from streamcoord._decoders import NDJSONDecoder, SSEDecoder
+from streamcoord._http import BodyReader, read_error_body, safe_url, send, translate_read_error
+from streamcoord._logging import StreamLogger
+from streamcoord._metrics import MetricsTracker
+from streamcoord._pipeline import Pipeline
+from streamcoord._retry import retry_after_seconds
+from streamcoord._spec import Cancelled, StreamSpec
+from streamcoord.errors import APIError, ProtocolError, StreamcoordError, StreamTimeout, api_error_for_type
+
+__all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "READ_SIZE", "Connection", "ReadLoop"]
+
+# Bytes per read. Larger reads cut per-read costs but keep more objects alive at once,
+# which wakes the cyclic garbage collector; 16 KiB keeps a read's chunks under its
+# threshold (measured in benchmarks/).
+READ_SIZE = 16384
+# After the end of the answer, how long and how much to read of what is left of the body
+# so the connection can be reused.
+DRAIN_SECONDS = 1.0
+DRAIN_BYTES = 65536
+
+
+class Connection:
+    """One worker's HTTP exchanges, one at a time: send, read with a time limit, cancel, close."""
+
+    def __init__(self, session: requests.Session, provider: str) -> None:
+        self._session = session
+        self._provider = provider
+        self._response: Optional[requests.Response] = None
+        self._body: Optional[BodyReader] = None
+        self._sock: Optional[socket.socket] = None  # the socket cancel() may shut down
+        self._lock = threading.Lock()
+        self._cancelled = False
+
+    def open(self, request: HTTPRequest, connect: float, read: float) -> requests.Response:
+        """Send the request; returns the response once its headers have arrived."""
+        response = send(self._session, request, self._provider, connect, read, self._set_sock)
+        self._response = response
+        self._set_sock(getattr(getattr(response.raw, "connection", None), "sock", None))
+        return response
+
+    def error_body(self) -> Any:
+        """The body of an answer that is not a stream (bounded, JSON decoded when it is JSON)."""
+        assert self._response is not None
+        return read_error_body(self._response)
+
+    def start_body(self) -> None:
+        assert self._response is not None
+        self._body = BodyReader(self._response, READ_SIZE, on_release=lambda: self._set_sock(None))
+
+    @property
+    def complete(self) -> bool:
+        """The body ended the way HTTP says it must (the connection may be reused)."""
+        return self._body is not None and self._body.complete
+
+    def read(self, time_limit: float) -> bytes:
+        """The next piece of the decoded body, waiting at most ``time_limit`` seconds for
+        it (where the socket is known); ``b""`` at the end of the body."""
+        sock = self._sock
+        if sock is not None:
+            sock.settimeout(time_limit)
+        return self._body.read()  # type: ignore[union-attr]
+
+    def drain(self, seconds: float, max_bytes: int) -> None:
+        """After the end of the answer: read what is left of the body, briefly and only a
+        little, so the connection can be reused; a server that goes on sending or stays
+        silent gets its connection closed instead."""
+        body = self._body
+        if body is None:
+            return
+        deadline = time.monotonic() + seconds
+        left = max_bytes
+        try:
+            while not body.complete and left > 0:
+                remaining = deadline - time.monotonic()
+                with self._lock:
+                    if self._sock is None or remaining <= 0:
+                        break
+                    self._sock.settimeout(remaining)
+                data = body.read()
+                if not data:
+                    break
+                left -= len(data)
+        except Exception:  # noqa: S110 - the answer is complete; only reuse is lost
+            pass
+        if not body.complete:
+            self.close()
+
+    def cancel(self) -> None:
+        """From any thread: wake a blocked read or a request in flight. Idempotent."""
+        with self._lock:
+            self._cancelled = True
+            if self._sock is not None:
+                _shutdown(self._sock)
+
+    def close(self) -> None:
+        response, self._response = self._response, None
+        self._set_sock(None)
+        if response is not None:
+            try:
+                response.close()
+            except Exception:  # noqa: S110 - closing a broken connection may fail; it is gone either way
+                pass
+
+    def _set_sock(self, sock: Optional[socket.socket]) -> None:
+        """The request's socket, as soon as it is known (also while the request is in flight)."""
+        with self._lock:
+            self._sock = sock
+            if sock is not None and self._cancelled:  # closed meanwhile: cancel() missed it
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class ReadLoop:
+    """One attempt's request, from sending it to the end of its body."""
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        connection: Connection,
+        pipeline: Pipeline,
+        metrics: MetricsTracker,
+        log: StreamLogger,
+        cancelled: threading.Event,
+    ) -> None:
+        self.spec = spec
+        self.connection = connection
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.log = log
+        self.cancelled = cancelled
+        self.deadline: Optional[float] = None  # the total deadline (monotonic), if any
+
+    def run(self, request: HTTPRequest, parser: EventParser) -> None:
+        spec = self.spec
+        if spec.wire_format == "sse":
+            decoder: Any = SSEDecoder(spec.options.max_line_bytes, end_marker="[DONE]")
+        else:
+            decoder = NDJSONDecoder(spec.options.max_line_bytes)
+        self._open(request)
+        self._read(parser, decoder)
+
+    def _open(self, request: HTTPRequest) -> None:
+        spec = self.spec
+        if self.cancelled.is_set():
+            raise Cancelled()
+        timeout = spec.options.timeout
+        read_timeout = timeout.idle
+        if self.deadline is not None:
+            read_timeout = min(read_timeout, max(self.deadline - time.monotonic(), 0.001))
+        self.log.debug("request %s %s", request.method, safe_url(request.url))
+        try:
+            response = self.connection.open(request, timeout.connect, read_timeout)
+        except StreamcoordError:
+            if self.cancelled.is_set():
+                raise Cancelled() from None
+            raise
+        if self.cancelled.is_set():  # closed while the request was being sent
+            raise Cancelled()
+        status = response.status_code
+        self.log.debug("response HTTP %d", status)
+        if not 200 <= status < 300:
+            body = self.connection.error_body()
+            self.report_error(status, body)
+            raise spec.adapter.error_from_response(status, body, retry_after_seconds(response.headers))
+        if spec.wire_format == "sse" and response.headers.get("content-type", "").startswith("application/json"):
+            # A 200 JSON answer where an event stream was expected is an error body in
+            # disguise (some proxies and compatible servers do this).
+            body = self.connection.error_body()
+            self.report_error(status, body)
+            error = body.get("error") if isinstance(body, dict) else None
+            if error:  # an error event in disguise: classified by its type, like one in a stream
+                kind = (error.get("type") or error.get("status") or error.get("code")) if isinstance(error, dict) else None
+                # A type we know says what it stands for; an unknown one stays a plain,
+                # not retried APIError with the 200 it came with.
+                cls, as_status = api_error_for_type(str(kind), fallback_status=200) if kind else (APIError, 200)
+                raise cls(
+                    f"{spec.provider} answered 200 with an error: {error_message(body)}",
+                    status=as_status, body=body, provider=spec.provider,
+                )
+            raise ProtocolError(f"{spec.provider} answered with JSON instead of an event stream: {str(body)[:300]}")
+        self.connection.start_body()
+
+    def report_error(self, status: Optional[int], body: Any) -> None:
+        self.metrics.errors += 1
+        on_error = self.spec.options.on_error
+        if on_error is None:
+            return
+        try:
+            on_error(status, body)
+        except Exception:  # the stream's own error is what the caller must see
+            self.log.exception("on_error callback raised")
+
+    def _read(self, parser: EventParser, decoder: Any) -> None:
+        connection = self.connection
+        read = connection.read
+        feed = decoder.feed
+        parse_into = parser.parse_into
+        deliver = self.pipeline.deliver
+        has_end_marker = hasattr(decoder, "done")
+        metrics = self.metrics
+        idle = self.spec.options.timeout.idle
+        deadline = self.deadline
+        monotonic = time.monotonic
+        last_content = monotonic()
+        done = False
+        ended_at = None  # when the provider signalled the end of the answer
+        while not done and not connection.complete:
+            limit = last_content + idle
+            if deadline is not None and deadline < limit:
+                limit = deadline
+            if parser.done:
+                # Only trailing events (usage, [DONE]) can still come: wait briefly for them.
+                if ended_at is None:
+                    ended_at = monotonic()
+                limit = min(limit, ended_at + DRAIN_SECONDS)
+            now = monotonic()
+            if now >= limit:
+                if parser.done:
+                    break  # the answer is complete; only what follows its end is missing
+                raise self._timeout_error()
+            try:
+                data = read(limit - now)
+            except Exception as exc:
+                if self.cancelled.is_set():
+                    raise Cancelled() from exc
+                if parser.done:
+                    # The provider had signalled the end of the answer: a break after it
+                    # costs at most a trailing usage event, not a continuation.
+                    self.log.debug("the connection broke after the end of the answer: %r", exc)
+                    break
+                if isinstance(exc, StreamcoordError):
+                    raise
+                raise translate_read_error(exc, self.spec.provider, self._timeout_error) from exc
+            if not data:
+                break
+            metrics.bytes_received += len(data)
+            chunks: List[Chunk] = []
+            try:
+                parse_into(feed(data), chunks)
+            except Exception as exc:
+                raise self._fail_mid_read(chunks, exc)  # noqa: B904 - the cause is set inside
+            if has_end_marker and decoder.done:  # the [DONE] marker
+                parser.done = done = True
+            if chunks:
+                last_content = monotonic()
+                deliver(chunks, parser.plain)
+                parser.plain = False
+            now = monotonic()
+            if now >= metrics.next_report:  # about once a second, not per chunk
+                metrics.report(now)
+        if self.cancelled.is_set():
+            raise Cancelled()
+        if not done:
+            tail: List[Chunk] = []
+            try:
+                parse_into(decoder.flush(), tail)
+            except Exception as exc:
+                raise self._fail_mid_read(tail, exc)  # noqa: B904 - the cause is set inside
+            if tail:
+                deliver(tail)
+        parser.finish()
+        self.pipeline.flush_pending()  # the consumer has everything before any draining
+        if not connection.complete:
+            connection.drain(DRAIN_SECONDS, DRAIN_BYTES)
+
+    def _fail_mid_read(self, chunks: List[Chunk], exc: Exception) -> Exception:
+        """A parse error or an error event: what was parsed before it is still delivered,
+        an error event is reported to ``on_error`` with the provider's body, and a parser
+        that fails in its own way becomes a ProtocolError. Returns the error to raise."""
+        if not isinstance(exc, StreamcoordError):
+            error = ProtocolError(f"the {self.spec.provider} parser failed on an event: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            exc = error
+        if chunks:
+            self.pipeline.deliver(chunks)
+        if isinstance(exc, APIError):
+            self.report_error(exc.status, exc.body)
+        return exc
+
+    def _timeout_error(self) -> StreamTimeout:
+        timeout = self.spec.options.timeout
+        if self.deadline is not None and time.monotonic() >= self.deadline - 1e-3:
+            return StreamTimeout(f"the stream passed its total deadline of {timeout.total}s")
+        return StreamTimeout(
+            f"no content from {self.spec.provider} for {timeout.idle:.3g}s (idle timeout); "
+            "raise timeout= if the model needs longer to answer"
+        )

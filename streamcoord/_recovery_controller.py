@@ -1,0 +1,147 @@
+"""The recovery controller: what the worker does with ``Recovery`` around a break.
+
+``start`` opens the stored record, or takes up a stored one (``client.resume``): it replays
+what the consumer has not seen and returns the request that continues it. After a
+recoverable break, ``plan`` cuts the model's text back to the strategy's point, rewinds the
+consumer's side to match (a rewind announcement; with ``transform_chunk``, to the last
+hand-over at or before the cut, using the ``RewindMarks``) and ``continuation`` builds the
+request that goes on from the kept text. The bookkeeping of the text itself (persist, cut,
+attempts) is ``Recovery``'s, in ``_recovery``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from typing import List, Optional
+
+from streamcoord._adapter import HTTPRequest
+from streamcoord._logging import StreamLogger
+from streamcoord._metrics import MetricsTracker
+from streamcoord._pipeline import Pipeline
+from streamcoord._recovery import Recovery
+from streamcoord._spec import StreamSpec
+
+__all__ = ["RecoveryController", "RewindMarks"]
+
+
+class RewindMarks:
+    """With transform_chunk, the consumer's text is not the model's: (model characters,
+    consumer characters) after each hand-over, so that a cut in the model's text maps to a
+    rewind of the consumer's."""
+
+    __slots__ = ("model", "shown")
+
+    def __init__(self, model: int = 0, shown: int = 0) -> None:
+        self.model: List[int] = [model]
+        self.shown: List[int] = [shown]
+
+    def record(self, persisted: int, shown: int) -> None:
+        self.model.append(self.model[-1] + persisted)
+        self.shown.append(shown)
+
+
+class RecoveryController:
+    """Plans and carries out one stream's recoveries (see the module docstring)."""
+
+    def __init__(
+        self, spec: StreamSpec, recovery: Recovery, pipeline: Pipeline, metrics: MetricsTracker, log: StreamLogger
+    ) -> None:
+        self.spec = spec
+        self.recovery = recovery
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.log = log
+        if spec.options.transform_chunk is not None:
+            pipeline.marks = RewindMarks()
+
+    def start(self) -> Optional[HTTPRequest]:
+        """Open the stored record, or take up a stored one (``client.resume``): replay
+        what the consumer has not seen and return the request that continues it (None
+        when the stored answer was complete)."""
+        recovery, spec, pipeline = self.recovery, self.spec, self.pipeline
+        resume = spec.resume
+        if resume is None:
+            recovery.start(spec.recovery_meta)
+            return spec.request
+        kept = resume.text if resume.completed else recovery.cut(resume.text, spec.adapter.continuation_trims_space)
+        recovery.start_from(kept, resumed=not resume.completed)
+        pipeline.content_seen = bool(kept)
+        if not resume.completed:
+            recovery.attempts += 1  # taking a stream up again is a recovery, and counts as one
+            self.metrics.recoveries += 1
+        # The stored text is the model's; the consumer gets it as the live stream would
+        # have given it: through transform_chunk.
+        replay = pipeline.control_chunk(kept, {"replay": True})
+        if spec.options.transform_chunk is not None:
+            shown, error = pipeline.transform([replay])
+            if error is not None:
+                raise error
+            replay = shown[0] if shown else dataclasses.replace(replay, content="")
+        pipeline.answer.text_parts = [replay.content] if replay.content else []
+        pipeline.shown_len = len(replay.content)
+        if pipeline.marks is not None:
+            pipeline.marks = RewindMarks(len(kept), pipeline.shown_len)
+        if resume.offset < len(replay.content):
+            pipeline.put([dataclasses.replace(replay, content=replay.content[resume.offset:])])
+        elif resume.offset > len(replay.content):
+            self._announce_rewind(resume.offset - len(replay.content))
+        if resume.completed:
+            return None
+        return self.continuation(kept)
+
+    def plan(self, exc: BaseException) -> str:
+        """After a recoverable break: cut back, rewind the consumer's side; returns the
+        kept text. Raises RecoveryFailed once the attempts are used up."""
+        recovery = self.recovery
+        kept, rewind = recovery.plan(exc, self.spec.adapter.continuation_trims_space)
+        self.metrics.recoveries += 1
+        self.log.info(
+            "recovering after %r: attempt %d of %d, strategy %s, rewind %d chars",
+            exc, recovery.attempts, recovery.max_retries, recovery.strategy, rewind,
+        )
+        if self.pipeline.marks is not None:
+            self._rewind_transformed(kept)
+        elif rewind:
+            self.pipeline.answer.cut_text(rewind)
+            self._announce_rewind(rewind)
+        return kept
+
+    def continuation(self, kept: str) -> HTTPRequest:
+        adapter, request = self.spec.adapter, self.spec.request
+        if not kept:
+            return request
+        request = adapter.build_continuation(request, kept)
+        # About four characters a token: shrink max_tokens by what was already produced.
+        return adapter.reduce_max_tokens(request, (len(kept) + 3) // 4)
+
+    def _rewind_transformed(self, kept: str) -> None:
+        """Rewind the consumer's text to the last hand-over at or before the cut, then send
+        the model's text between that point and the cut again, transformed, so nothing
+        kept is missing on the consumer's side."""
+        pipeline = self.pipeline
+        marks: RewindMarks = pipeline.marks
+        model, shown = marks.model, marks.shown
+        i = bisect.bisect_right(model, len(kept)) - 1
+        rewind = pipeline.shown_len - shown[i]
+        if rewind:
+            pipeline.answer.cut_text(rewind)
+            self._announce_rewind(rewind)
+        pipeline.shown_len = shown[i]
+        gap = kept[model[i]:]
+        del model[i + 1:], shown[i + 1:]
+        if gap:
+            replay, error = pipeline.transform([pipeline.control_chunk(gap, {"replay": True})])
+            if error is not None:
+                raise error
+            if replay and replay[0].content:
+                pipeline.answer.text_parts.append(replay[0].content)
+                pipeline.shown_len += len(replay[0].content)
+                pipeline.put(replay)
+        model.append(len(kept))
+        shown.append(pipeline.shown_len)
+
+    def _announce_rewind(self, rewind: int) -> None:
+        recovery = self.recovery
+        info = {"attempt": recovery.attempts, "strategy": recovery.strategy, "rewind": rewind}
+        self.pipeline.put([self.pipeline.control_chunk("", {"recovery": info})])
