@@ -42,7 +42,7 @@ __all__ = [
 
 # A chunk-size line (with its extensions) or a trailer line longer than this is not HTTP.
 MAX_CHUNK_LINE = 4096
-# Trailers after the last chunk: bounded, so a server sending them forever cannot hold a
+# Trailers after the last chunk: bounded, so a server sending them for ever cannot hold a
 # complete answer hostage (h11 bounds the whole trailer block at 16 KiB, likewise).
 MAX_TRAILER_LINES = 64
 MAX_TRAILER_BYTES = 16384
@@ -66,10 +66,12 @@ class ChunkedDecoder:
     """Incremental decoder of HTTP/1.1 ``Transfer-Encoding: chunked``.
 
     ``done`` is set once the last chunk and the trailers have arrived; bytes after that
-    are not part of the body and are ignored.
+    are not part of the body and are ignored. Trailers past ``MAX_TRAILER_LINES`` or
+    ``MAX_TRAILER_BYTES`` end the body too, with ``reusable`` False: the connection is
+    closed rather than given back to the pool.
     """
 
-    __slots__ = ("_buf", "_left", "_state", "_trailer_bytes", "_trailer_lines", "done")
+    __slots__ = ("_buf", "_left", "_state", "_trailer_bytes", "_trailer_lines", "done", "reusable")
 
     def __init__(self) -> None:
         self._buf = b""
@@ -78,6 +80,7 @@ class ChunkedDecoder:
         self._trailer_lines = 0
         self._trailer_bytes = 0
         self.done = False
+        self.reusable = True
 
     def decode(self, data: bytes) -> bytes:
         if self.done:
@@ -138,10 +141,12 @@ class ChunkedDecoder:
                 self._trailer_lines += 1
                 self._trailer_bytes += nl + 2 - pos
                 if self._trailer_lines > MAX_TRAILER_LINES or self._trailer_bytes > MAX_TRAILER_BYTES:
-                    raise ProtocolError(
-                        f"invalid chunked encoding: more than {MAX_TRAILER_LINES} trailer lines "
-                        f"or {MAX_TRAILER_BYTES} bytes of trailers after the last chunk"
-                    )
+                    # The body itself is complete; what is left is metadata nobody reads.
+                    # Stop there, and do not reuse a connection left in that state.
+                    self.done = True
+                    self.reusable = False
+                    pos = end
+                    break
                 pos = nl + 2
         self._buf = buf[pos:] if pos < end else b""
         self._state = state

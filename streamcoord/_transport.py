@@ -52,20 +52,15 @@ MAX_ERROR_BODY = 1 << 20
 class Transport:
     """One stream's connection to its provider, one response at a time.
 
-    The worker thread calls ``open``, ``read``, ``read_error_body`` and ``close``;
-    ``cancel`` may come from any thread, at any time, and is idempotent.
+    The worker thread calls ``open``, then ``error_body`` (an answer that is not a stream)
+    or ``start_body`` and ``read`` until ``complete``, ``drain`` and ``close``; ``cancel``
+    may come from any thread, at any time, and is idempotent. A read that waits longer
+    than its time limit raises ``StreamTimeout``.
     """
 
-    def __init__(
-        self,
-        session: requests.Session,
-        provider: str,
-        on_timeout: Optional[Callable[[], StreamTimeout]] = None,
-        read_size: int = 16384,
-    ) -> None:
+    def __init__(self, session: requests.Session, provider: str, read_size: int = 16384) -> None:
         self._session = session
         self._provider = provider
-        self._on_timeout = on_timeout or (lambda: StreamTimeout(f"no data from {provider} in time"))
         self._read_size = read_size
         self.cancelled = False
         self._lock = threading.Lock()  # guards _sock/_raw against a cancel from another thread
@@ -75,6 +70,7 @@ class Transport:
         self._raw: Any = None
         self.complete = False
         self._body_started = False
+        self._location: Optional[str] = None  # of the last redirect, taken by _take_location
 
     # -- sending -----------------------------------------------------------------------
     def open(self, request: HTTPRequest, connect: float, read: float) -> requests.Response:
@@ -90,9 +86,9 @@ class Transport:
             response = self._send(request, url, headers, connect, read)
             if not 300 <= response.status_code < 400:
                 return response
-            body = self.read_error_body()
+            body = self.error_body()
             self.close()
-            url = redirect_target(response.status_code, url, response.headers.get("location"), seen, self._provider, body)
+            url = redirect_target(response.status_code, url, self._location, seen, self._provider, body)
             seen.add(url)
         raise AssertionError("unreachable: redirect_target refuses the redirect after the last")  # pragma: no cover
 
@@ -101,10 +97,15 @@ class Transport:
             raise ConnectionLost("the stream was closed")
         sending.transport = self
         self._sending_thread = threading.get_ident()
+        self._location = None
         try:
             response = self._session.request(
                 request.method, url, json=request.json, headers=headers,
                 stream=True, timeout=(connect, read), allow_redirects=False,
+                hooks={"response": self._take_location},
+                # The session's own CA bundle wins over REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE
+                # (requests lets the environment override it unless it is passed here).
+                verify=self._session.verify,
             )
         except StreamcoordError:
             raise
@@ -126,6 +127,13 @@ class Transport:
                 self._shutdown_locked()
         return response
 
+    def _take_location(self, response: requests.Response, **kwargs: Any) -> None:
+        """A response hook: take a redirect's Location away before requests looks at it.
+        With ``allow_redirects=False`` requests still parses it (for ``Response.next``), and
+        a bad one raises a bare ValueError with the response, and its connection, lost."""
+        if 300 <= response.status_code < 400:
+            self._location = response.headers.pop("location", None)
+
     def _headers_timeout(self, read: float, connect: float) -> Callable[[BaseException], StreamTimeout]:
         provider = self._provider
 
@@ -145,7 +153,10 @@ class Transport:
                 shutdown_socket(sock)
 
     # -- reading -----------------------------------------------------------------------
-    def _start_body(self) -> None:
+    def start_body(self) -> None:
+        """Get ready to read the body (``read`` does it on its first call too)."""
+        if self._body_started:
+            return
         self._body_started = True
         raw = self._raw
         self._content = content_decoder(self.response.headers.get("content-encoding"))  # type: ignore[union-attr]
@@ -175,7 +186,7 @@ class Transport:
             return b""
         try:
             if not self._body_started:
-                self._start_body()
+                self.start_body()
             sock = self._sock
             if sock is not None:
                 sock.settimeout(limit)
@@ -192,8 +203,8 @@ class Transport:
                 raise
             raise error from exc
 
-    def _read_timeout(self, exc: BaseException) -> StreamTimeout:
-        return self._on_timeout()
+    def _read_timeout(self, exc: Optional[BaseException] = None) -> StreamTimeout:
+        return StreamTimeout(f"no data from {self._provider} within the time limit")
 
     def _read_fast(self, sock: Any, limit: float) -> bytes:
         read1 = self._read1
@@ -207,7 +218,7 @@ class Transport:
             if chunked is not None:
                 data = chunked.decode(data)
                 if chunked.done:
-                    return (content.decode(data) if content is not None else data) + self._end()
+                    return (content.decode(data) if content is not None else data) + self._end(chunked.reusable)
             elif self._left is not None:
                 if len(data) > self._left:
                     data = data[: self._left]
@@ -224,7 +235,7 @@ class Transport:
             if deadline is None:
                 deadline = now + limit
             if now >= deadline:
-                raise self._on_timeout()
+                raise self._read_timeout()
             if sock is not None:
                 sock.settimeout(deadline - now)
 
@@ -243,10 +254,13 @@ class Transport:
             raise ConnectionLost(f"{self._provider} closed the connection in the middle of the response body")
         return self._end()  # a body delimited by the connection closing
 
-    def _end(self) -> bytes:
+    def _end(self, reusable: bool = True) -> bytes:
         """The body is complete: hand the connection back to the pool for reuse."""
         tail = self._content.flush() if self._content is not None else b""
         self.complete = True
+        if not reusable:
+            self.close()
+            return tail
         with self._lock:
             # From here the socket may serve another stream: a cancel() of this one must
             # not reach it.
@@ -260,7 +274,7 @@ class Transport:
             pass
         return tail
 
-    def read_error_body(self) -> Any:
+    def error_body(self) -> Any:
         """An error answer's body (bounded), decoded from JSON when it is JSON; None when
         it cannot be read."""
         parts = []
@@ -280,6 +294,26 @@ class Transport:
             return json.loads(text)
         except ValueError:
             return text
+
+    def drain(self, seconds: float, max_bytes: int) -> None:
+        """After the end of the answer: read what is left of the body, briefly and only a
+        little, so the connection can be reused; a server that goes on sending or stays
+        silent gets its connection closed instead."""
+        deadline = time.monotonic() + seconds
+        left = max_bytes
+        try:
+            while not self.complete and left > 0 and self.response is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                data = self.read(remaining)
+                if not data:
+                    break
+                left -= len(data)
+        except StreamcoordError:  # the answer is complete; only reuse is lost
+            pass
+        if not self.complete:
+            self.close()
 
     # -- cancelling and closing ----------------------------------------------------------
     def cancel(self) -> None:

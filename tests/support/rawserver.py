@@ -104,6 +104,14 @@ def _parse(head: bytes) -> "tuple[str, Dict[str, str]]":
     return line, headers
 
 
+def _stop_listening(listener: socket.socket) -> None:
+    try:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close() alone does not, on Linux)
+    except OSError:
+        pass
+    listener.close()
+
+
 class RawServer:
     def __init__(self, tls: Optional[ssl.SSLContext] = None) -> None:
         self._tls = tls
@@ -137,7 +145,7 @@ class RawServer:
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
-        self._listener.close()
+        _stop_listening(self._listener)
         self._thread.join(5)
         for thread in self._threads:
             thread.join(5)
@@ -242,7 +250,7 @@ class Proxy:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._listener.close()
+        _stop_listening(self._listener)
         self._thread.join(5)
         for thread in self._threads:
             thread.join(5)
