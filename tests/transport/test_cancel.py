@@ -167,14 +167,14 @@ def test_fifty_connection_close_streams_closed_together_each_close_promptly(clea
 
 @pytest.mark.parametrize("kind", ["keep-alive", "Connection: close", "HTTP/1.0"])
 def test_total_deadline_is_honoured_within_a_fifth_of_a_second(clean, raw, session, kind):
-    # Idle 1 s, total 1.5 s; content at once and after 0.7 s, then nothing: the read after
-    # the second event may wait only until the deadline, not a whole idle timeout.
+    # Idle 0.8 s, total 1 s; content at once and after 0.6 s, then nothing: the read after
+    # the second event may wait only until the deadline, not a whole idle timeout (1.4 s).
     second = openai_events(["Hello", " again"])[1]
     script = stalled_after_first_event(kind)[:-1]
-    raw.script(*script, Stall(timeout=0.7), Send(second if kind == "HTTP/1.0" else chunk(second)), Stall())
+    raw.script(*script, Stall(timeout=0.6), Send(second if kind == "HTTP/1.0" else chunk(second)), Stall())
     client = client_for(raw.base_url, session)
     started = time.monotonic()
     with pytest.raises(streamcoord.StreamTimeout, match="deadline"):
-        for _ in client.stream_chat(MESSAGES, model="m", timeout=streamcoord.Timeout(1.0, total=1.5)):
+        for _ in client.stream_chat(MESSAGES, model="m", timeout=streamcoord.Timeout(0.8, total=1.0)):
             pass
-    assert time.monotonic() - started < 1.5 + 0.2
+    assert time.monotonic() - started < 1.0 + 0.2

@@ -137,3 +137,14 @@ def test_only_what_can_be_decoded_is_advertised():
     for name, modules in (("br", ("brotli", "brotlicffi")), ("zstd", ("zstandard",))):
         if not any(importlib.util.find_spec(module) for module in modules):
             assert name not in advertised
+
+
+@pytest.mark.parametrize("name, module", [("br", "brotli"), ("zstd", "zstandard")])
+def test_br_and_zstd_when_their_package_is_installed(name, module):
+    package = pytest.importorskip(module)
+    data = b"data: hi\n\n" * 200
+    packed = package.compress(data) if name == "br" else package.ZstdCompressor().compress(data)
+    assert name in ACCEPT_ENCODING
+    assert feed(content_decoder(name), split(packed, [3, 50, 51])) == data
+    with pytest.raises(ProtocolError, match=name):
+        feed(content_decoder(name), [b"not compressed at all" * 4])
