@@ -7,6 +7,10 @@ wakes a worker blocked on the network at once. Every low-level exception (reques
 urllib3, http.client, socket, ssl, zlib) becomes a streamcoord error here, through one
 table (``translate``), raised ``from`` its cause.
 
+Its helpers have no other user: ``_http_decoders`` (chunked framing, gzip/deflate/br/zstd;
+no I/O), ``_urls`` (which redirects may be followed; what of a URL is shown) and
+``_sockets`` (how a cancel reaches the socket where urllib3's ``shutdown()`` cannot).
+
 Reading: many HTTP chunks per read, not one. Read through urllib3/http.client, each
 ``read1`` returns at most one HTTP chunk, so a stream of small events would pay the whole
 read path once per event. Here the body is read straight from the connection's buffered
@@ -23,28 +27,20 @@ import socket
 import ssl
 import threading
 import time
-import urllib.parse
 import zlib
-from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import requests
 import urllib3.exceptions
+import urllib3.response
 
 from streamcoord._adapter import HTTPRequest
 from streamcoord._http_decoders import ACCEPT_ENCODING, ChunkedDecoder, content_decoder
 from streamcoord._sockets import StreamingAdapter, response_socket, sending, shutdown_socket, socket_in_flight
-from streamcoord.errors import APIError, ConnectionLost, ProtocolError, StreamcoordError, StreamTimeout
+from streamcoord._urls import MAX_REDIRECTS, redirect_target, safe_url
+from streamcoord.errors import ConnectionLost, ProtocolError, StreamcoordError, StreamTimeout
 
-__all__ = [
-    "MAX_ERROR_BODY",
-    "MAX_REDIRECTS",
-    "StreamingAdapter",
-    "Transport",
-    "reason",
-    "redirect_target",
-    "safe_url",
-    "translate",
-]
+__all__ = ["MAX_ERROR_BODY", "StreamingAdapter", "Transport", "reason", "safe_url", "translate"]
 
 MAX_ERROR_BODY = 1 << 20
 
@@ -71,6 +67,7 @@ class Transport:
         self.complete = False
         self._body_started = False
         self._location: Optional[str] = None  # of the last redirect, taken by _take_location
+        self._headers_wait = 0.0  # the read timeout of the last request sent
 
     # -- sending -----------------------------------------------------------------------
     def open(self, request: HTTPRequest, connect: float, read: float) -> requests.Response:
@@ -98,11 +95,13 @@ class Transport:
         sending.transport = self
         self._sending_thread = threading.get_ident()
         self._location = None
+        self._headers_wait = read
         try:
             response = self._session.request(
                 request.method, url, json=request.json, headers=headers,
                 stream=True, timeout=(connect, read), allow_redirects=False,
-                hooks={"response": self._take_location},
+                # Request hooks replace the session's: keep the caller's, then ours.
+                hooks={"response": [*(self._session.hooks.get("response") or []), self._take_location]},
                 # The session's own CA bundle wins over REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE
                 # (requests lets the environment override it unless it is passed here).
                 verify=self._session.verify,
@@ -171,13 +170,13 @@ class Transport:
                 self._chunked = ChunkedDecoder()
             else:
                 self._left = http_response.length  # None: delimited by the connection closing
-        else:  # not urllib3 over http.client: its read1 undoes the framing
+        else:  # not urllib3 over http.client (a test double, another adapter): plain reads
             self._http_response = None
             self._read1 = None
-            read1 = getattr(raw, "read1", None)
-            self._slow_read: Callable[[int], bytes] = (
-                (lambda n: read1(n, decode_content=False)) if read1 is not None else raw.read
-            )
+            if isinstance(raw, urllib3.response.HTTPResponse):  # its read1 undoes the framing
+                self._slow_read: Callable[[int], bytes] = lambda n: raw.read1(n, decode_content=False)
+            else:
+                self._slow_read = getattr(raw, "read1", None) or raw.read
 
     def read(self, limit: float) -> bytes:
         """The next piece of the decoded body, waiting at most ``limit`` seconds; ``b""``
@@ -275,13 +274,14 @@ class Transport:
         return tail
 
     def error_body(self) -> Any:
-        """An error answer's body (bounded), decoded from JSON when it is JSON; None when
-        it cannot be read."""
+        """An error answer's body (bounded in size, and in time by the wait allowed for
+        the headers), decoded from JSON when it is JSON; None when it cannot be read."""
         parts = []
         size = 0
+        deadline = time.monotonic() + self._headers_wait
         try:
             while size < MAX_ERROR_BODY:
-                data = self.read(5.0)
+                data = self.read(max(deadline - time.monotonic(), 0.001))
                 if not data:
                     break
                 parts.append(data)
@@ -329,8 +329,9 @@ class Transport:
                 # urllib3's own mechanism (2.3+): it kept the socket's shutdown before
                 # http.client took the socket over (Connection: close, HTTP/1.0).
                 raw.shutdown()
+                return
             except (AttributeError, ValueError, RuntimeError, OSError):
-                pass  # none kept (a TLS-in-TLS socket has no shutdown), or released
+                pass  # none kept (a TLS-in-TLS socket has no shutdown): ours below
         sock = self._sock
         if sock is None and self._sending_thread is not None:
             # A session of the caller's, still waiting for the headers: its connections do
@@ -353,64 +354,7 @@ class Transport:
                 pass
 
 
-
-# -- redirects ---------------------------------------------------------------------------
-MAX_REDIRECTS = 5
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _origin(parts: urllib.parse.SplitResult) -> Tuple[str, str, Optional[int]]:
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
-
-
-def redirect_target(status: int, url: str, location: Optional[str], seen: Set[str], provider: str, body: Any) -> str:
-    """Where a redirect may be followed to, or the ``APIError`` that says why not: only a
-    307/308 (method and body unchanged) to the same origin, so that no credential header
-    (``Authorization``, ``x-api-key``, ``x-goog-api-key``, ``api-key``, ...) ever reaches
-    another host; at most ``MAX_REDIRECTS``, no loop."""
-
-    def refused(why: str) -> APIError:
-        where = safe_url(location) if location else "nowhere (no Location header)"
-        return APIError(
-            f"{provider} answered HTTP {status}, a redirect to {where}, which streamcoord does not follow: {why}",
-            status=status, body=body, provider=provider,
-        )
-
-    if status not in (307, 308):
-        raise refused("only 307/308 redirects to the same origin are followed; set base_url to the final address")
-    if not location:
-        raise refused("there is no address to follow")
-    try:
-        target = urllib.parse.urljoin(url, location.strip())
-        parts = urllib.parse.urlsplit(target)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError:
-        raise refused("the Location is not a valid URL") from None
-    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
-        raise refused("the Location is not an http(s) URL")
-    if _origin(parts) != _origin(urllib.parse.urlsplit(url)):
-        raise refused("it leads to another origin, which must not receive the request's credentials; "
-                      "set base_url to it if you trust it")
-    if target in seen:
-        raise refused("a redirect loop")
-    if len(seen) > MAX_REDIRECTS:
-        raise refused(f"more than {MAX_REDIRECTS} redirects")
-    return target
-
-
 # -- errors ------------------------------------------------------------------------------
-def safe_url(url: str) -> str:
-    """The URL to show in logs and errors: no user:password, no query values."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<an invalid URL>"
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = "&".join(f"{name}=..." for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """An exception and what it wraps: causes, contexts, and the ``reason``/``args[0]``
     through which requests and urllib3 wrap theirs."""

@@ -3,9 +3,12 @@ or the documented error at once, never a wait for the idle timeout."""
 
 from __future__ import annotations
 
+import io
 import time
 
 import pytest
+import requests
+import requests.adapters
 
 import streamcoord
 from tests.support.rawserver import (
@@ -136,3 +139,26 @@ def test_body_cut_inside_a_chunk_is_connection_lost(clean, raw, session):
     raw.script(READ, Send(head(chunked=True) + b"100\r\n" + BODY[:40]), Close())
     with pytest.raises(streamcoord.ConnectionLost):
         read_all(client_for(raw.base_url, session))
+
+
+class _ReplayAdapter(requests.adapters.BaseAdapter):
+    """An adapter that is not urllib3's (as test doubles and some SDK wrappers are): the
+    body is a plain file object, gzip-compressed."""
+
+    def send(self, request, **kwargs):
+        response = requests.Response()
+        response.status_code = 200
+        response.headers["Content-Type"] = "text/event-stream"
+        response.headers["Content-Encoding"] = "gzip"
+        response.raw = io.BytesIO(gzipped(BODY))
+        response.request = request
+        return response
+
+    def close(self):
+        pass
+
+
+def test_a_compressed_body_from_an_adapter_that_is_not_urllib3s_is_decoded(clean):
+    session = requests.Session()
+    session.mount("http://", _ReplayAdapter())
+    assert read_all(client_for("http://replay.invalid", session)) == TEXT
