@@ -109,7 +109,9 @@ class Transport:
         except StreamcoordError:
             raise
         except Exception as exc:
-            error = translate(exc, f"could not reach {self._provider} at {safe_url(url)}", self._headers_timeout(read, connect))
+            error = translate(
+                exc, f"could not reach {self._provider} at {safe_url(url)}", self._headers_timeout(read, connect), sending=True
+            )
             if error is None:
                 raise
             raise error from exc
@@ -374,27 +376,33 @@ def reason(exc: BaseException) -> str:
     return str(inner) or type(inner).__name__
 
 
-_NOT_RETRIED = "not retried"
-# Low-level exception -> streamcoord error, first match wins (order matters: requests'
-# ConnectTimeout is also a ConnectionError, socket.timeout an OSError). Certificate errors
-# are looked for anywhere in the chain (requests wraps them three deep); the rest by the
-# outermost exception, which requests and urllib3 have already classified.
-_ERROR_TABLE: Tuple[Tuple[Tuple[type, ...], type, str], ...] = (
-    ((requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout), StreamTimeout, ""),
+_BAD_REQUEST = (
+    "a request header or the URL holds something HTTP cannot send (a newline, leading "
+    "whitespace, a character outside Latin-1, a malformed address); check api_key, "
+    "extra_headers and base_url"
+)
+# Low-level exception -> (streamcoord error, what to say: None for the exception's own
+# reason, retried or not), first match wins: order matters (requests' ConnectTimeout is
+# also a ConnectionError, socket.timeout an OSError). Certificate errors are looked for
+# anywhere in the chain (requests wraps them three deep), the rest by the outermost
+# exception, which requests and urllib3 have already classified. A ValueError counts only
+# while sending (http.client's "Invalid header value" and requests' InvalidHeader quote
+# the value, which may be a key: never repeated).
+_ERROR_TABLE: Tuple[Tuple[Tuple[type, ...], type, Optional[str], bool], ...] = (
+    ((requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout), StreamTimeout, None, True),
     ((zlib.error, urllib3.exceptions.DecodeError, requests.exceptions.ContentDecodingError), ProtocolError,
-     "the body could not be decoded"),
-    # Never quote these: the value that failed may be a header holding a key.
-    ((requests.exceptions.InvalidHeader, UnicodeError), ConnectionLost,
-     "a request header or the URL holds a character HTTP cannot send (a newline, leading whitespace, "
-     "or a character outside Latin-1); check api_key, extra_headers and base_url"),
+     "the body could not be decoded", False),
     ((requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
-      urllib3.exceptions.LocationValueError), ConnectionLost, _NOT_RETRIED),
+      requests.exceptions.InvalidHeader, urllib3.exceptions.LocationValueError), ConnectionLost, _BAD_REQUEST, False),
     ((requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError),
-     ConnectionLost, ""),
+     ConnectionLost, None, True),
+    ((ValueError,), ConnectionLost, _BAD_REQUEST, False),
 )
 
 
-def translate(exc: BaseException, doing: str, on_timeout: Callable[[BaseException], StreamTimeout]) -> Optional[StreamcoordError]:
+def translate(
+    exc: BaseException, doing: str, on_timeout: Callable[[BaseException], StreamTimeout], sending: bool = False
+) -> Optional[StreamcoordError]:
     """The streamcoord error for a low-level exception met while ``doing`` something; None
     for an exception that is not an I/O one (a bug is not a broken connection)."""
     for inner in _chain(exc):
@@ -406,15 +414,14 @@ def translate(exc: BaseException, doing: str, on_timeout: Callable[[BaseExceptio
             )
             error.retryable = False  # type: ignore[attr-defined]
             return error
-    for types, cls, note in _ERROR_TABLE:
+    for types, cls, message, retryable in _ERROR_TABLE:
         if isinstance(exc, types):
+            if types == (ValueError,) and not sending:
+                return None
             if cls is StreamTimeout:
                 return on_timeout(exc)
-            if note and note != _NOT_RETRIED:
-                error = cls(f"{doing}: {note}")
-            else:
-                error = cls(f"{doing}: {reason(exc)}")
-            if note and cls is ConnectionLost:
-                error.retryable = False  # a bad address or header stays bad: no retry can help
+            error = cls(f"{doing}: {message or reason(exc)}")
+            if not retryable:
+                error.retryable = False  # type: ignore[attr-defined]  # the same request fails the same way
             return error
     return None
