@@ -14,7 +14,8 @@ event is set or the client closes), ``HalfClose()`` (FIN on the write side, keep
 reading), ``Close()`` (FIN), ``Reset()`` (RST). After its script a connection waits for
 the client to close its end, so ``conn.closed`` tells when the client let go. Scripts
 are used in order, one per connection; the last one is repeated for any further
-connection. ``tls=`` (an ``ssl.SSLContext``) serves HTTPS.
+connection. ``tls=`` (an ``ssl.SSLContext``) serves HTTPS; ``handshake_gate=`` (an Event)
+holds every TLS handshake until it is set.
 
 ``Proxy`` is a small HTTP proxy (absolute-form requests and ``CONNECT`` tunnels), plain
 or, with ``tls=``, an HTTPS proxy.
@@ -113,8 +114,9 @@ def _stop_listening(listener: socket.socket) -> None:
 
 
 class RawServer:
-    def __init__(self, tls: Optional[ssl.SSLContext] = None) -> None:
+    def __init__(self, tls: Optional[ssl.SSLContext] = None, handshake_gate: Optional[threading.Event] = None) -> None:
         self._tls = tls
+        self._handshake_gate = handshake_gate  # set: the TLS handshake may go on
         self._scripts: List[Sequence[Any]] = []
         self.connections: List[Connection] = []
         self._stop = threading.Event()
@@ -169,6 +171,8 @@ class RawServer:
     def _serve(self, sock: socket.socket, conn: Connection, script: Sequence[Any]) -> None:
         try:
             if self._tls is not None:
+                if self._handshake_gate is not None:
+                    self._handshake_gate.wait(10)
                 sock.settimeout(5)
                 sock = self._tls.wrap_socket(sock, server_side=True)
                 sock.settimeout(None)

@@ -178,3 +178,41 @@ def test_total_deadline_is_honoured_within_a_fifth_of_a_second(clean, raw, sessi
         for _ in client.stream_chat(MESSAGES, model="m", timeout=streamcoord.Timeout(0.8, total=1.0)):
             pass
     assert time.monotonic() - started < 1.0 + 0.2
+
+
+def test_close_while_waiting_for_headers_through_an_https_proxy_is_prompt(clean, tls_raw, tls_proxy, make_session, ca_file):
+    tls_raw.script(READ, Stall())
+    session = make_session()
+    session.verify = ca_file
+    session.proxies = {"https": tls_proxy.url}
+    stream = client_for(tls_raw.base_url, session).stream_chat(MESSAGES, model="m", timeout=30)
+    assert close_from_another_thread(stream, lambda: (tls_raw.wait_connections(1), tls_raw.connections[0])[1]) < PROMPT
+    assert tls_raw.connections[0].closed.wait(PROMPT)
+
+
+def test_close_during_the_tls_handshake_stops_the_stream_once_the_socket_is_known(clean, server_tls, ca_file):
+    # Our connections tell the transport their socket as soon as they have one: a close()
+    # that came during the handshake (where there is no socket to shut down yet) takes
+    # effect the moment the handshake ends, instead of after the answer's idle timeout.
+    gate = threading.Event()
+    with RawServer(tls=server_tls, handshake_gate=gate) as server:
+        server.script(READ, Stall())
+        session = streamcoord.new_session()
+        session.verify = ca_file
+        stream = client_for(server.base_url, session).stream_chat(MESSAGES, model="m", timeout=30)
+        consumer = threading.Thread(target=lambda: [None for _ in stream])
+        consumer.start()
+        assert server.wait_connections(1)
+        closer = threading.Thread(target=stream.close)
+        closer.start()
+        # Synchronise only (nothing is asserted on it): close() has reached the worker,
+        # which is still in the handshake.
+        assert stream._worker._cancelled.wait(PROMPT)
+        started = time.monotonic()
+        gate.set()
+        closer.join()
+        consumer.join(PROMPT)
+        assert not consumer.is_alive()
+        assert time.monotonic() - started < PROMPT
+        assert server.connections[0].closed.wait(PROMPT)
+        session.close()
