@@ -47,6 +47,7 @@ def raise_error_event(provider: str, obj: Dict[str, Any]) -> None:
 
 class OpenAIParser(EventParser):
     provider = "openai"
+    trailing_events = True  # the usage chunk and [DONE] come after the finish_reason
     # Raw finish_reason -> normalized; unknown values count as "stop". Subclasses (Mistral)
     # extend it.
     finish_reasons: Dict[str, str] = FINISH_REASONS

@@ -89,6 +89,12 @@ class EventParser:
     # a look at each chunk. Leaving it False is always correct.
     plain = False
 
+    # True when the provider sends more events after the one that sets ``done`` (OpenAI
+    # chat completions: a usage chunk, then ``[DONE]``): the worker reads on for them, for
+    # at most a second, until the end marker or the end of the body. False: the event that
+    # sets ``done`` is the last of the answer, and the end reaches the consumer at once.
+    trailing_events = False
+
     def __init__(self) -> None:
         self.done = False
         self.next_index = 0

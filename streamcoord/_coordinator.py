@@ -13,7 +13,7 @@ from streamcoord._chunk import Chunk
 from streamcoord._client import _default_session
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._decoders import DEFAULT_MAX_LINE_BYTES
-from streamcoord._metrics import StreamMetrics
+from streamcoord._metrics import StreamMetrics, on_metrics_thread
 from streamcoord._options import StreamOptions
 from streamcoord._spec import StreamSpec
 from streamcoord._worker import Worker
@@ -67,7 +67,7 @@ class StreamHandle:
     def cancel(self) -> None:
         """Stop the stream and close its connection (waits up to 2 s for the worker)."""
         self._worker.cancel()
-        if self._worker.thread is not threading.current_thread():
+        if self._worker.thread is not threading.current_thread() and not on_metrics_thread():
             self._worker.thread.join(2.0)
 
     @property

@@ -4,7 +4,9 @@
 always; one leading BOM stripped; CR, LF and CRLF line ends (a CRLF split across two reads
 is still one line end); ``:`` comments; ``data`` lines joined with ``\\n``; one leading space
 stripped from a value; ``event``/``id``/``retry``; unknown fields ignored; an event not
-terminated by a blank line at the end of the stream is discarded.
+terminated by a blank line at the end of the stream is discarded by ``flush`` (the
+EventSource rule) and dispatched by ``finish`` (what the provider SDKs do, and what the
+worker uses at a clean end of the body).
 
 ``NDJSONDecoder`` yields one event per non-blank line (its ``data`` is the line).
 
@@ -198,8 +200,26 @@ class SSEDecoder:
         self._data = data
         return events
 
+    def finish(self) -> List[ServerSentEvent]:
+        """At a clean end of the body: an event whose lines are all there but that lacks
+        its terminating blank line is still dispatched, as the official provider SDKs do
+        (a complete answer whose server skipped the last blank line is not cut short). A
+        last line without its line end is discarded, like any incomplete line."""
+        data = self._data
+        events: List[ServerSentEvent] = []
+        if data is not None and not self.done:
+            if self._id is not None:
+                self.last_event_id = self._id
+            if data == self.end_marker:
+                self.done = True
+            else:
+                events.append(ServerSentEvent(data, self._type or "message", self.last_event_id, self.retry))
+        self.flush()
+        return events
+
     def flush(self) -> List[ServerSentEvent]:
-        """End of stream: an event without its terminating blank line is discarded (spec)."""
+        """End of stream: an event without its terminating blank line is discarded (the
+        EventSource rule; the worker uses ``finish``)."""
         self._tail = b""
         self._data = None
         self._type = ""
@@ -233,6 +253,10 @@ class NDJSONDecoder:
                 if len(line) > self.max_line_bytes:
                     raise _too_long(self.max_line_bytes)
         return [_event(ServerSentEvent, (line, "message", "", None)) for line in lines if line.strip()]
+
+    def finish(self) -> List[ServerSentEvent]:
+        """At a clean end of the body: the same as ``flush``."""
+        return self.flush()
 
     def flush(self) -> List[ServerSentEvent]:
         """End of stream: a last line without its newline is still a line."""

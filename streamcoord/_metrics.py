@@ -1,17 +1,32 @@
-"""Stream metrics: cheap counters on the hot path, immutable snapshots for callers."""
+"""Stream metrics: cheap counters on the hot path, immutable snapshots for callers, and
+one shared timer thread that reports every stream's metrics about once a second.
+
+The counters are always kept (a few integer additions per network read), so
+``stream.metrics`` always holds the latest snapshot. Reporting is what ``track_metrics``
+turns on: ``on_metrics(snapshot)`` about once a second while the stream runs, also while
+nothing arrives (waiting for headers, a retry wait, a stall), and exactly once at the end;
+with ``track_metrics=True`` and no ``on_metrics``, the same snapshots are logged at INFO.
+The periodic calls come from one timer thread for all streams (``_Ticker``), started with
+the first reporting stream and gone with the last, so a thousand streams cost no extra
+threads; the final call comes from the stream's worker, after the last periodic one.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
 import logging
+import os
+import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ["MetricsTracker", "StreamMetrics"]
+__all__ = ["METRICS_INTERVAL", "MetricsTracker", "StreamMetrics", "on_metrics_thread"]
 
 logger = logging.getLogger("streamcoord")
 
-# on_metrics is called at most this often while a stream runs (seconds).
+# on_metrics is called about this often while a stream runs (seconds).
 METRICS_INTERVAL = 1.0
 
 
@@ -41,14 +56,20 @@ class MetricsTracker:
 
     Plain attribute increments only: the worker is the single writer, readers take a
     snapshot, and a torn read of two ints costs at most a momentarily stale figure.
+    ``start()`` registers a reporting stream with the timer; ``finish()`` makes the final
+    report. A lock keeps a periodic report and the final one from overlapping, so the
+    final report is always the last.
     """
 
     __slots__ = (
         "stream_id", "provider", "status", "started", "ended", "chunks_received", "bytes_received",
-        "errors", "first_chunk_at", "retries", "recoveries", "on_metrics", "next_report",
+        "errors", "first_chunk_at", "retries", "recoveries", "on_metrics", "_lock", "_timed",
     )
 
-    def __init__(self, stream_id: str, provider: str, on_metrics: Optional[Callable[[StreamMetrics], Any]]) -> None:
+    def __init__(
+        self, stream_id: str, provider: str, on_metrics: Optional[Callable[[StreamMetrics], Any]],
+        log_reports: bool = False,
+    ) -> None:
         self.stream_id = stream_id
         self.provider = provider
         self.status = "streaming"
@@ -60,8 +81,11 @@ class MetricsTracker:
         self.first_chunk_at: Optional[float] = None
         self.retries = 0
         self.recoveries = 0
+        if on_metrics is None and log_reports:
+            on_metrics = self._log
         self.on_metrics = on_metrics
-        self.next_report = self.started + METRICS_INTERVAL if on_metrics else float("inf")
+        self._lock = threading.Lock()
+        self._timed = False  # registered with the timer
 
     def snapshot(self) -> StreamMetrics:
         end = self.ended if self.ended is not None else time.monotonic()
@@ -82,20 +106,33 @@ class MetricsTracker:
             recoveries=self.recoveries,
         )
 
-    def report(self, now: float) -> None:
-        """The periodic call; the worker checks ``now >= next_report`` before calling."""
-        self.next_report = now + METRICS_INTERVAL
-        self._call(self.snapshot())
+    def start(self) -> None:
+        """The stream's worker has started: report periodically from now on."""
+        self.started = time.monotonic()
+        if self.on_metrics is not None and not self._timed:
+            self._timed = True
+            _TICKER.add(self)
+
+    def report(self) -> bool:
+        """The periodic report (from the timer thread); False once the stream has ended."""
+        with self._lock:
+            if self.ended is not None:
+                return False
+            self._call(self.snapshot())
+            return True
 
     def finish(self, status: str) -> StreamMetrics:
         """Record the final status; calls ``on_metrics`` exactly once for the end."""
-        if self.ended is None:
+        with self._lock:
+            if self.ended is not None:
+                return self.snapshot()
             self.ended = time.monotonic()
             self.status = status
             snap = self.snapshot()
             self._call(snap)
-            return snap
-        return self.snapshot()
+        if self._timed:
+            _TICKER.remove(self)
+        return snap
 
     def _call(self, snap: StreamMetrics) -> None:
         if self.on_metrics is None:
@@ -107,3 +144,80 @@ class MetricsTracker:
                 "on_metrics callback raised; the stream goes on",
                 extra={"stream_id": self.stream_id, "provider": self.provider},
             )
+
+    def _log(self, snap: StreamMetrics) -> None:
+        logger.info(
+            "metrics: %s, %d chunks, %d bytes in %.0f ms (%.0f chunks/s), %d errors, %d retries, %d recoveries",
+            snap.status, snap.chunks_received, snap.bytes_received, snap.duration_ms, snap.chunks_per_second,
+            snap.errors, snap.retries, snap.recoveries,
+            extra={"stream_id": self.stream_id, "provider": self.provider},
+        )
+
+
+class _Ticker:
+    """The one timer thread that makes every reporting stream's periodic call.
+
+    A heap of (when, sequence, tracker); the thread sleeps until the earliest, reports it
+    and schedules it again. An ended tracker is dropped when it comes up. The thread
+    exits when no reporting stream is left and is started again by the next one.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: List[Tuple[float, int, MetricsTracker]] = []
+        self._order = itertools.count()
+        self._live = 0
+        self.thread: Optional[threading.Thread] = None
+
+    def add(self, tracker: MetricsTracker) -> None:
+        with self._cond:
+            self._live += 1
+            heapq.heappush(self._heap, (tracker.started + METRICS_INTERVAL, next(self._order), tracker))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="streamcoord-metrics", daemon=True)
+                self.thread.start()
+            else:
+                self._cond.notify()
+
+    def remove(self, tracker: MetricsTracker) -> None:
+        with self._cond:
+            self._live -= 1
+            if self._live == 0:
+                self._heap.clear()
+                self._cond.notify()  # nothing left to report: let the thread go
+
+    def _run(self) -> None:
+        heap = self._heap
+        with self._cond:
+            while True:
+                if self._live == 0 or not heap:
+                    self.thread = None
+                    return
+                due, _, tracker = heap[0]
+                now = time.monotonic()
+                if due > now:
+                    self._cond.wait(due - now)
+                    continue
+                heapq.heappop(heap)
+                self._cond.release()
+                try:
+                    going_on = tracker.report()
+                except BaseException:  # the timer serves every stream: never lose it to one callback
+                    logger.exception("on_metrics raised; the stream goes on without periodic metrics")
+                    going_on = False
+                finally:
+                    self._cond.acquire()
+                if going_on and tracker.ended is None:
+                    # A slow callback must not make the reports pile up: at most one per interval.
+                    interval = METRICS_INTERVAL
+                    heapq.heappush(heap, (max(due + interval, time.monotonic() + interval / 2), next(self._order), tracker))
+
+
+_TICKER = _Ticker()
+# A forked child (a WSGI server's worker) has no timer thread: it starts its own.
+os.register_at_fork(after_in_child=_TICKER.__init__)
+
+
+def on_metrics_thread() -> bool:
+    """Whether the caller runs on the metrics timer thread (inside an on_metrics call)."""
+    return threading.current_thread() is _TICKER.thread

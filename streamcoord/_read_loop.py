@@ -3,8 +3,13 @@
 ``ReadLoop.run`` opens the response, classifies an answer that is not a stream (a non-2xx
 status, a JSON body where events were expected), then reads the body many HTTP chunks at a
 time, decodes it (SSE or NDJSON), parses the events into chunks and hands each read's
-chunks to the pipeline. **The idle timeout and the total deadline are measured here**, in
-``ReadLoop.run``: each read gets the time left until the earlier of the two.
+chunks to the pipeline, until the provider's end of the answer. What the server sends
+after that is drained by the worker once the consumer has the end (``Transport.drain``).
+
+**The idle timeout and the total deadline are measured here**, in ``ReadLoop._read``:
+each read gets the time left until the earlier of the two, and the idle clock restarts
+after each hand-over, so it counts only time spent waiting on the network, never time
+spent waiting for a slow consumer.
 
 ``Transport`` (``_transport.py``) is the only code that touches the response and its
 socket, behind a few operations: ``open`` (send, headers received), ``read(time_limit)``,
@@ -74,12 +79,13 @@ class ReadLoop:
         if self.cancelled.is_set():
             raise Cancelled()
         timeout = spec.options.timeout
-        read_timeout = timeout.idle
+        connect, read_timeout = timeout.connect, timeout.idle
         if self.deadline is not None:
-            read_timeout = min(read_timeout, max(self.deadline - time.monotonic(), 0.001))
+            left = max(self.deadline - time.monotonic(), 0.001)
+            connect, read_timeout = min(connect, left), min(read_timeout, left)
         self.log.debug("request %s %s", request.method, safe_url(request.url))
         try:
-            response = self.connection.open(request, timeout.connect, read_timeout)
+            response = self.connection.open(request, connect, read_timeout)
         except StreamcoordError:
             if self.cancelled.is_set():
                 raise Cancelled() from None
@@ -121,20 +127,29 @@ class ReadLoop:
             self.log.exception("on_error callback raised")
 
     def _read(self, parser: EventParser, decoder: Any) -> None:
+        """Read until the end of the answer. Returns with the rest of the body (anything
+        after the provider's terminal event) unread: the worker drains it once the
+        consumer has the end."""
         connection = self.connection
         read = connection.read
         feed = decoder.feed
         parse_into = parser.parse_into
         deliver = self.pipeline.deliver
         has_end_marker = hasattr(decoder, "done")
+        # A provider that sends events after the one that sets parser.done (OpenAI: usage,
+        # then [DONE]) is read on for them; for the others that event is the end.
+        trailing = getattr(parser, "trailing_events", False)
         metrics = self.metrics
         idle = self.spec.options.timeout.idle
         deadline = self.deadline
         monotonic = time.monotonic
+        # The idle clock: when the provider last sent content. It is restarted after each
+        # hand-over, so time spent waiting for a slow consumer never counts as silence.
         last_content = monotonic()
-        done = False
-        ended_at = None  # when the provider signalled the end of the answer
-        while not done and not connection.complete:
+        ended = False  # the provider's terminal event has come: nothing more belongs to the answer
+        clean_end = False  # the body ended the way HTTP says it must
+        ended_at = None  # when the provider signalled the end of the answer (parser.done)
+        while True:
             limit = last_content + idle
             if deadline is not None and deadline < limit:
                 limit = deadline
@@ -166,6 +181,7 @@ class ReadLoop:
                     break
                 raise
             if not data:
+                clean_end = True
                 break
             metrics.bytes_received += len(data)
             chunks: List[Chunk] = []
@@ -174,28 +190,34 @@ class ReadLoop:
             except Exception as exc:
                 raise self._fail_mid_read(chunks, exc)  # noqa: B904 - the cause is set inside
             if has_end_marker and decoder.done:  # the [DONE] marker
-                parser.done = done = True
+                parser.done = ended = True
+            elif parser.done and not trailing:
+                ended = True
             if chunks:
-                last_content = monotonic()
                 deliver(chunks, parser.plain)
                 parser.plain = False
-            now = monotonic()
-            if now >= metrics.next_report:  # about once a second, not per chunk
-                metrics.report(now)
+                last_content = monotonic()
+            if ended:
+                break
+            if connection.complete:
+                clean_end = True
+                break
         if self.cancelled.is_set():
             raise Cancelled()
-        if not done:
+        if not ended and clean_end:
+            # A final event that lacks only its blank line still counts, as in the official
+            # SDKs: a complete answer is not a ConnectionLost.
             tail: List[Chunk] = []
             try:
-                parse_into(decoder.flush(), tail)
+                parse_into(decoder.finish(), tail)
             except Exception as exc:
                 raise self._fail_mid_read(tail, exc)  # noqa: B904 - the cause is set inside
+            if has_end_marker and decoder.done:
+                parser.done = True
             if tail:
                 deliver(tail)
         parser.finish()
-        self.pipeline.flush_pending()  # the consumer has everything before any draining
-        if not connection.complete:
-            connection.drain(DRAIN_SECONDS, DRAIN_BYTES)
+        self.pipeline.flush_pending()
 
     def _fail_mid_read(self, chunks: List[Chunk], exc: Exception) -> Exception:
         """A parse error or an error event: what was parsed before it is still delivered,

@@ -7,7 +7,7 @@ import threading
 from typing import Any, Dict, Iterator, List, Optional
 
 from streamcoord._chunk import Chunk
-from streamcoord._metrics import StreamMetrics
+from streamcoord._metrics import StreamMetrics, on_metrics_thread
 from streamcoord._spec import StreamSpec
 from streamcoord._worker import Worker
 
@@ -15,16 +15,26 @@ __all__ = ["ChatStream"]
 
 # close() waits this long for the worker to stop (it is woken at once; this is a bound).
 CLOSE_JOIN_SECONDS = 2.0
+# close() after the end of the answer lets the worker finish reading the rest of the body
+# (so the connection can be reused) for this long before it closes the connection.
+DRAIN_GRACE_SECONDS = 0.05
 
 
 class ChatStream:
     """An answer being streamed: iterate it for ``Chunk``s.
 
-    The request is sent when iteration starts (or on ``with``). Breaking out of the loop,
-    ``close()``, leaving the ``with`` block or dropping the last reference stops the worker
-    thread and closes the connection. ``text``, ``finish_reason``, ``usage``,
-    ``tool_calls``, ``reasoning`` and ``metrics`` describe what has arrived so far, and the
-    final values once the iteration has ended.
+    The request is sent when iteration starts (or on ``with``). Breaking out of a ``for``
+    loop over the stream, ``close()``, leaving the ``with`` block or dropping the last
+    reference stops the worker thread and closes the connection at once, also while the
+    stream is still referenced (by a variable, a callback, a view).
+
+    To pause and go on later, hold one iterator yourself: ``it = iter(stream)``, then
+    ``for chunk in it: ... break`` and later ``next(it)`` or another ``for chunk in it``;
+    the stream stops when ``it`` is dropped or the stream is closed. ``next(stream)``
+    also goes on where it left off.
+
+    ``text``, ``finish_reason``, ``usage``, ``tool_calls``, ``reasoning`` and ``metrics``
+    describe what has arrived so far, and the final values once the iteration has ended.
     """
 
     def __init__(self, spec: StreamSpec) -> None:
@@ -38,19 +48,25 @@ class ChatStream:
 
     # -- iteration ---------------------------------------------------------------------
     # The current batch is held as a list iterator, shared by ``for`` loops (which run
-    # the generator below: one C-level step per chunk) and explicit ``next()`` calls, so
-    # either can stop at any chunk and the other resumes at the next one.
+    # the generator below: one C-level step per chunk) and explicit ``next()`` calls.
+    # The generator is what a ``for`` loop holds: Python closes it (GeneratorExit) when the
+    # loop is left by ``break`` and the generator is dropped, and that closes the stream,
+    # whoever else still references the stream object.
 
     def __iter__(self) -> Iterator[Chunk]:
         return self._iterate()
 
     def _iterate(self) -> Iterator[Chunk]:
-        while True:
-            yield from self._it
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._it = iter(batch)
+        try:
+            while True:
+                yield from self._it
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._it = iter(batch)
+        except GeneratorExit:
+            self._close(join=False)  # the loop was left early: stop the worker
+            raise
 
     def __next__(self) -> Chunk:
         for chunk in self._it:
@@ -65,15 +81,20 @@ class ChatStream:
 
     def batches(self) -> Iterator[List[Chunk]]:
         """Yield the chunks as the lists they were handed over in (groups of
-        ``buffer_chunks`` when buffering, else one list per network read)."""
-        rest = list(self._it)
-        if rest:
-            yield rest
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            yield list(batch)
+        ``buffer_chunks`` when buffering, else one list per network read). Leaving the
+        loop early closes the stream, as with ``for chunk in stream``."""
+        try:
+            rest = list(self._it)
+            if rest:
+                yield rest
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                yield list(batch)
+        except GeneratorExit:
+            self._close(join=False)  # the loop was left early: stop the worker, as for iter()
+            raise
 
     def poll(self, timeout: Optional[float] = None) -> Optional[List[Chunk]]:
         """The next chunks, waiting at most ``timeout`` seconds: a list (empty if nothing
@@ -140,9 +161,18 @@ class ChatStream:
         worker = self._worker
         if worker is None:
             return
+        # Never wait from the worker itself, nor from the metrics timer (a close() inside
+        # on_metrics): the worker's end waits for that very call to return.
+        join = join and worker.thread is not threading.current_thread() and not on_metrics_thread()
         if not self._exhausted:
             worker.cancel()
-        if join and worker.thread is not threading.current_thread():
+        elif join and worker.thread.is_alive():
+            # The consumer has the whole answer; the worker may still be reading what the
+            # server sent after its end, so the connection can be reused. It gets a moment
+            # for that, not more: then the connection is closed instead.
+            worker.thread.join(DRAIN_GRACE_SECONDS)
+            worker.cancel()
+        if join:
             worker.thread.join(CLOSE_JOIN_SECONDS)
 
     def __del__(self) -> None:

@@ -74,6 +74,8 @@ class Transport:
         """Send the request; follow a 307/308 to the same origin (at most 5); return the
         response with its body unread. Any other redirect is an ``APIError``."""
         self.close()
+        self.complete = False
+        self._body_started = False
         url = request.url
         headers = dict(request.headers)
         if not any(name.lower() == "accept-encoding" for name in headers):

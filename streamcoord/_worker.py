@@ -23,7 +23,7 @@ from streamcoord._adapter import HTTPRequest
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
-from streamcoord._read_loop import READ_SIZE, ReadLoop
+from streamcoord._read_loop import DRAIN_BYTES, DRAIN_SECONDS, READ_SIZE, ReadLoop
 from streamcoord._recovery import is_recoverable
 from streamcoord._recovery_controller import RecoveryController
 from streamcoord._retry import is_retryable, make_retrying, retry_delay
@@ -40,7 +40,9 @@ class Worker:
     def __init__(self, spec: StreamSpec) -> None:
         self.spec = spec
         self.log = StreamLogger(spec.stream_id, spec.provider)
-        self.metrics = MetricsTracker(spec.stream_id, spec.provider, spec.options.on_metrics)
+        self.metrics = MetricsTracker(
+            spec.stream_id, spec.provider, spec.options.on_metrics, log_reports=spec.options.track_metrics
+        )
         self.error: Optional[BaseException] = None  # what ended the stream, once it has ended
         self._cancelled = threading.Event()
         self.pipeline = Pipeline(spec, self.metrics, self.log, self._cancelled)
@@ -77,6 +79,7 @@ class Worker:
         error: Optional[BaseException] = None
         status = "failed"
         try:
+            self.metrics.start()
             if spec.options.timeout.total is not None:
                 self.reader.deadline = time.monotonic() + spec.options.timeout.total
             self._run_stream()
@@ -92,30 +95,29 @@ class Worker:
                 if self.recovery is not None:
                     self.recovery.fail()
         finally:
-            self.connection.close()
-            if error is not None and not self.cancelled:
-                try:
-                    self.pipeline.flush_pending()
-                except BaseException:  # noqa: S110 - the original error wins
-                    pass
-            self.error = error
-            snap = self.metrics.finish(status)
-            if error is not None:
-                self.log.debug("stream failed: %r", error)
-            self.log.debug(
-                "stream %s: %d chunks, %d bytes in %.0f ms", status, snap.chunks_received,
-                snap.bytes_received, snap.duration_ms,
-            )
-            self._finish(End(error))
-
-    def _finish(self, end: End) -> None:
-        if self.spec.callback is not None:
-            return
-        if self.cancelled:
-            self.pipeline.drain_queue()  # the consumer is gone; make room so the put cannot block
-            self.queue.put_nowait(end)
-        else:
-            self.queue.put(end)
+            try:
+                if status != "completed":
+                    self.connection.close()  # a broken or cancelled exchange is never reused
+                if error is not None and not self.cancelled:
+                    try:
+                        self.pipeline.flush_pending()
+                    except BaseException:  # noqa: S110 - the original error wins
+                        pass
+                self.error = error
+                snap = self.metrics.finish(status)
+                if error is not None:
+                    self.log.debug("stream failed: %r", error)
+                self.log.debug(
+                    "stream %s: %d chunks, %d bytes in %.0f ms", status, snap.chunks_received,
+                    snap.bytes_received, snap.duration_ms,
+                )
+                self.pipeline.put_end(End(error))
+                if status == "completed":
+                    # The consumer has the end of the answer; what the server sends after it
+                    # is read now, off the consumer's path, so the connection can be reused.
+                    self.connection.drain(DRAIN_SECONDS, DRAIN_BYTES)
+            finally:
+                self.connection.close()
 
     def _run_stream(self) -> None:
         request: Optional[HTTPRequest] = self.spec.request
@@ -157,9 +159,11 @@ class Worker:
         parser.next_index = pipeline.next_index
         try:
             self.reader.run(request, parser)
+        except BaseException:
+            self.connection.close()
+            raise
         finally:
             pipeline.next_index = parser.next_index
-            self.connection.close()
 
     def _should_retry(self, exc: BaseException) -> bool:
         return not self.pipeline.produced and not self.cancelled and is_retryable(exc, self.spec.retry)

@@ -53,9 +53,12 @@ def test_stream_is_lazy_and_stream_id_known_before_iteration(server, client):
     stream = client().stream_chat(MESSAGES, model="m", stream_id="req-42")
     assert stream.stream_id == "req-42"
     assert server.requests == []  # nothing sent before iteration
+    assert stream.metrics is None  # not started
     with stream:
         assert server.wait_for_requests(1)
-        assert stream.text == "" or stream.text  # started; content may or may not be there yet
+        # Started on entering the block; what has arrived so far is a beginning of the answer.
+        assert stream.metrics is not None
+        assert "Hello, world!".startswith(stream.text)
         assert "".join(c.content for c in stream) == "Hello, world!"
 
 
@@ -63,11 +66,12 @@ def test_early_break_closes_connection(server, client):
     server.enqueue(openai_text(PIECES, stall_after=2))
     stream = client().stream_chat(MESSAGES, model="m")
     for chunk in stream:  # noqa: B007 - the loop is the point: break out of it
+        thread = worker_thread(stream)
         break
     assert chunk.content == "Hello"
-    thread = worker_thread(stream)
-    stream.close()
-    assert server.connection_closed.wait(2), "the upstream connection stayed open"
+    # No close(): leaving the loop is what stops the stream, though `stream` is still referenced.
+    assert server.connection_closed.wait(1), "the upstream connection stayed open"
+    thread.join(1)
     assert not thread.is_alive()
     assert stream.metrics.status == "cancelled"
 

@@ -8,7 +8,6 @@ import math
 
 import pytest
 
-from streamcoord import _metrics
 from streamcoord._metrics import MetricsTracker, StreamMetrics
 
 FIELDS = [
@@ -81,19 +80,29 @@ def test_finish_calls_on_metrics_exactly_once_with_the_first_status():
     assert t.snapshot() == first  # the clock stopped at the end
 
 
-def test_report_calls_on_metrics_with_streaming_and_schedules_the_next_call():
+def test_report_calls_on_metrics_with_streaming_until_the_end():
     calls = []
-    t = MetricsTracker("s-1", "openai", calls.append)
-    assert t.next_report == t.started + _metrics.METRICS_INTERVAL
-    t.report(101.5)
-    assert [m.status for m in calls] == ["streaming"]
-    assert t.next_report == 101.5 + _metrics.METRICS_INTERVAL
+    t = tracker(calls.append)
+    assert t.report() is True
+    t.finish("completed")
+    assert t.report() is False  # the final call is the last one
+    assert [m.status for m in calls] == ["streaming", "completed"]
 
 
-def test_without_on_metrics_no_report_is_ever_due():
+def test_track_metrics_without_on_metrics_logs_the_reports(caplog):
+    caplog.set_level(logging.INFO, logger="streamcoord")
+    t = MetricsTracker("s-1", "openai", None, log_reports=True)
+    t.report()
+    t.finish("completed")
+    messages = [r.getMessage() for r in caplog.records if r.name == "streamcoord"]
+    assert [m.split(",")[0] for m in messages] == ["metrics: streaming", "metrics: completed"]
+
+
+def test_without_on_metrics_nothing_is_reported(caplog):
+    caplog.set_level(logging.DEBUG, logger="streamcoord")
     t = tracker()
-    assert t.next_report == float("inf")
     assert t.finish("completed").status == "completed"  # no callback, no error
+    assert caplog.records == []
 
 
 def test_on_metrics_that_raises_is_logged_with_the_stream_fields(caplog):
@@ -103,7 +112,7 @@ def test_on_metrics_that_raises_is_logged_with_the_stream_fields(caplog):
         raise ZeroDivisionError("oops")
 
     t = tracker(broken)
-    t.report(101.0)
+    t.report()
     snap = t.finish("completed")
     assert snap.status == "completed"
     records = [r for r in caplog.records if r.name == "streamcoord"]
