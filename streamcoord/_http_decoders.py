@@ -168,7 +168,13 @@ class ChunkedDecoder:
 
 
 class ContentDecoder:
-    """Undoes one or more ``Content-Encoding`` layers (listed in the order applied)."""
+    """Undoes one or more ``Content-Encoding`` layers (listed in the order applied).
+
+    The output of one ``decode`` is bounded (about ``limit`` bytes a layer): 16 KiB of
+    compressed events can be a megabyte of text, which would arrive as one huge batch
+    (memory, and the garbage collector wakes on it). What is left is ``pending``, and comes
+    with the next ``decode(b"")``; ``flush`` gives all of it.
+    """
 
     __slots__ = ("_layers", "encoding")
 
@@ -176,17 +182,24 @@ class ContentDecoder:
         self.encoding = encoding
         self._layers = layers
 
+    @property
+    def pending(self) -> bool:
+        return any(layer.pending for layer in self._layers)
+
     def decode(self, data: bytes) -> bytes:
         for layer in self._layers:
-            if not data:
-                return b""
-            data = layer.decode(data)
+            if data or layer.pending:
+                data = layer.decode(data)
         return data
 
     def flush(self) -> bytes:
         data = b""
         for layer in self._layers:
-            data = layer.decode(data) + layer.flush() if data else layer.flush()
+            parts = [layer.decode(data)] if data else []
+            while layer.pending:
+                parts.append(layer.decode(b""))
+            parts.append(layer.flush())
+            data = b"".join(parts)
         return data
 
 
@@ -196,70 +209,101 @@ def _decode_error(encoding: str, exc: BaseException) -> ProtocolError:
     return error
 
 
-class _GZip:
-    """gzip, including several concatenated members (RFC 1952 allows them)."""
+class _Zlib:
+    """A zlib layer whose output is bounded per call; ``_tail`` is the compressed input
+    zlib has not consumed yet because of the bound."""
 
-    def __init__(self) -> None:
-        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    encoding = ""
 
-    def decode(self, data: bytes) -> bytes:
-        out = []
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._tail = b""
+        self._obj: Any = None
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._tail)
+
+    def _decompress(self, data: bytes) -> bytes:
+        data = self._tail + data if self._tail else data
         try:
-            while data:
-                out.append(self._obj.decompress(data))
-                if not self._obj.eof:
-                    break
-                data = self._obj.unused_data
-                if data:
-                    self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out = self._obj.decompress(data, self._limit)
         except zlib.error as exc:
-            raise _decode_error("gzip", exc) from exc
-        return b"".join(out)
+            raise _decode_error(self.encoding, exc) from exc
+        self._tail = self._obj.unconsumed_tail
+        if self._obj.eof:
+            self._end_of_stream()
+        return out
+
+    def _end_of_stream(self) -> None:
+        """What follows the end of the compressed stream: by default, not body."""
+        self._tail = b""
 
     def flush(self) -> bytes:
         try:
-            return self._obj.flush()
+            return self._obj.flush() if self._obj is not None else b""
         except zlib.error as exc:  # pragma: no cover - flush of a decompressobj does not raise in practice
-            raise _decode_error("gzip", exc) from exc
+            raise _decode_error(self.encoding, exc) from exc
 
 
-class _Deflate:
+class _GZip(_Zlib):
+    """gzip, including several concatenated members (RFC 1952 allows them)."""
+
+    encoding = "gzip"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def _end_of_stream(self) -> None:
+        rest = self._obj.unused_data
+        self._tail = rest
+        if rest:  # another member: decoded by a fresh decompressor, from the next call on
+            self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def decode(self, data: bytes) -> bytes:
+        out = self._decompress(data)
+        while not out and self._tail:  # a member boundary, or a header with no text yet
+            before = self._tail
+            out = self._decompress(b"")
+            if self._tail == before:  # pragma: no cover - zlib always makes progress
+                break
+        return out
+
+
+class _Deflate(_Zlib):
     """deflate as servers send it: zlib-wrapped (RFC 1950, what the RFC means) or raw
     (RFC 1951, what some servers send); the first bytes tell which."""
 
-    def __init__(self) -> None:
-        self._obj: Optional[Any] = None
+    encoding = "deflate"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
         self._head = b""
 
     def decode(self, data: bytes) -> bytes:
-        try:
-            if self._obj is None:
-                data = self._head + data
-                if len(data) < 2:
-                    self._head = data
-                    return b""
-                # A zlib header: CMF/FLG with method 8 and a check value divisible by 31.
-                wrapped = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
-                self._obj = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-            if self._obj.eof:
-                return b""  # whatever follows the end of the deflate stream is not body
-            return self._obj.decompress(data)
-        except zlib.error as exc:
-            raise _decode_error("deflate", exc) from exc
+        if self._obj is None:
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return b""
+            # A zlib header: CMF/FLG with method 8 and a check value divisible by 31.
+            wrapped = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._obj = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        if self._obj.eof:
+            return b""  # whatever follows the end of the deflate stream is not body
+        return self._decompress(data)
 
     def flush(self) -> bytes:
-        if self._obj is None:
-            if self._head:
-                raise _decode_error("deflate", ValueError("the body ended inside the deflate header"))
-            return b""
-        try:
-            return self._obj.flush()
-        except zlib.error as exc:  # pragma: no cover
-            raise _decode_error("deflate", exc) from exc
+        if self._obj is None and self._head:
+            raise _decode_error("deflate", ValueError("the body ended inside the deflate header"))
+        return super().flush()
 
 
 class _Brotli:
-    def __init__(self) -> None:
+    pending = False  # not bounded: the brotli package has no output limit in every version
+
+    def __init__(self, limit: int) -> None:
         self._obj = _brotli.Decompressor()
         # brotli has process(); brotlicffi has decompress()
         self._process = getattr(self._obj, "process", None) or self._obj.decompress
@@ -275,7 +319,9 @@ class _Brotli:
 
 
 class _Zstd:
-    def __init__(self) -> None:
+    pending = False  # not bounded, like _Brotli
+
+    def __init__(self, limit: int) -> None:
         self._obj = _zstandard.ZstdDecompressor().decompressobj()
 
     def decode(self, data: bytes) -> bytes:
@@ -294,7 +340,7 @@ class _Zstd:
         return b""
 
 
-_LAYERS: Dict[str, Callable[[], Any]] = {"gzip": _GZip, "x-gzip": _GZip, "deflate": _Deflate}
+_LAYERS: Dict[str, Callable[[int], Any]] = {"gzip": _GZip, "x-gzip": _GZip, "deflate": _Deflate}
 if _brotli is not None:
     _LAYERS["br"] = _Brotli
 if _zstandard is not None:
@@ -304,7 +350,11 @@ if _zstandard is not None:
 ACCEPT_ENCODING = ", ".join(name for name in ("zstd", "br", "gzip", "deflate") if name in _LAYERS)
 
 
-def content_decoder(header: Optional[str]) -> Optional[ContentDecoder]:
+# Decoded bytes per decode() call and layer: what the transport reads from the socket at once.
+DECODED_PER_CALL = 16384
+
+
+def content_decoder(header: Optional[str], limit: int = DECODED_PER_CALL) -> Optional[ContentDecoder]:
     """The decoder for a ``Content-Encoding`` header; None for an identity body."""
     names = [name.strip().lower() for name in (header or "").split(",")]
     names = [name for name in names if name and name != "identity"]
@@ -317,4 +367,4 @@ def content_decoder(header: Optional[str]) -> Optional[ContentDecoder]:
             f"(it asked for {ACCEPT_ENCODING}); br needs the brotli package, zstd the zstandard package"
         )
     # The last encoding listed was applied last: undo it first.
-    return ContentDecoder(", ".join(names), [_LAYERS[name]() for name in reversed(names)])
+    return ContentDecoder(", ".join(names), [_LAYERS[name](limit) for name in reversed(names)])

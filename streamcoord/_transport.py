@@ -5,11 +5,12 @@ redirects it may follow, reads the body with a time limit per read, undoes the c
 framing and the ``Content-Encoding``, and can be cancelled from another thread, which
 wakes a worker blocked on the network at once. Every low-level exception (requests,
 urllib3, http.client, socket, ssl, zlib) becomes a streamcoord error here, through one
-table (``translate``), raised ``from`` its cause.
+table (``_error_table.translate``), raised ``from`` its cause.
 
 Its helpers have no other user: ``_http_decoders`` (chunked framing, gzip/deflate/br/zstd;
-no I/O), ``_urls`` (which redirects may be followed; what of a URL is shown) and
-``_sockets`` (how a cancel reaches the socket where urllib3's ``shutdown()`` cannot).
+no I/O), ``_urls`` (which redirects may be followed; what of a URL is shown),
+``_error_table`` (the mapping) and ``_sockets`` (how a cancel reaches the socket where
+urllib3's ``shutdown()`` cannot).
 
 Reading: many HTTP chunks per read, not one. Read through urllib3/http.client, each
 ``read1`` returns at most one HTTP chunk, so a stream of small events would pay the whole
@@ -21,26 +22,22 @@ socket cannot be reached (an adapter that is not urllib3's) is read through urll
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
-import ssl
 import threading
 import time
-import zlib
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import requests
-import urllib3.exceptions
 import urllib3.response
 
 from streamcoord._adapter import HTTPRequest
+from streamcoord._error_table import BAD_REQUEST, translate
 from streamcoord._http_decoders import ACCEPT_ENCODING, ChunkedDecoder, content_decoder
 from streamcoord._sockets import StreamingAdapter, response_socket, sending, shutdown_socket, socket_in_flight
 from streamcoord._urls import MAX_REDIRECTS, redirect_target, safe_url
-from streamcoord.errors import ConnectionLost, ProtocolError, StreamcoordError, StreamTimeout
+from streamcoord.errors import ConnectionLost, StreamcoordError, StreamTimeout
 
-__all__ = ["MAX_ERROR_BODY", "StreamingAdapter", "Transport", "reason", "safe_url", "translate"]
+__all__ = ["MAX_ERROR_BODY", "StreamingAdapter", "Transport", "safe_url"]
 
 MAX_ERROR_BODY = 1 << 20
 
@@ -98,6 +95,7 @@ class Transport:
         self._sending_thread = threading.get_ident()
         self._location = None
         self._headers_wait = read
+        unsendable: Optional[StreamcoordError] = None
         try:
             response = self._session.request(
                 request.method, url, json=request.json, headers=headers,
@@ -116,10 +114,17 @@ class Transport:
             )
             if error is None:
                 raise
-            raise error from exc
+            if error.args[0].endswith(BAD_REQUEST):
+                unsendable = error  # raised below, with no cause: it would quote the header
+            else:
+                raise error from exc
         finally:
             sending.transport = None
             self._sending_thread = None
+        if unsendable is not None:
+            # Outside the except block, so not even __context__ holds the value that could
+            # not be sent (it may be a header with the key).
+            raise unsendable
         with self._lock:
             self.response = response
             self._raw = response.raw
@@ -162,7 +167,8 @@ class Transport:
             return
         self._body_started = True
         raw = self._raw
-        self._content = content_decoder(self.response.headers.get("content-encoding"))  # type: ignore[union-attr]
+        self._content = content_decoder(self.response.headers.get("content-encoding"), self._read_size)  # type: ignore[union-attr]
+        self._ended: Optional[bool] = None  # the body's last bytes are in, decoded text still pending: reusable?
         self._chunked: Optional[ChunkedDecoder] = None
         self._left: Optional[int] = None
         http_response = getattr(raw, "_fp", None)
@@ -193,9 +199,18 @@ class Transport:
             sock = self._sock
             if sock is not None:
                 sock.settimeout(limit)
+            content = self._content
+            if content is not None and content.pending:  # decoded text left from the last read
+                data = content.decode(b"")
+                if self._ended is not None and not content.pending:
+                    return data + self._end(self._ended)
+                if data:
+                    return data
+            if self._ended is not None:
+                return self._end(self._ended)
             if self._read1 is None:
                 return self._read_slow()
-            if self._left == 0:  # Content-Length: 0, or all of it read
+            if self._left == 0:  # Content-Length: 0
                 return self._end()
             return self._read_fast(sock, limit)
         except StreamcoordError:
@@ -221,13 +236,13 @@ class Transport:
             if chunked is not None:
                 data = chunked.decode(data)
                 if chunked.done:
-                    return (content.decode(data) if content is not None else data) + self._end(chunked.reusable)
+                    return self._last(data, chunked.reusable)
             elif self._left is not None:
                 if len(data) > self._left:
                     data = data[: self._left]
                 self._left -= len(data)
                 if self._left == 0:
-                    return (content.decode(data) if content is not None else data) + self._end()
+                    return self._last(data, True)
             if data and content is not None:
                 data = content.decode(data)
             if data:
@@ -241,6 +256,17 @@ class Transport:
                 raise self._read_timeout()
             if sock is not None:
                 sock.settimeout(deadline - now)
+
+    def _last(self, data: bytes, reusable: bool) -> bytes:
+        """The body's last bytes: the end, unless decoded text is still pending."""
+        content = self._content
+        if content is None:
+            return data + self._end(reusable)
+        data = content.decode(data)
+        if content.pending:
+            self._ended = reusable  # the next reads give the rest, then the end
+            return data
+        return data + self._end(reusable)
 
     def _read_slow(self) -> bytes:
         while True:
@@ -356,74 +382,3 @@ class Transport:
                 response.close()
             except Exception:  # noqa: S110 - closing a broken connection may fail; it is gone either way
                 pass
-
-
-# -- errors ------------------------------------------------------------------------------
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """An exception and what it wraps: causes, contexts, and the ``reason``/``args[0]``
-    through which requests and urllib3 wrap theirs."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        inner = getattr(exc, "reason", None)
-        if not isinstance(inner, BaseException):
-            inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
-        exc = inner or exc.__cause__ or exc.__context__  # type: ignore[assignment]
-
-
-def reason(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 error, without the noise."""
-    *_, inner = _chain(exc)
-    return str(inner) or type(inner).__name__
-
-
-_BAD_REQUEST = (
-    "a request header or the URL holds something HTTP cannot send (a newline, leading "
-    "whitespace, a character outside Latin-1, a malformed address); check api_key, "
-    "extra_headers and base_url"
-)
-# Low-level exception -> (streamcoord error, what to say: None for the exception's own
-# reason, retried or not), first match wins: order matters (requests' ConnectTimeout is
-# also a ConnectionError, socket.timeout an OSError). Certificate errors are looked for
-# anywhere in the chain (requests wraps them three deep), the rest by the outermost
-# exception, which requests and urllib3 have already classified. A ValueError counts only
-# while sending (http.client's "Invalid header value" and requests' InvalidHeader quote
-# the value, which may be a key: never repeated).
-_ERROR_TABLE: Tuple[Tuple[Tuple[type, ...], type, Optional[str], bool], ...] = (
-    ((requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout), StreamTimeout, None, True),
-    ((zlib.error, urllib3.exceptions.DecodeError, requests.exceptions.ContentDecodingError), ProtocolError,
-     "the body could not be decoded", False),
-    ((requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
-      requests.exceptions.InvalidHeader, urllib3.exceptions.LocationValueError), ConnectionLost, _BAD_REQUEST, False),
-    ((requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError),
-     ConnectionLost, None, True),
-    ((ValueError,), ConnectionLost, _BAD_REQUEST, False),
-)
-
-
-def translate(
-    exc: BaseException, doing: str, on_timeout: Callable[[BaseException], StreamTimeout], sending: bool = False
-) -> Optional[StreamcoordError]:
-    """The streamcoord error for a low-level exception met while ``doing`` something; None
-    for an exception that is not an I/O one (a bug is not a broken connection)."""
-    for inner in _chain(exc):
-        if isinstance(inner, ssl.SSLCertVerificationError):
-            error = ConnectionLost(
-                f"{doing}: the server's TLS certificate was refused ({inner.verify_message or inner}); "
-                "if it is signed by your own CA, pass a session that trusts it: "
-                "s = requests.Session(); s.verify = '/path/to/ca-bundle.pem'; Client(..., session=s)"
-            )
-            error.retryable = False  # type: ignore[attr-defined]
-            return error
-    for types, cls, message, retryable in _ERROR_TABLE:
-        if isinstance(exc, types):
-            if types == (ValueError,) and not sending:
-                return None
-            if cls is StreamTimeout:
-                return on_timeout(exc)
-            error = cls(f"{doing}: {message or reason(exc)}")
-            if not retryable:
-                error.retryable = False  # type: ignore[attr-defined]  # the same request fails the same way
-            return error
-    return None

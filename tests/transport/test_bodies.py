@@ -11,6 +11,7 @@ import requests
 import requests.adapters
 
 import streamcoord
+from tests.conftest import MESSAGES
 from tests.support.rawserver import (
     LAST_CHUNK,
     READ,
@@ -162,3 +163,23 @@ def test_a_compressed_body_from_an_adapter_that_is_not_urllib3s_is_decoded(clean
     session = requests.Session()
     session.mount("http://", _ReplayAdapter())
     assert read_all(client_for("http://replay.invalid", session)) == TEXT
+
+
+@pytest.mark.parametrize("framing", ["chunked", "Content-Length"])
+def test_a_long_gzip_answer_comes_whole_in_bounded_pieces(clean, raw, session, framing):
+    # 3000 events compress to a few KiB: each read hands over at most a read's worth of
+    # decoded text, the rest on the next reads, and the end only after all of it.
+    words = [f" w{i}" for i in range(3000)]
+    data = gzipped(sse_body(words))
+    if framing == "chunked":
+        body = head(chunked=True, headers={"Content-Encoding": "gzip"}) + b"".join(chunk(p) for p in pieces(data, 4096))
+        body += LAST_CHUNK
+    else:
+        body = head(length=len(data), headers={"Content-Encoding": "gzip"}) + data
+    raw.script(READ, Send(body), Close())
+    batches = []
+    with client_for(raw.base_url, session).stream_chat(MESSAGES, model="m") as stream:
+        for batch in stream.batches():
+            batches.append(len(batch))
+        assert stream.text == "".join(words)
+    assert len(batches) > 10  # not one batch of 3000 chunks

@@ -110,6 +110,28 @@ def test_compressed_body_split_anywhere_decodes_to_the_original(encoding, data, 
 
 
 @FUZZ
+@given(st.sampled_from(["gzip", "deflate", "raw deflate", "gzip, gzip", "deflate, gzip"]),
+       st.lists(st.binary(max_size=400), min_size=1, max_size=3), cuts, st.integers(1, 64))
+def test_bounded_output_per_decode_still_gives_the_whole_body(encoding, members, at, limit):
+    # Each decode() gives at most about `limit` bytes a layer; the rest is pending and
+    # comes with decode(b"") (as the transport asks before it reads the socket again).
+    layers = encoding.split(", ")
+    data = b"".join(members)
+    packed = b"".join(compress(layers[0], m) for m in members) if layers[0] == "gzip" else compress(layers[0], data)
+    for layer in layers[1:]:
+        packed = compress(layer, packed)
+    decoder = content_decoder(", ".join("deflate" if name == "raw deflate" else name for name in layers), limit)
+    out = []
+    for piece in split(packed, at):
+        out.append(decoder.decode(piece))
+        assert len(out[-1]) <= limit * len(layers) * 2 + 64
+        while decoder.pending:
+            out.append(decoder.decode(b""))
+    out.append(decoder.flush())
+    assert b"".join(out) == data
+
+
+@FUZZ
 @given(st.sampled_from(["gzip", "deflate", "gzip, deflate"]), st.binary(max_size=300), cuts)
 def test_arbitrary_bytes_to_a_content_decoder_give_bytes_or_a_protocol_error(header, data, at):
     try:
