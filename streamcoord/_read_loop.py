@@ -28,7 +28,7 @@ from streamcoord._decoders import NDJSONDecoder, SSEDecoder
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
-from streamcoord._retry import retry_after_seconds
+from streamcoord._retry import retry_after_seconds, should_retry_header
 from streamcoord._spec import Cancelled, StreamSpec
 from streamcoord._transport import Transport, safe_url
 from streamcoord.errors import APIError, ProtocolError, StreamcoordError, StreamTimeout, api_error_for_type
@@ -86,9 +86,11 @@ class ReadLoop:
         self.log.debug("request %s %s", request.method, safe_url(request.url))
         try:
             response = self.connection.open(request, connect, read_timeout)
-        except StreamcoordError:
+        except StreamcoordError as exc:
             if self.cancelled.is_set():
                 raise Cancelled() from None
+            if isinstance(exc, APIError):  # a redirect the transport does not follow: a non-2xx answer
+                self.report_error(exc.status, exc.body)
             raise
         if self.cancelled.is_set():  # closed while the request was being sent
             raise Cancelled()
@@ -97,7 +99,9 @@ class ReadLoop:
         if not 200 <= status < 300:
             body = self.connection.error_body()
             self.report_error(status, body)
-            raise spec.adapter.error_from_response(status, body, retry_after_seconds(response.headers))
+            failure = spec.adapter.error_from_response(status, body, retry_after_seconds(response.headers))
+            failure.should_retry = should_retry_header(response.headers)  # the provider's verdict
+            raise failure
         if spec.wire_format == "sse" and response.headers.get("content-type", "").startswith("application/json"):
             # A 200 JSON answer where an event stream was expected is an error body in
             # disguise (some proxies and compatible servers do this).
@@ -122,7 +126,7 @@ class ReadLoop:
         if on_error is None:
             return
         try:
-            on_error(status, body)
+            on_error(status, self.spec.scrubber.value(body))  # a server may echo the key back
         except Exception:  # the stream's own error is what the caller must see
             self.log.exception("on_error callback raised")
 

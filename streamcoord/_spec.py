@@ -3,13 +3,14 @@ and the two signals its parts pass each other (``End`` on the queue, ``Cancelled
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import requests
 
 from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._chunk import Chunk
 from streamcoord._config import Retry
+from streamcoord._keys import Scrubber
 from streamcoord._options import StreamOptions
 from streamcoord._recovery import Recovery
 
@@ -60,6 +61,7 @@ class StreamSpec:
         recovery: Optional[Recovery] = None,
         recovery_meta: Optional[Dict[str, Any]] = None,
         resume: Optional[Resume] = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.options = options
         self.stream_id = options.stream_id
@@ -74,3 +76,4 @@ class StreamSpec:
         self.recovery = recovery
         self.recovery_meta = recovery_meta or {}
         self.resume = resume
+        self.scrubber = Scrubber(secrets)  # the key(s) this stream sends, scrubbed wherever they surface

@@ -31,7 +31,7 @@ import requests
 import urllib3.response
 
 from streamcoord._adapter import HTTPRequest
-from streamcoord._error_table import BAD_REQUEST, translate
+from streamcoord._error_table import translate
 from streamcoord._http_decoders import ACCEPT_ENCODING, ChunkedDecoder, content_decoder
 from streamcoord._sockets import StreamingAdapter, response_socket, sending, shutdown_socket, socket_in_flight
 from streamcoord._urls import MAX_REDIRECTS, redirect_target, safe_url
@@ -95,7 +95,6 @@ class Transport:
         self._sending_thread = threading.get_ident()
         self._location = None
         self._headers_wait = read
-        unsendable: Optional[StreamcoordError] = None
         try:
             response = self._session.request(
                 request.method, url, json=request.json, headers=headers,
@@ -114,17 +113,10 @@ class Transport:
             )
             if error is None:
                 raise
-            if error.args[0].endswith(BAD_REQUEST):
-                unsendable = error  # raised below, with no cause: it would quote the header
-            else:
-                raise error from exc
+            raise error from exc
         finally:
             sending.transport = None
             self._sending_thread = None
-        if unsendable is not None:
-            # Outside the except block, so not even __context__ holds the value that could
-            # not be sent (it may be a header with the key).
-            raise unsendable
         with self._lock:
             self.response = response
             self._raw = response.raw

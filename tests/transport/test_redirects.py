@@ -47,8 +47,10 @@ def test_a_chain_of_five_redirects_is_followed_and_a_sixth_is_refused(clean, raw
 @pytest.mark.parametrize("status", [301, 302, 303])
 def test_other_redirects_are_an_api_error_naming_status_and_location(clean, raw, session, status):
     raw.script(READ, redirect(status, "/moved?token=s3cret&x=1"), Close())
+    seen = []
     with pytest.raises(streamcoord.APIError) as caught:
-        read_all(client_for(raw.base_url, session, retries=2))
+        read_all(client_for(raw.base_url, session, retries=2), on_error=lambda status, body: seen.append(status))
+    assert seen == [status]  # on_error hears of every non-2xx answer
     message = str(caught.value)
     assert str(status) in message and "/moved?token=...&x=..." in message
     assert "s3cret" not in message
