@@ -22,8 +22,11 @@ setup(
         # The Django and Flask examples (examples/): waitress serves them; 3.0.1+ for its
         # security fixes, and it has channel_request_lookahead (noticing a browser that left).
         "web": ["flask>=2.3", "django>=4.2", "waitress>=3.0.1"],
+        # stream.events(): ToolCallDelta.partial_arguments parsed while the JSON streams in
+        # (jiter's partial mode, as openai-python and anthropic use it).
+        "partial-json": ["jiter>=0.5"],
         # selenium drives Debian's chromium for the browser test of the examples.
-        "test": ["pytest>=7", "hypothesis>=6.80", "openai>=1.40", "selenium>=4.10"],
+        "test": ["pytest>=7", "hypothesis>=6.80", "openai>=1.40", "selenium>=4.10", "jiter>=0.5"],
     },
     entry_points={"console_scripts": ["streamcoord=streamcoord.__main__:main"]},
     classifiers=[

@@ -8,6 +8,7 @@
 See ``Client``, ``ChatStream``, ``Chunk``, ``StreamingCoordinator`` and ``streamcoord.errors``.
 """
 
+from streamcoord import events  # typed stream events: stream.events()
 from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._chunk import Chunk
 from streamcoord._client import Client, new_session, stream_chat
@@ -60,6 +61,7 @@ __all__ = [
     "Timeout",
     "adapter_names",
     "enable_logging",
+    "events",
     "new_session",
     "stream_chat",
 ]

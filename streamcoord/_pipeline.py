@@ -212,6 +212,12 @@ class Pipeline:
             return
         self._enqueue(batch)
 
+    def put_restart(self, restart: Any) -> None:
+        """A recovery starts the answer over from its cut (``Restart``); the direct API
+        has no queue and no events."""
+        if self.spec.callback is None:
+            self._enqueue(restart)
+
     def put_end(self, end: Any) -> None:
         """The last item, after everything handed over (the direct API has no queue)."""
         if self.spec.callback is not None:

@@ -13,7 +13,7 @@ from streamcoord._config import Retry
 from streamcoord._options import StreamOptions
 from streamcoord._recovery import Recovery
 
-__all__ = ["Cancelled", "End", "Resume", "StreamSpec"]
+__all__ = ["Cancelled", "End", "Restart", "Resume", "StreamSpec"]
 
 
 class End:
@@ -23,6 +23,20 @@ class End:
 
     def __init__(self, error: Optional[BaseException]) -> None:
         self.error = error
+
+
+class Restart:
+    """Put on the queue after a recovery's cut, before its continuation: the tool calls
+    (and the reasoning after the kept text) come again. Chunk readers never see it; the
+    event reader starts its tool calls over and announces a rewind of 0 characters when
+    no rewind chunk (``announced``) did."""
+
+    __slots__ = ("announced", "attempt", "strategy")
+
+    def __init__(self, attempt: int, strategy: str, announced: bool) -> None:
+        self.attempt = attempt
+        self.strategy = strategy
+        self.announced = announced
 
 
 class Cancelled(Exception):
