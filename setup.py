@@ -22,11 +22,15 @@ setup(
         # The Django and Flask examples (examples/): waitress serves them; 3.0.1+ for its
         # security fixes, and it has channel_request_lookahead (noticing a browser that left).
         "web": ["flask>=2.3", "django>=4.2", "waitress>=3.0.1"],
+        # OpenTelemetry GenAI spans and metrics (Client(telemetry=True), streamcoord.instrument()):
+        # the API only; the application picks its SDK or distro and exporter.
+        "otel": ["opentelemetry-api>=1.27"],
         # stream.events(): ToolCallDelta.partial_arguments parsed while the JSON streams in
         # (jiter's partial mode, as openai-python and anthropic use it).
         "partial-json": ["jiter>=0.5"],
         # selenium drives Debian's chromium for the browser test of the examples.
-        "test": ["pytest>=7", "hypothesis>=6.80", "openai>=1.40", "selenium>=4.10", "jiter>=0.5"],
+        "test": ["pytest>=7", "hypothesis>=6.80", "openai>=1.40", "selenium>=4.10", "jiter>=0.5",
+                 "opentelemetry-sdk>=1.27"],
     },
     entry_points={"console_scripts": ["streamcoord=streamcoord.__main__:main"]},
     classifiers=[

@@ -18,6 +18,7 @@ from streamcoord._logging import enable_logging
 from streamcoord._metrics import StreamMetrics
 from streamcoord._registry import names as adapter_names
 from streamcoord._stream import ChatStream
+from streamcoord._telemetry import instrument, uninstrument
 from streamcoord.errors import (
     APIError,
     AuthenticationError,
@@ -62,6 +63,8 @@ __all__ = [
     "adapter_names",
     "enable_logging",
     "events",
+    "instrument",
     "new_session",
     "stream_chat",
+    "uninstrument",
 ]

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Union
 import requests
 
 from recovery_store import RecoveryStore
-from streamcoord import _registry
+from streamcoord import _registry, _telemetry
 from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._http import StreamingAdapter
@@ -52,6 +52,8 @@ class Client:
 
     ``provider`` is a registered name (``streamcoord.adapter_names()``) or an ``Adapter`` instance.
     The key comes from ``api_key`` or the provider's usual environment variable.
+    ``telemetry=True`` records each stream as an OpenTelemetry span and GenAI metrics
+    (extra ``otel``); the default follows ``streamcoord.instrument()``.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Client:
         timeout: TimeoutTypes = 300.0,
         max_retries: Union[int, Retry] = 2,
         recovery_store: Any = None,
+        telemetry: Optional[bool] = None,
     ) -> None:
         if isinstance(provider, Adapter):
             self.adapter = provider
@@ -86,6 +89,8 @@ class Client:
                 f"MemoryStore() or RedisStore(url), got {recovery_store!r:.80}"
             )
         self.recovery_store = recovery_store
+        # OpenTelemetry spans and metrics (extra "otel"); None follows streamcoord.instrument().
+        self._telemetry = _telemetry.instruments_for(telemetry)
 
     def stream_chat(self, messages: List[Dict[str, Any]], **options: Any) -> ChatStream:
         """Start streaming an answer. Returns at once; the request goes out on iteration."""
@@ -165,6 +170,9 @@ class Client:
                 ) from None
             store = self.recovery_store or default_store()
             recovery = Recovery(store, opts.stream_id, strategy, max_retries, keep, self.provider)
+        telemetry = None
+        if self._telemetry is not None:
+            telemetry = self._telemetry.stream(self.provider, opts.stream_id, request.url, request_options, messages)
         spec = StreamSpec(
             options=opts,
             provider=self.provider,
@@ -177,6 +185,7 @@ class Client:
             recovery=recovery,
             recovery_meta=meta,
             resume=resume,
+            telemetry=telemetry,
         )
         return ChatStream(spec)
 
@@ -193,11 +202,12 @@ def stream_chat(
     session: Optional[requests.Session] = None,
     max_retries: Union[int, Retry] = 2,
     recovery_store: Any = None,
+    telemetry: Optional[bool] = None,
     **options: Any,
 ) -> ChatStream:
     """One call: ``for chunk in streamcoord.stream_chat("openai", messages, model=...)``."""
     client = Client(
         provider, api_key=api_key, base_url=base_url, session=session,
-        max_retries=max_retries, recovery_store=recovery_store,
+        max_retries=max_retries, recovery_store=recovery_store, telemetry=telemetry,
     )
     return client.stream_chat(messages, **options)

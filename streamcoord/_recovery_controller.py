@@ -101,6 +101,8 @@ class RecoveryController:
             "recovering after %r: attempt %d of %d, strategy %s, rewind %d chars",
             exc, recovery.attempts, recovery.max_retries, recovery.strategy, rewind,
         )
+        if self.spec.telemetry is not None:
+            self.spec.telemetry.recovery(recovery.attempts, recovery.strategy, rewind, exc)
         if self.pipeline.marks is not None:
             announced = self._rewind_transformed(kept)
         else:

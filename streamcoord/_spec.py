@@ -74,6 +74,7 @@ class StreamSpec:
         recovery: Optional[Recovery] = None,
         recovery_meta: Optional[Dict[str, Any]] = None,
         resume: Optional[Resume] = None,
+        telemetry: Any = None,
     ) -> None:
         self.options = options
         self.stream_id = options.stream_id
@@ -88,3 +89,4 @@ class StreamSpec:
         self.recovery = recovery
         self.recovery_meta = recovery_meta or {}
         self.resume = resume
+        self.telemetry = telemetry  # a _telemetry.StreamTelemetry, or None (off: no cost)
