@@ -129,6 +129,35 @@ def test_parallel_tool_calls_in_many_fragments_grow_then_complete(server, events
     assert events[-1] == Done("tool_calls", stream.usage)
 
 
+def gemini_parallel():
+    calls = [{"functionCall": {"name": name, "args": arguments}} for _, name, arguments in CALLS]
+    chunk = {"candidates": [{"content": {"parts": calls, "role": "model"}, "finishReason": "STOP", "index": 0}],
+             "modelVersion": "gemini-2.5-flash",
+             "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 20, "totalTokenCount": 29}}
+    return list(sse([chunk]).parts)
+
+
+def ollama_parallel():
+    calls = [{"function": {"name": name, "arguments": arguments}} for _, name, arguments in CALLS]
+    lines = [{"model": "qwen3", "created_at": "2025-01-01T00:00:00Z",
+              "message": {"role": "assistant", "content": "", "tool_calls": calls}, "done": False},
+             {"model": "qwen3", "created_at": "2025-01-01T00:00:00Z", "message": {"role": "assistant", "content": ""},
+              "done": True, "done_reason": "stop", "prompt_eval_count": 9, "eval_count": 20}]
+    return [(json.dumps(line) + "\n").encode() for line in lines]
+
+
+@pytest.mark.parametrize("provider", ["gemini", "ollama"])
+def test_parallel_tool_calls_sent_whole_are_one_delta_each_then_done(server, events_of, provider):
+    server.enqueue(response(provider, {"gemini": gemini_parallel, "ollama": ollama_parallel}[provider]()))
+    stream, events = events_of(provider)
+    deltas = [(e.index, e.name, e.partial_arguments) for e in events if isinstance(e, ToolCallDelta)]
+    assert deltas == [(i, name, arguments) for i, (_, name, arguments) in enumerate(CALLS)]
+    done = [(e.index, e.name, e.arguments) for e in events if isinstance(e, ToolCallDone)]
+    assert done == deltas
+    assert [c["function"]["name"] for c in stream.tool_calls] == [name for _, name, _ in CALLS]
+    assert events[-1] == Done("tool_calls", stream.usage)
+
+
 def test_malformed_arguments_at_the_end_give_the_raw_text_not_a_crash(server, events_of):
     unclosed = json.dumps(CALLS[1][2])[:-1]  # the model never closed its object
     server.enqueue(response("openai", openai_parallel(calls=[CALLS[0], CALLS[1][:2] + (unclosed,)])))
