@@ -2,6 +2,9 @@
 
 from setuptools import setup
 
+# The official SDKs the differential tests (tests/differential/) compare streamcoord with.
+DIFFERENTIAL = ["openai>=1.40", "anthropic>=0.40", "google-genai>=1.0", "mistralai>=1.0", "ollama>=0.4"]
+
 setup(
     name="streamcoord",
     version="0.1.0",
@@ -29,8 +32,8 @@ setup(
         # (jiter's partial mode, as openai-python and anthropic use it).
         "partial-json": ["jiter>=0.5"],
         # selenium drives Debian's chromium for the browser test of the examples.
-        "test": ["pytest>=7", "hypothesis>=6.80", "openai>=1.40", "selenium>=4.10", "jiter>=0.5",
-                 "opentelemetry-sdk>=1.27"],
+        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10", "jiter>=0.5", "opentelemetry-sdk>=1.27"] + DIFFERENTIAL,
+        "differential": DIFFERENTIAL,
     },
     entry_points={"console_scripts": ["streamcoord=streamcoord.__main__:main"]},
     classifiers=[

@@ -12,7 +12,7 @@ Pass a store as ``streamcoord.Client(recovery_store=...)``:
 :func:`cut_point` implements the resume strategies in :data:`STRATEGIES`.
 """
 
-from .base import DEFAULT_TTL, RecoveryStore, StreamRecord
+from .base import DEFAULT_TTL, RecoveryStore, StoreUnavailable, StreamRecord
 from .disk import DiskStore, default_store
 from .memory import MemoryStore
 from .redis import RedisStore  # the module does not import the redis package itself
@@ -25,6 +25,7 @@ __all__ = [
     "RecoveryStore",
     "RedisStore",
     "STRATEGIES",
+    "StoreUnavailable",
     "StreamRecord",
     "cut_point",
     "default_store",

@@ -33,7 +33,9 @@ __all__ = [
     "DEFAULT_TTL",
     "STATUSES",
     "RecoveryStore",
+    "StoreUnavailable",
     "StreamRecord",
+    "check_record",
     "dump_meta",
     "validate_status",
     "validate_stream_id",
@@ -71,6 +73,15 @@ _SECRET_META_KEYS = frozenset(
 )
 
 
+class StoreUnavailable(OSError):
+    """The store cannot be opened or used: a damaged database file, a directory that is not
+    one or cannot be read, a server that is down. The message names the store and what to do.
+
+    streamcoord never lets it reach a stream: a stream goes on without recovery (logged at
+    WARNING), and ``Client.resume`` raises ``RecoveryFailed`` with this as its cause.
+    """
+
+
 @dataclasses.dataclass
 class StreamRecord:
     """One stream's persisted state, as returned by :meth:`RecoveryStore.load`.
@@ -83,6 +94,22 @@ class StreamRecord:
     text: str  # all assistant text persisted so far, in order
     status: str  # "streaming" | "completed" | "failed"
     updated_at: float  # time.time() of the last write
+
+
+def check_record(record: Any) -> StreamRecord:
+    """``record`` (what a store's ``load`` returned) if it has the shape of a StreamRecord,
+    else ValueError saying what is wrong: for a store that was damaged or changed by hand."""
+    if not isinstance(record, StreamRecord):
+        raise ValueError(f"the store returned a {type(record).__name__}, not a StreamRecord")
+    if not isinstance(record.meta, dict):
+        raise ValueError(f"its meta is a {type(record.meta).__name__}, not a dict")
+    if not isinstance(record.text, str):
+        raise ValueError(f"its text is a {type(record.text).__name__}, not a str")
+    if record.status not in STATUSES:
+        raise ValueError(f"its status is {str(record.status)[:40]!r}, not one of {', '.join(STATUSES)}")
+    if isinstance(record.updated_at, bool) or not isinstance(record.updated_at, (int, float)):
+        raise ValueError("its updated_at is not a number")
+    return record
 
 
 def validate_stream_id(stream_id: Any) -> str:

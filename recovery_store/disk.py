@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
 from typing import Any, Callable, Optional, Union
@@ -34,7 +35,9 @@ from diskcache.core import MODE_PICKLE, UNKNOWN
 
 from .base import (
     DEFAULT_TTL,
+    STATUSES,
     RecoveryStore,
+    StoreUnavailable,
     StreamRecord,
     _closed,
     _unknown,
@@ -116,6 +119,61 @@ def _private_directory(directory: str) -> None:
         os.chmod(directory, 0o700)
 
 
+def _open_cache(directory: str) -> diskcache.Cache:
+    """The cache in ``directory`` (made 0700 first); StoreUnavailable, saying what is wrong
+    with the directory and what to do, when it cannot be opened."""
+    try:
+        _private_directory(directory)
+        return _new_cache(directory)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise StoreUnavailable(
+            f"the recovery store directory {directory!r} cannot be used: a file stands where it or "
+            f"one of its parents should be ({exc.strerror}); choose another directory"
+        ) from exc
+    except PermissionError as exc:
+        raise StoreUnavailable(
+            f"the recovery store directory {directory!r} cannot be used: permission denied for "
+            f"{exc.filename!r}; make it writable by this user or choose another directory"
+        ) from exc
+    except sqlite3.DatabaseError as exc:
+        raise StoreUnavailable(
+            f"the recovery store in {directory!r} cannot be opened ({type(exc).__name__}: {exc}): its "
+            "cache.db is damaged or not a database; delete the directory's contents or choose another"
+        ) from exc
+    except OSError as exc:
+        raise StoreUnavailable(f"the recovery store directory {directory!r} cannot be used: {exc}") from exc
+
+
+def _new_cache(directory: str) -> diskcache.Cache:
+    cache = diskcache.Cache.__new__(diskcache.Cache)
+    try:
+        cache.__init__(directory, disk=JSONTextDisk, eviction_policy="none")  # type: ignore[misc]
+    except BaseException:
+        # A failed __init__ may have opened the database already: close it now, not when
+        # the garbage collector gets to it (a stream tries the default store on every call).
+        try:
+            cache.close()
+        except Exception:  # noqa: S110 - it was never fully opened
+            pass
+        raise
+    return cache
+
+
+def _check_head(sid: str, head: Any) -> dict:
+    """A head as this store writes it, or ValueError saying what is wrong with it."""
+    if not isinstance(head, dict):
+        raise ValueError(f"the head of stream {sid!r} is a {type(head).__name__}, not a dict")
+    n, updated_at = head.get("n"), head.get("updated_at")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"the head of stream {sid!r} has a piece count of {str(n)[:20]}, not a whole number >= 0")
+    for name, value in (("updated_at", updated_at), ("keep_until", head.get("keep_until"))):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"the {name} in the head of stream {sid!r} is not a number")
+    if head.get("status") not in STATUSES:
+        raise ValueError(f"the head of stream {sid!r} has an unknown status")
+    return head
+
+
 class DiskStore(RecoveryStore):
     """Recovery records in a diskcache directory; safe across threads and processes.
 
@@ -134,8 +192,7 @@ class DiskStore(RecoveryStore):
         self.ttl = validate_ttl(ttl)
         self._clock = clock
         self.directory = os.path.abspath(os.fspath(directory)) if directory is not None else default_directory()
-        _private_directory(self.directory)
-        self._cache = diskcache.Cache(self.directory, disk=JSONTextDisk, eviction_policy="none")
+        self._cache = _open_cache(self.directory)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -154,7 +211,7 @@ class DiskStore(RecoveryStore):
 
     def _head(self, sid: str) -> Optional[dict]:
         head = self._cache.get("h:" + sid)
-        if head is not None and self._clock() - head["updated_at"] >= self.ttl:
+        if head is not None and self._clock() - _check_head(sid, head)["updated_at"] >= self.ttl:
             logger.debug("recovery record expired", extra={"stream_id": sid, "provider": "-"})
             return None
         return head
@@ -162,7 +219,11 @@ class DiskStore(RecoveryStore):
     def _remove(self, sid: str, head: Optional[dict]) -> None:
         if head is None:
             head = self._cache.get("h:" + sid)  # logically expired heads still list pieces
-        for i in range(head["n"] if head else 0):
+        try:
+            count = _check_head(sid, head)["n"] if head is not None else 0
+        except ValueError:
+            count = 0  # a damaged head: its pieces are left to diskcache's expiry
+        for i in range(count):
             self._cache.delete(f"p:{sid}:{i}")
         self._cache.delete("m:" + sid)
         self._cache.delete("h:" + sid)
@@ -239,6 +300,9 @@ class DiskStore(RecoveryStore):
         if meta is None or any(p is None for p in pieces):
             logger.warning("recovery record is incomplete; ignoring it", extra={"stream_id": stream_id, "provider": "-"})
             return None
+        for i, piece in enumerate(pieces):
+            if not isinstance(piece, str):
+                raise ValueError(f"piece {i} of stream {stream_id!r} is not text but {type(piece).__name__}")
         return StreamRecord(stream_id, meta, "".join(pieces), head["status"], head["updated_at"])
 
     def delete(self, stream_id: str) -> None:

@@ -180,15 +180,22 @@ class RedisStore(RecoveryStore):
         pipe.hmget(head, "meta", "status", "updated_at")
         pipe.get(text)
         (meta, status, updated_at), data = pipe.execute()
-        if meta is None or status is None or self._expired(updated_at):
+        if meta is None or status is None:
             return None
-        return StreamRecord(
-            stream_id=stream_id,
-            meta=json.loads(_s(meta)),
-            text=_s(data) if data is not None else "",
-            status=_s(status),
-            updated_at=float(_s(updated_at)),
-        )
+        field = "updated_at"
+        try:  # what another writer (or a hand) may have put there: ValueError naming the field
+            stamp = float(_s(updated_at))
+            if self._expired(updated_at):
+                return None
+            field = "meta"
+            meta_value = json.loads(_s(meta))
+            field = "text"
+            text_value = _s(data) if data is not None else ""
+            field = "status"
+            status_value = validate_status(_s(status))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the {field} of stream {stream_id!r} in Redis is damaged ({type(exc).__name__}: {exc})") from exc
+        return StreamRecord(stream_id=stream_id, meta=meta_value, text=text_value, status=status_value, updated_at=stamp)
 
     def delete(self, stream_id: str) -> None:
         validate_stream_id(stream_id)

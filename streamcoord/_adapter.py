@@ -26,6 +26,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from streamcoord._chunk import Chunk
+from streamcoord._keys import check_api_key, is_secret_header
 from streamcoord.errors import APIError, ConnectionLost, ProtocolError, api_error_for_status
 
 __all__ = [
@@ -44,15 +45,9 @@ __all__ = [
 
 REDACTED = "[redacted]"
 
-# Header names whose values are secrets; compared lower-case.
-_SECRET_HEADERS = frozenset(
-    {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie"}
-)
-
-
 def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:
     """A copy of ``headers`` safe to log or show: secret values replaced by ``[redacted]``."""
-    return {k: (REDACTED if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
+    return {k: (REDACTED if is_secret_header(k) else v) for k, v in headers.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,15 +132,19 @@ class Adapter:
 
     # -- configuration -------------------------------------------------------------
     def resolve_api_key(self, api_key: Optional[str]) -> Optional[str]:
-        """The key from the argument, else from the provider's usual environment variables."""
-        if api_key is not None and not isinstance(api_key, str):
-            raise TypeError(f"api_key must be a str, got {type(api_key).__name__}")
-        if api_key:
-            return api_key
+        """The key from the argument, else from the provider's usual environment variables,
+        without surrounding whitespace; a character HTTP cannot send is a ValueError that
+        names its position, never the key."""
+        if api_key is not None:
+            key = check_api_key(api_key, "api_key")
+            if key:
+                return key
         for var in self.api_key_env:
             value = os.environ.get(var)
             if value:
-                return value
+                key = check_api_key(value, f"the environment variable {var}")
+                if key:
+                    return key
         if self.requires_api_key:
             names = " or ".join(self.api_key_env) or "api_key"
             raise ValueError(
@@ -181,6 +180,12 @@ class Adapter:
         messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
         body["messages"] = messages
         return request.with_json(body)
+
+    def continuation_refused(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
+        """The continuation ``request`` failed with ``exc``: if another form of the same
+        continuation avoids that failure (Anthropic: a model that takes no prefill), that
+        request; else None. The recovery tries it once per stream."""
+        return None
 
     # Providers that continue an assistant prefix natively and reject one that ends in
     # whitespace (Anthropic) set this: the prefix is cut before its trailing whitespace.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+import urllib.parse
 from typing import Any, Dict, List, Optional, Union
 
 import requests
@@ -13,9 +15,11 @@ from streamcoord import _registry, _telemetry
 from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._http import StreamingAdapter
+from streamcoord._keys import SCRUBBED, Scrubber, check_headers, secrets_in_headers
 from streamcoord._options import StreamOptions, split_options
-from streamcoord._recovery import Recovery, default_store, recovery_options
+from streamcoord._recovery import Recovery, recovery_options
 from streamcoord._spec import Resume, StreamSpec
+from streamcoord._stored import ScrubbedWrites, load_stored, store_for_resume, store_for_stream
 from streamcoord._stream import ChatStream
 from streamcoord.errors import RecoveryFailed
 
@@ -96,8 +100,15 @@ class Client:
         """Start streaming an answer. Returns at once; the request goes out on iteration."""
         stream_options, request_options = split_options(options)
         messages = validate_messages(messages)
-        request = self.adapter.build_request(messages, request_options, base_url=self.base_url, api_key=self.__api_key)
+        _check_extra_headers(request_options)
+        request = self._build_request(messages, request_options)
         return self._stream(request, StreamOptions(stream_options, self.timeout), messages, request_options)
+
+    def _build_request(self, messages: List[Dict[str, Any]], request_options: Dict[str, Any]) -> Any:
+        request = self.adapter.build_request(messages, request_options, base_url=self.base_url, api_key=self.__api_key)
+        # A custom adapter may add headers of its own: all of them are checked before anything is sent.
+        headers = check_headers(request.headers, f"the headers built by {self.adapter!r}")
+        return dataclasses.replace(request, headers=headers)
 
     def resume(self, stream_id: str, offset: int = 0, **options: Any) -> ChatStream:
         """Take up a stored stream, in this process or another: replay what was stored from
@@ -109,6 +120,7 @@ class Client:
         ``RecoveryFailed``.
         """
         stream_options, request_options = split_options(options)
+        _check_extra_headers(request_options)
         extra_headers = request_options.pop("extra_headers", None)  # never stored, so given again
         if request_options:
             raise TypeError(
@@ -117,30 +129,32 @@ class Client:
             )
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
-        store = self.recovery_store or default_store()
-        record = store.load(stream_id)
-        if record is None:
+        stored = load_stored(store_for_resume(self.recovery_store, stream_id), stream_id)
+        if stored is None:
             raise RecoveryFailed(
                 f"no stored stream {stream_id!r}: it is unknown, was completed (and not kept), or has expired"
             )
-        meta = record.meta
-        if meta.get("provider") != self.provider:
+        if stored.provider != self.provider:
             raise ValueError(
-                f"stream {stream_id!r} was started with provider {meta.get('provider')!r}; "
-                f"resume it with Client({meta.get('provider')!r})"
+                f"stream {stream_id!r} was started with provider {stored.provider!r}; "
+                f"resume it with Client({stored.provider!r})"
             )
-        if offset > len(record.text):
-            raise ValueError(f"offset {offset} is past the {len(record.text)} characters stored for {stream_id!r}")
-        recovery = dict(meta.get("recovery") or {}, **(stream_options.get("recovery") or {}))
+        if offset > len(stored.text):
+            raise ValueError(f"offset {offset} is past the {len(stored.text)} characters stored for {stream_id!r}")
+        recovery = dict(stored.recovery, **(stream_options.get("recovery") or {}))
         stream_options.update(stream_id=stream_id, stream_recovery=True, recovery=recovery)
-        stored_options = dict(meta.get("options") or {})
+        request_options = dict(stored.options)
         if extra_headers:
-            stored_options["extra_headers"] = extra_headers
-        request = self.adapter.build_request(
-            meta["messages"], stored_options, base_url=self.base_url, api_key=self.__api_key
-        )
-        resume = Resume(record.text, offset, record.status == "completed")
-        return self._stream(request, StreamOptions(stream_options, self.timeout), meta["messages"], meta.get("options") or {}, resume)
+            request_options["extra_headers"] = extra_headers
+        try:
+            request = self._build_request(stored.messages, request_options)
+        except (TypeError, ValueError) as exc:  # the stored options, changed by hand
+            raise RecoveryFailed(
+                f"cannot resume stream {stream_id!r}: its record in {stored.where} holds a request that is not "
+                f"valid ({exc}); delete it and start a new stream"
+            ) from exc
+        resume = Resume(stored.text, offset, stored.completed)
+        return self._stream(request, StreamOptions(stream_options, self.timeout), stored.messages, stored.options, resume)
 
     def _stream(
         self,
@@ -152,6 +166,9 @@ class Client:
     ) -> ChatStream:
         recovery = None
         meta = None
+        # The key, the secret headers (extra_headers too) and a password in base_url.
+        secrets = [self.__api_key or "", *secrets_in_headers(request.headers), urllib.parse.urlsplit(self.base_url).password]
+        scrubber = Scrubber(secrets, live=False)
         if opts.stream_recovery:
             strategy, max_retries, keep = recovery_options(opts.recovery)
             # What a resume needs, and only that: never headers or keys.
@@ -168,8 +185,13 @@ class Client:
                 raise TypeError(
                     f"stream_recovery stores the messages and options as JSON, and these are not JSON: {exc}"
                 ) from None
-            store = self.recovery_store or default_store()
-            recovery = Recovery(store, opts.stream_id, strategy, max_retries, keep, self.provider)
+            store = store_for_stream(self.recovery_store, opts.stream_id, self.provider)
+            if store is None:
+                meta = None  # a store that cannot be opened leaves the stream without recovery
+            else:
+                if scrubber:
+                    store = ScrubbedWrites(store, scrubber)
+                recovery = Recovery(store, opts.stream_id, strategy, max_retries, keep, self.provider)
         telemetry = None
         if self._telemetry is not None:
             telemetry = self._telemetry.stream(self.provider, opts.stream_id, request.url, request_options, messages)
@@ -186,11 +208,23 @@ class Client:
             recovery_meta=meta,
             resume=resume,
             telemetry=telemetry,
+            secrets=scrubber.secrets,
         )
         return ChatStream(spec)
 
     def __repr__(self) -> str:
-        return f"<streamcoord.Client provider={self.provider!r} base_url={self.base_url!r}>"
+        base_url = self.base_url
+        password = urllib.parse.urlsplit(base_url).password
+        if password:  # a proxy's credentials in the URL: the user name stays, the password goes
+            base_url = base_url.replace(f":{password}@", f":{SCRUBBED}@", 1)
+        return f"<streamcoord.Client provider={self.provider!r} base_url={base_url!r}>"
+
+
+def _check_extra_headers(request_options: Dict[str, Any]) -> None:
+    """``extra_headers`` checked (and stripped) before any request is built."""
+    extra = request_options.get("extra_headers")
+    if extra is not None:
+        request_options["extra_headers"] = check_headers(extra, "extra_headers")
 
 
 def stream_chat(

@@ -13,6 +13,7 @@ from streamcoord._chunk import Chunk
 from streamcoord._client import _default_session
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._decoders import DEFAULT_MAX_LINE_BYTES
+from streamcoord._keys import check_headers, secrets_in_headers
 from streamcoord._metrics import StreamMetrics, on_metrics_thread
 from streamcoord._options import StreamOptions
 from streamcoord._spec import StreamSpec
@@ -126,6 +127,7 @@ class StreamingCoordinator:
             json.dumps(request)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"request must be JSON-serializable: {exc}") from None
+        headers = check_headers(headers if headers is not None else {}, "headers")
         if session is not None and not isinstance(session, requests.Session):
             raise TypeError(f"session must be a requests.Session, got {session!r:.80}")
         if not callable(callback):
@@ -153,12 +155,13 @@ class StreamingCoordinator:
             options=opts,
             provider=provider,
             adapter=adapter,
-            request=HTTPRequest(url=url, json=request, headers=dict(headers or {})),
+            request=HTTPRequest(url=url, json=request, headers=headers),
             new_parser=lambda _request: FunctionParser(parse_chunk_fn, provider),
             session=session if session is not None else _default_session(),
             retry=Retry.coerce(max_retries),
             wire_format=wire_format,
             callback=callback,
+            secrets=secrets_in_headers(headers),
         )
         worker = Worker(spec)
         worker.start()

@@ -1,7 +1,9 @@
 """Logging: the ``streamcoord`` logger, with ``stream_id`` and ``provider`` on every record.
 
 Nothing logged here ever holds an API key: requests are logged by method and URL only
-(keys travel in headers, which are never logged), and error bodies are the provider's.
+(keys travel in headers, which are never logged), and :class:`ScrubbingFilter`, on every
+streamcoord logger, replaces the key of every live stream by ``***`` in each record's
+message, arguments and exception, for a server that echoes a key back in an error body.
 """
 
 from __future__ import annotations
@@ -10,9 +12,15 @@ import logging
 import sys
 from typing import Any, MutableMapping, Optional, Tuple, Union
 
-__all__ = ["LOG_FORMAT", "StreamLogger", "enable_logging", "logger"]
+from streamcoord._keys import SCRUBBED, Scrubber, live_secrets
+
+__all__ = ["LOGGER_NAMES", "LOG_FORMAT", "ScrubbingFilter", "StreamLogger", "enable_logging", "logger"]
 
 logger = logging.getLogger("streamcoord")
+
+#: Every logger the library logs to. A logger's filters see only the records logged to it
+#: (not its children's), so each one gets the scrubbing filter.
+LOGGER_NAMES = ("streamcoord", "streamcoord.recovery_store")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s streamcoord [%(stream_id)s %(provider)s] %(message)s"
 
@@ -27,6 +35,35 @@ class _Defaults(logging.Filter):
         if not hasattr(record, "provider"):
             record.provider = "-"
         return True
+
+
+class ScrubbingFilter(logging.Filter):
+    """Replaces the secrets of every live stream by ``***`` in a record: the message with its
+    arguments, and the exception it carries. Runs only for records that will be emitted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = live_secrets()
+        if not secrets:
+            return True
+        try:
+            message = record.getMessage()
+            if any(s in message for s in secrets):
+                for secret in secrets:
+                    message = message.replace(secret, SCRUBBED)
+                record.msg, record.args = message, None
+            if record.exc_info and record.exc_info[1] is not None:
+                Scrubber(secrets, live=False).exception(record.exc_info[1])
+                record.exc_text = None  # formatted again, from the scrubbed exception
+        except Exception:  # a record that cannot be checked is not shown as it is
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "(a log record that could not be checked for API keys was withheld)", None, None, None
+            )
+        return True
+
+
+_scrubbing_filter = ScrubbingFilter()
+for _name in LOGGER_NAMES:
+    logging.getLogger(_name).addFilter(_scrubbing_filter)
 
 
 class StreamLogger(logging.LoggerAdapter):

@@ -32,7 +32,7 @@ from streamcoord._http import BodyReader, read_error_body, safe_url, send, trans
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
-from streamcoord._retry import retry_after_seconds
+from streamcoord._retry import retry_after_seconds, should_retry_header
 from streamcoord._spec import Cancelled, StreamSpec
 from streamcoord.errors import APIError, ProtocolError, StreamcoordError, StreamTimeout, api_error_for_type
 
@@ -199,7 +199,9 @@ class ReadLoop:
         if not 200 <= status < 300:
             body = self.connection.error_body()
             self.report_error(status, body)
-            raise spec.adapter.error_from_response(status, body, retry_after_seconds(response.headers))
+            failure = spec.adapter.error_from_response(status, body, retry_after_seconds(response.headers))
+            failure.should_retry = should_retry_header(response.headers)  # the provider's verdict
+            raise failure
         if spec.wire_format == "sse" and response.headers.get("content-type", "").startswith("application/json"):
             # A 200 JSON answer where an event stream was expected is an error body in
             # disguise (some proxies and compatible servers do this).
@@ -224,7 +226,7 @@ class ReadLoop:
         if on_error is None:
             return
         try:
-            on_error(status, body)
+            on_error(status, self.spec.scrubber.value(body))  # a server may echo the key back
         except Exception:  # the stream's own error is what the caller must see
             self.log.exception("on_error callback raised")
 

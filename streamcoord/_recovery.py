@@ -155,7 +155,7 @@ class Recovery:
             operation(*args)
         except Exception as exc:
             self._persisting = False
-            logger.error(
-                "the recovery store failed (%r); this stream will not be resumable", exc,
-                extra={"stream_id": self.stream_id, "provider": self.provider},
+            logger.warning(
+                "the recovery store %r failed (%s: %s); this stream goes on but will not be resumable",
+                self.store, type(exc).__name__, exc, extra={"stream_id": self.stream_id, "provider": self.provider},
             )

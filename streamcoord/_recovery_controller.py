@@ -52,6 +52,7 @@ class RecoveryController:
         self.pipeline = pipeline
         self.metrics = metrics
         self.log = log
+        self._refusal_retried = False
         if spec.options.transform_chunk is not None:
             pipeline.marks = RewindMarks()
 
@@ -121,6 +122,18 @@ class RecoveryController:
         request = adapter.build_continuation(request, kept)
         # About four characters a token: shrink max_tokens by what was already produced.
         return adapter.reduce_max_tokens(request, (len(kept) + 3) // 4)
+
+    def after_refusal(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
+        """A continuation ``request`` the provider refused (``exc``) in a way its adapter
+        knows another form of it avoids (a model that takes no prefill): that other form,
+        once per stream; None otherwise."""
+        if self._refusal_retried or request is self.spec.request:
+            return None
+        other = self.spec.adapter.continuation_refused(request, exc)
+        if other is not None:
+            self._refusal_retried = True
+            self.log.info("the continuation was refused (%r); continuing the other way", exc)
+        return other
 
     def _rewind_transformed(self, kept: str) -> bool:
         """Rewind the consumer's text to the last hand-over at or before the cut, then send

@@ -3,13 +3,14 @@ and the two signals its parts pass each other (``End`` on the queue, ``Cancelled
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import requests
 
 from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._chunk import Chunk
 from streamcoord._config import Retry
+from streamcoord._keys import Scrubber
 from streamcoord._options import StreamOptions
 from streamcoord._recovery import Recovery
 
@@ -75,6 +76,7 @@ class StreamSpec:
         recovery_meta: Optional[Dict[str, Any]] = None,
         resume: Optional[Resume] = None,
         telemetry: Any = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.options = options
         self.stream_id = options.stream_id
@@ -90,3 +92,4 @@ class StreamSpec:
         self.recovery_meta = recovery_meta or {}
         self.resume = resume
         self.telemetry = telemetry  # a _telemetry.StreamTelemetry, or None (off: no cost)
+        self.scrubber = Scrubber(secrets)  # the key(s) this stream sends, scrubbed wherever they surface

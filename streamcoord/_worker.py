@@ -27,7 +27,14 @@ from streamcoord._recovery import is_recoverable
 from streamcoord._recovery_controller import RecoveryController
 from streamcoord._retry import is_retryable, make_retrying, retry_delay
 from streamcoord._spec import Cancelled, End, StreamSpec
-from streamcoord.errors import APIError, ChunkValidationError, RecoveryFailed, StreamcoordError, StreamTimeout
+from streamcoord.errors import (
+    APIError,
+    ChunkValidationError,
+    RecoveryFailed,
+    StreamcoordError,
+    StreamError,
+    StreamTimeout,
+)
 
 __all__ = ["Worker"]
 
@@ -91,7 +98,7 @@ class Worker:
             if self.cancelled:
                 status = "cancelled"  # the stored record stays resumable
             else:
-                error = exc
+                error = self._outgoing(exc)
                 self._count_error(exc)
                 if self.recovery is not None:
                     self.recovery.fail()
@@ -122,6 +129,19 @@ class Worker:
             finally:
                 self.connection.close()
 
+    def _outgoing(self, exc: BaseException) -> BaseException:
+        """The error as the consumer gets it: a StreamcoordError (anything else that got this
+        far, a bug or a low-level error no table foresaw, becomes a StreamError caused by
+        it), with the stream's keys scrubbed from it and its whole cause chain."""
+        try:
+            if isinstance(exc, Exception) and not isinstance(exc, StreamcoordError):
+                wrapped = StreamError(f"the {self.spec.provider} stream failed: {type(exc).__name__}: {exc}")
+                wrapped.__cause__ = exc
+                exc = wrapped
+            return self.spec.scrubber.exception(exc)
+        except Exception:  # an exception that cannot be shown or scrubbed: its kind is all that is safe
+            return StreamError(f"the {self.spec.provider} stream failed ({type(exc).__name__})")
+
     def _run_stream(self) -> None:
         request: Optional[HTTPRequest] = self.spec.request
         if self.controller is not None:
@@ -131,6 +151,10 @@ class Worker:
                 self._run_with_retries(request)
                 return
             except StreamcoordError as exc:
+                refused = self.controller.after_refusal(request, exc) if self.controller is not None else None
+                if refused is not None and not self.cancelled:
+                    request = refused
+                    continue
                 # Before any content, a failure is the plain retries' business (they have
                 # run out by now): there is nothing to continue from.
                 if (

@@ -151,7 +151,9 @@ def test_retries_and_recoveries_are_span_events_and_the_stream_is_not_an_error(s
 
 
 def test_a_failed_stream_has_status_error_and_error_type_on_span_and_duration(server, client, otel):
-    server.enqueue(error(401, {"error": {"message": "bad key", "type": "invalid_request_error"}}))
+    # The server echoes the key back: the span, like the error, never shows it.
+    server.enqueue(error(401, {"error": {"message": f"Incorrect API key provided: {API_KEY}",
+                                         "type": "invalid_request_error"}}))
     stream = client("openai").stream_chat(MESSAGES, model="gpt-4o-mini")
     with pytest.raises(AuthenticationError):
         list(stream)

@@ -173,3 +173,21 @@ def test_a_directory_given_as_a_path_object_works(tmp_path):
     with DiskStore(tmp_path / "p") as store:
         assert store.directory == str(tmp_path / "p")
         assert "DiskStore(" in repr(store)
+
+
+def test_a_cache_db_overwritten_with_garbage_is_store_unavailable_naming_the_directory(tmp_path):
+    with DiskStore(tmp_path):
+        pass
+    (tmp_path / "cache.db").write_bytes(os.urandom(8192))
+    with pytest.raises(recovery_store.StoreUnavailable, match="damaged or not a database") as info:
+        DiskStore(tmp_path)
+    assert str(tmp_path) in str(info.value) and isinstance(info.value, OSError)
+
+
+@pytest.mark.parametrize("where", ["itself", "a parent"])
+def test_a_file_where_the_directory_should_be_is_store_unavailable_naming_it(tmp_path, where):
+    (tmp_path / "taken").write_text("a file")
+    directory = tmp_path / "taken" if where == "itself" else tmp_path / "taken" / "recovery"
+    with pytest.raises(recovery_store.StoreUnavailable, match="a file stands where") as info:
+        DiskStore(directory)
+    assert str(directory) in str(info.value)

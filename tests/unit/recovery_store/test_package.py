@@ -17,6 +17,7 @@ def test_the_public_names_are_exported_behind_a_sorted_all():
         "RecoveryStore",
         "RedisStore",
         "STRATEGIES",
+        "StoreUnavailable",
         "StreamRecord",
         "cut_point",
         "default_store",

@@ -41,12 +41,16 @@ def test_text_grows_with_append_and_both_keys_carry_the_ttl(redis_store):
 def test_redis_records_expire_in_real_time(redis_url):
     from recovery_store import RedisStore
 
-    with RedisStore(redis_url, ttl=0.05, prefix=f"test:{uuid.uuid4().hex}:") as store:
+    # The ttl is long enough for a loaded machine to get from start to append (0.05 s was
+    # not), and expiry is awaited with a bound instead of a fixed sleep.
+    with RedisStore(redis_url, ttl=0.5, prefix=f"test:{uuid.uuid4().hex}:") as store:
         store.start("s1", {"provider": "openai"})
         store.append("s1", "soon gone")
-        time.sleep(0.15)
+        deadline = time.monotonic() + 5
+        while store.client.exists(f"{store.prefix}s1:head", f"{store.prefix}s1:text"):
+            assert time.monotonic() < deadline, "Redis did not expire the record"
+            time.sleep(0.05)
         assert store.load("s1") is None
-        assert store.client.exists(f"{store.prefix}s1:head", f"{store.prefix}s1:text") == 0
 
 
 def test_a_client_passed_in_is_used_and_left_open(redis_url):
