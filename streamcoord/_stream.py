@@ -149,6 +149,8 @@ class ChatStream:
                 break
             if self._on_restart is not None:  # a recovery: the event reader starts its tool calls over
                 self._on_restart(item)
+            if timeout is not None:
+                return []  # poll(): the wait is bounded by one timeout, not one per marker
         self._exhausted = True
         if item.error is not None:
             raise item.error

@@ -207,3 +207,18 @@ def test_break_out_of_events_stops_the_worker_while_the_stream_is_referenced(ser
         break
     assert server.connection_closed.wait(2)  # the worker closed the connection at once
     assert stream.closed  # and `stream` is still referenced here
+
+
+def test_chunk_readers_never_see_the_recovery_marker_also_through_poll(server, client):
+    server.enqueue(openai_text(["First paragraph.\n\n", "Sec", "ond"], drop_after=2), openai_text(["Second one."]))
+    stream = client("openai", recovery_store=MemoryStore()).stream_chat(
+        MESSAGES, model="gpt-4o-mini", stream_recovery=True, recovery={"strategy": "exact"})
+    seen = []
+    while True:
+        batch = stream.poll(timeout=5)
+        if batch is None:
+            break
+        seen.extend(batch)
+    assert all(type(chunk).__name__ == "Chunk" for chunk in seen)
+    assert "".join(chunk.content for chunk in seen) == stream.text == "First paragraph.\n\nSecSecond one."
+    assert stream.metrics.recoveries == 1
