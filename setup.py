@@ -31,8 +31,12 @@ setup(
         # stream.events(): ToolCallDelta.partial_arguments parsed while the JSON streams in
         # (jiter's partial mode, as openai-python and anthropic use it).
         "partial-json": ["jiter>=0.5"],
-        # selenium drives Debian's chromium for the browser test of the examples.
-        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10", "jiter>=0.5", "opentelemetry-sdk>=1.27"] + DIFFERENTIAL,
+        # Content-Encoding br and zstd (gzip and deflate need nothing).
+        "compression": ["brotli>=1.1", "zstandard>=0.22"],
+        # selenium drives Debian's chromium for the browser test of the examples; trustme
+        # makes the local CA of the transport's HTTPS tests.
+        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10", "trustme>=1.1", "jiter>=0.5",
+                 "opentelemetry-sdk>=1.27"] + DIFFERENTIAL,
         "differential": DIFFERENTIAL,
     },
     entry_points={"console_scripts": ["streamcoord=streamcoord.__main__:main"]},
