@@ -31,11 +31,18 @@ setup(
         # The Django and Flask examples (examples/): waitress serves them; 3.0.1+ for its
         # security fixes, and it has channel_request_lookahead (noticing a browser that left).
         "web": ["flask>=2.3", "django>=4.2", "waitress>=3.0.1"],
+        # OpenTelemetry GenAI spans and metrics (Client(telemetry=True), streamcoord.instrument()):
+        # the API only; the application picks its SDK or distro and exporter.
+        "otel": ["opentelemetry-api>=1.27"],
+        # stream.events(): ToolCallDelta.partial_arguments parsed while the JSON streams in
+        # (jiter's partial mode, as openai-python and anthropic use it).
+        "partial-json": ["jiter>=0.5"],
         # Content-Encoding br and zstd (gzip and deflate need nothing).
         "compression": ["brotli>=1.1", "zstandard>=0.22"],
         # selenium drives Debian's chromium for the browser test of the examples; trustme
         # makes the local CA of the transport's HTTPS tests.
-        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10", "trustme>=1.1"] + DIFFERENTIAL + BEDROCK + VERTEX,
+        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10", "trustme>=1.1", "jiter>=0.5",
+                 "opentelemetry-sdk>=1.27"] + DIFFERENTIAL + BEDROCK + VERTEX,
         "differential": DIFFERENTIAL,
         "bedrock": BEDROCK,
         "vertex": VERTEX,

@@ -118,20 +118,54 @@ OPTIONAL_CLIENTS: Dict[str, Callable[[], Callable[[str], int]]] = {
 }
 
 
+def telemetry_client() -> Callable[[str], int]:
+    """Telemetry on, recorded by OpenTelemetry's SDK (spans kept in memory, metrics
+    aggregated for a reader that is never collected): the cost on the stream's path.
+    Exporting runs off that path (a batch processor, a periodic reader)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    streamcoord.instrument(tracer_provider=TracerProvider(), meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    try:
+        return streamcoord_client({"telemetry": True})
+    finally:
+        streamcoord.uninstrument()  # the other clients stay without telemetry
+
+
+def telemetry_available() -> bool:
+    try:
+        import opentelemetry.sdk  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @dataclasses.dataclass
 class Result:
     name: str
     rates: List[float]
+    cpu: List[float] = dataclasses.field(default_factory=list)  # this process's CPU seconds per chunk
 
     @property
     def median(self) -> float:
         return statistics.median(self.rates)
 
+    @property
+    def cpu_us(self) -> float:
+        """Median CPU microseconds per chunk: steadier than chunks/s on a busy machine."""
+        return statistics.median(self.cpu) * 1e6
 
-def measure(chunks: int, rounds: int, with_openai: bool, framing: str = "packed", with_recovery: bool = True) -> List[Result]:
+
+def measure(
+    chunks: int, rounds: int, with_openai: bool, framing: str = "packed", with_recovery: bool = True,
+    with_telemetry: bool = True,
+) -> List[Result]:
     clients = dict(CLIENTS)
     if with_recovery:
         clients.update((name, make()) for name, make in OPTIONAL_CLIENTS.items())
+    if with_telemetry and telemetry_available():
+        clients["streamcoord, telemetry on (OTel SDK)"] = telemetry_client()
     if with_openai:
         clients["openai-python"] = openai_python
     proc, base_url = start_server(chunks, framing)
@@ -142,11 +176,12 @@ def measure(chunks: int, rounds: int, with_openai: bool, framing: str = "packed"
         for _ in range(rounds):
             for name, fn in clients.items():
                 gc.collect()  # every client starts from the same collector state
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 got = fn(base_url)
-                elapsed = time.perf_counter() - started
+                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
                 assert got == chunks, (name, got, chunks)
                 results[name].rates.append(chunks / elapsed)
+                results[name].cpu.append(cpu / chunks)
         return list(results.values())
     finally:
         proc.kill()
@@ -156,9 +191,13 @@ def measure(chunks: int, rounds: int, with_openai: bool, framing: str = "packed"
 def report(results: List[Result]) -> str:
     floor = results[0].median
     off = next((r.median for r in results if r.name == "streamcoord, features off"), floor)
-    lines = [f"{'client':44} {'chunks/s (median)':>18} {'vs floor':>9} {'vs off':>7}"]
+    off_cpu = next((r.cpu_us for r in results if r.name == "streamcoord, features off"), results[0].cpu_us)
+    lines = [f"{'client':44} {'chunks/s (median)':>18} {'vs floor':>9} {'vs off':>7} {'CPU us/chunk':>13} {'vs off':>7}"]
     for r in results:
-        lines.append(f"{r.name:44} {r.median:18,.0f} {r.median / floor:8.2f}x {r.median / off:6.2f}x")
+        lines.append(
+            f"{r.name:44} {r.median:18,.0f} {r.median / floor:8.2f}x {r.median / off:6.2f}x "
+            f"{r.cpu_us:13.2f} {r.cpu_us / off_cpu:6.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -170,10 +209,11 @@ def main() -> None:
     parser.add_argument("--framing", choices=["packed", "per-event", "gzip", "all"], default="all",
                         help="gzip: the packed stream, gzip-compressed (Content-Encoding: gzip)")
     parser.add_argument("--no-recovery", action="store_true", help="skip the recovery (DiskStore) client")
+    parser.add_argument("--no-telemetry", action="store_true", help="skip the telemetry-on client (needs opentelemetry-sdk)")
     args = parser.parse_args()
     before = threading.active_count()
     for framing in (["packed", "per-event", "gzip"] if args.framing == "all" else [args.framing]):
-        results = measure(args.chunks, args.rounds, not args.no_openai, framing, not args.no_recovery)
+        results = measure(args.chunks, args.rounds, not args.no_openai, framing, not args.no_recovery, not args.no_telemetry)
         shape = "gzip-compressed, packed" if framing == "gzip" else framing
         print(f"\n{args.chunks:,} chunks per stream, {shape} HTTP chunks, {args.rounds} rounds, "
               f"Python {sys.version.split()[0]}")

@@ -8,6 +8,7 @@
 See ``Client``, ``ChatStream``, ``Chunk``, ``StreamingCoordinator`` and ``streamcoord.errors``.
 """
 
+from streamcoord import events  # typed stream events: stream.events()
 from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._chunk import Chunk
 from streamcoord._client import Client, new_session, stream_chat
@@ -17,6 +18,7 @@ from streamcoord._logging import enable_logging
 from streamcoord._metrics import StreamMetrics
 from streamcoord._registry import names as adapter_names
 from streamcoord._stream import ChatStream
+from streamcoord._telemetry import instrument, uninstrument
 from streamcoord.errors import (
     APIError,
     AuthenticationError,
@@ -60,6 +62,9 @@ __all__ = [
     "Timeout",
     "adapter_names",
     "enable_logging",
+    "events",
+    "instrument",
     "new_session",
     "stream_chat",
+    "uninstrument",
 ]

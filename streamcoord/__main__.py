@@ -92,6 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     p_demo = commands.add_parser("demo", help="stream from an embedded local provider")
     p_demo.add_argument("--delay", type=float, default=0.02, help="seconds between pieces (default 0.02)")
+    p_demo.add_argument("--trace", action="store_true", help="print the OpenTelemetry span tree (needs opentelemetry-sdk)")
     p_demo.set_defaults(run=demo)
     p_chat = commands.add_parser("chat", help="stream an answer from a real provider")
     p_chat.add_argument("--provider", required=True, choices=_registry.names())
@@ -102,10 +103,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_chat.set_defaults(run=chat)
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "trace", False):
+            from streamcoord._trace_demo import traced_run
+
+            return traced_run(args.run, args)
         return args.run(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, TypeError, streamcoord.StreamcoordError) as exc:
+    except (ImportError, ValueError, TypeError, streamcoord.StreamcoordError) as exc:
         # One clear line for a missing key, an unreachable server, a provider error.
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Union
 import requests
 
 from recovery_store import RecoveryStore
-from streamcoord import _registry
+from streamcoord import _registry, _telemetry
 from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._keys import SCRUBBED, Scrubber, check_headers, secrets_in_headers
@@ -58,6 +58,8 @@ class Client:
     The key comes from ``api_key`` or the provider's usual environment variable.
     ``settings`` are the provider's own (``region=`` for bedrock; ``project=``,
     ``location=``, ``access_token=`` for vertex: ``adapter.client_settings``).
+    ``telemetry=True`` records each stream as an OpenTelemetry span and GenAI metrics
+    (extra ``otel``); the default follows ``streamcoord.instrument()``.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Client:
         timeout: TimeoutTypes = 300.0,
         max_retries: Union[int, Retry] = 2,
         recovery_store: Any = None,
+        telemetry: Optional[bool] = None,
         **settings: Any,
     ) -> None:
         self.adapter = _adapter_for(provider).configure(**settings)
@@ -86,6 +89,8 @@ class Client:
                 f"MemoryStore() or RedisStore(url), got {recovery_store!r:.80}"
             )
         self.recovery_store = recovery_store
+        # OpenTelemetry spans and metrics (extra "otel"); None follows streamcoord.instrument().
+        self._telemetry = _telemetry.instruments_for(telemetry)
 
     def stream_chat(self, messages: List[Dict[str, Any]], **options: Any) -> ChatStream:
         """Start streaming an answer. Returns at once; the request goes out on iteration."""
@@ -183,6 +188,9 @@ class Client:
                 if scrubber:
                     store = ScrubbedWrites(store, scrubber)
                 recovery = Recovery(store, opts.stream_id, strategy, max_retries, keep, self.provider)
+        telemetry = None
+        if self._telemetry is not None:
+            telemetry = self._telemetry.stream(self.provider, opts.stream_id, request.url, request_options, messages)
         spec = StreamSpec(
             options=opts,
             provider=self.provider,
@@ -195,6 +203,7 @@ class Client:
             recovery=recovery,
             recovery_meta=meta,
             resume=resume,
+            telemetry=telemetry,
             secrets=scrubber.secrets,
         )
         return ChatStream(spec)
@@ -233,6 +242,7 @@ def stream_chat(
     session: Optional[requests.Session] = None,
     max_retries: Union[int, Retry] = 2,
     recovery_store: Any = None,
+    telemetry: Optional[bool] = None,
     **options: Any,
 ) -> ChatStream:
     """One call: ``for chunk in streamcoord.stream_chat("openai", messages, model=...)``.
@@ -241,6 +251,6 @@ def stream_chat(
     settings = {name: options.pop(name) for name in adapter.client_settings if name in options}
     client = Client(
         adapter, api_key=api_key, base_url=base_url, session=session,
-        max_retries=max_retries, recovery_store=recovery_store, **settings,
+        max_retries=max_retries, recovery_store=recovery_store, telemetry=telemetry, **settings,
     )
     return client.stream_chat(messages, **options)

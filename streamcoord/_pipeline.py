@@ -113,6 +113,7 @@ class Pipeline:
         self.queue: "queue.Queue[Any]" = queue.Queue(QUEUE_BATCHES)
         self.answer = Answer()
         self.recovery = spec.recovery
+        self.telemetry = spec.telemetry
         self.next_index = 0  # chunk indexes go on across retries and recoveries
         # With recovery and transform_chunk, the recovery controller's RewindMarks: where
         # the model's text and the consumer's line up after each hand-over.
@@ -130,6 +131,8 @@ class Pipeline:
             metrics.first_chunk_at = time.monotonic()
             self.log.debug("first chunk")
         metrics.chunks_received += len(chunks)
+        if self.telemetry is not None:
+            self.telemetry.on_read(chunks)
         self.produced = self.content_seen = True
         error: Optional[BaseException] = None
         if options.validate_chunk is not None:
@@ -211,6 +214,12 @@ class Pipeline:
                     raise callback_error("callback", exc) from exc
             return
         self._enqueue(batch)
+
+    def put_restart(self, restart: Any) -> None:
+        """A recovery starts the answer over from its cut (``Restart``); the direct API
+        has no queue and no events."""
+        if self.spec.callback is None:
+            self._enqueue(restart)
 
     def put_end(self, end: Any) -> None:
         """The last item, after everything handed over (the direct API has no queue)."""

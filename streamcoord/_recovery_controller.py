@@ -20,7 +20,7 @@ from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
 from streamcoord._recovery import Recovery
-from streamcoord._spec import StreamSpec
+from streamcoord._spec import Restart, StreamSpec
 
 __all__ = ["RecoveryController", "RewindMarks"]
 
@@ -102,12 +102,17 @@ class RecoveryController:
             "recovering after %r: attempt %d of %d, strategy %s, rewind %d chars",
             exc, recovery.attempts, recovery.max_retries, recovery.strategy, rewind,
         )
+        if self.spec.telemetry is not None:
+            self.spec.telemetry.recovery(recovery.attempts, recovery.strategy, rewind, exc)
         if self.pipeline.marks is not None:
-            self._rewind_transformed(kept)
-        elif rewind:
-            self.pipeline.answer.cut_text(rewind)
-            self._announce_rewind(rewind)
+            announced = self._rewind_transformed(kept)
+        else:
+            announced = rewind > 0
+            if announced:
+                self.pipeline.answer.cut_text(rewind)
+                self._announce_rewind(rewind)
         self.pipeline.answer.restart_after_cut()
+        self.pipeline.put_restart(Restart(recovery.attempts, recovery.strategy, announced))
         return kept
 
     def continuation(self, kept: str) -> HTTPRequest:
@@ -130,10 +135,10 @@ class RecoveryController:
             self.log.info("the continuation was refused (%r); continuing the other way", exc)
         return other
 
-    def _rewind_transformed(self, kept: str) -> None:
+    def _rewind_transformed(self, kept: str) -> bool:
         """Rewind the consumer's text to the last hand-over at or before the cut, then send
         the model's text between that point and the cut again, transformed, so nothing
-        kept is missing on the consumer's side."""
+        kept is missing on the consumer's side. True when a rewind was announced."""
         pipeline = self.pipeline
         answer = pipeline.answer
         marks: RewindMarks = pipeline.marks
@@ -154,6 +159,7 @@ class RecoveryController:
                 pipeline.put(replay)
         model.append(len(kept))
         shown.append(answer.length)
+        return rewind > 0
 
     def _announce_rewind(self, rewind: int) -> None:
         recovery = self.recovery

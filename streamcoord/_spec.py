@@ -14,7 +14,7 @@ from streamcoord._keys import Scrubber
 from streamcoord._options import StreamOptions
 from streamcoord._recovery import Recovery
 
-__all__ = ["Cancelled", "End", "Resume", "StreamSpec"]
+__all__ = ["Cancelled", "End", "Restart", "Resume", "StreamSpec"]
 
 
 class End:
@@ -24,6 +24,20 @@ class End:
 
     def __init__(self, error: Optional[BaseException]) -> None:
         self.error = error
+
+
+class Restart:
+    """Put on the queue after a recovery's cut, before its continuation: the tool calls
+    (and the reasoning after the kept text) come again. Chunk readers never see it; the
+    event reader starts its tool calls over and announces a rewind of 0 characters when
+    no rewind chunk (``announced``) did."""
+
+    __slots__ = ("announced", "attempt", "strategy")
+
+    def __init__(self, attempt: int, strategy: str, announced: bool) -> None:
+        self.attempt = attempt
+        self.strategy = strategy
+        self.announced = announced
 
 
 class Cancelled(Exception):
@@ -61,6 +75,7 @@ class StreamSpec:
         recovery: Optional[Recovery] = None,
         recovery_meta: Optional[Dict[str, Any]] = None,
         resume: Optional[Resume] = None,
+        telemetry: Any = None,
         secrets: Iterable[str] = (),
     ) -> None:
         self.options = options
@@ -76,4 +91,5 @@ class StreamSpec:
         self.recovery = recovery
         self.recovery_meta = recovery_meta or {}
         self.resume = resume
+        self.telemetry = telemetry  # a _telemetry.StreamTelemetry, or None (off: no cost)
         self.scrubber = Scrubber(secrets)  # the key(s) this stream sends, scrubbed wherever they surface

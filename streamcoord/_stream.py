@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from streamcoord._chunk import Chunk
 from streamcoord._metrics import StreamMetrics, on_metrics_thread
-from streamcoord._spec import StreamSpec
+from streamcoord._spec import Restart, StreamSpec
 from streamcoord._worker import Worker
+
+if TYPE_CHECKING:
+    from streamcoord.events import Event
 
 __all__ = ["ChatStream"]
 
@@ -43,6 +46,7 @@ class ChatStream:
         self._it: Iterator[Chunk] = iter(())
         self._closed = False
         self._exhausted = False
+        self._on_restart: Optional[Callable[[Restart], None]] = None  # set by events()
         self.stream_id = spec.stream_id
         self.provider = spec.provider
 
@@ -96,6 +100,17 @@ class ChatStream:
             self._close(join=False)  # the loop was left early: stop the worker, as for iter()
             raise
 
+    def events(self) -> Iterator["Event"]:
+        """Yield typed events (``streamcoord.events``: ``TextDelta``, ``ReasoningDelta``,
+        ``ToolCallDelta``, ``ToolCallDone``, ``Rewind``, ``Done``) instead of chunks.
+        Read a stream one way, as chunks or as events; leaving the loop early closes the
+        stream, as with ``for chunk in stream``."""
+        from streamcoord._event_stream import EventTranslator, iter_events  # only for streams read as events
+
+        translator = EventTranslator()
+        self._on_restart = translator.restart
+        return iter_events(self, self._iterate(), translator)
+
     def poll(self, timeout: Optional[float] = None) -> Optional[List[Chunk]]:
         """The next chunks, waiting at most ``timeout`` seconds: a list (empty if nothing
         arrived in time), or None once the stream has ended; raises the stream's error.
@@ -120,15 +135,22 @@ class ChatStream:
                 "(or client.resume(stream_id) to continue a recoverable one)"
             )
         worker = self._start()
-        if timeout is None:
-            item = worker.queue.get()
-        else:
-            try:
-                item = worker.queue.get(timeout=timeout)
-            except queue.Empty:
-                return []
-        if item.__class__ is list:
-            return item
+        while True:
+            if timeout is None:
+                item = worker.queue.get()
+            else:
+                try:
+                    item = worker.queue.get(timeout=timeout)
+                except queue.Empty:
+                    return []
+            if item.__class__ is list:
+                return item
+            if item.__class__ is not Restart:
+                break
+            if self._on_restart is not None:  # a recovery: the event reader starts its tool calls over
+                self._on_restart(item)
+            if timeout is not None:
+                return []  # poll(): the wait is bounded by one timeout, not one per marker
         self._exhausted = True
         if item.error is not None:
             raise item.error

@@ -62,6 +62,7 @@ class Worker:
             RecoveryController(spec, spec.recovery, self.pipeline, self.metrics, self.log)
             if spec.recovery is not None else None
         )
+        self.telemetry = spec.telemetry
         self.thread = threading.Thread(target=self._run, name=f"streamcoord-{spec.stream_id}", daemon=True)
 
     # -- consumer side -----------------------------------------------------------------
@@ -87,6 +88,8 @@ class Worker:
         status = "failed"
         try:
             self.metrics.start()
+            if self.telemetry is not None:
+                self.telemetry.start()
             if spec.options.timeout.total is not None:
                 self.reader.deadline = time.monotonic() + spec.options.timeout.total
             self._run_stream()
@@ -112,6 +115,8 @@ class Worker:
                         pass
                 self.error = error
                 snap = self.metrics.finish(status)
+                if self.telemetry is not None:
+                    self.telemetry.end(status, error, self.answer, self.metrics)
                 if error is not None:
                     self.log.debug("stream failed: %r", error)
                 self.log.debug(
@@ -215,6 +220,8 @@ class Worker:
     def _before_sleep(self, retry_state: Any) -> None:
         self._count_error(retry_state.outcome.exception())
         self.metrics.retries += 1
+        if self.telemetry is not None:
+            self.telemetry.retry(retry_state.attempt_number + 1, retry_state.upcoming_sleep, retry_state.outcome.exception())
         self.log.info(
             "retrying after %r (attempt %d of %d) in %.2fs", retry_state.outcome.exception(),
             retry_state.attempt_number + 1, self.spec.retry.max_retries + 1, retry_state.upcoming_sleep,

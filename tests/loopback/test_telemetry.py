@@ -1,0 +1,222 @@
+"""OpenTelemetry over loopback streams, read back with opentelemetry-sdk's in-memory span
+exporter and metric reader: the span of each provider's stream (name, kind, parent,
+GenAI attributes, status), retries and recoveries as span events, failures and cancels,
+the four GenAI metrics (units, attributes, values matching ``stream.usage``), message
+content only when asked for, and ``instrument()`` for every client made afterwards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import streamcoord
+from recovery_store import MemoryStore
+from streamcoord.errors import AuthenticationError
+from tests.conftest import API_KEY
+from tests.support.fakeserver import (
+    Stall,
+    anthropic_text,
+    error,
+    gemini_text,
+    mistral_text,
+    ollama_text,
+    openai_text,
+)
+
+sdk_trace = pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk (test extra) is not installed")
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.sdk.metrics import Histogram, MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+
+PROMPT = "Tell me the secret plan"
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}]
+PIECES = ["Hel", "lo, ", "wör", "ld"]
+MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5", "gemini": "gemini-2.0-flash",
+          "ollama": "llama3", "mistral": "mistral-small-latest"}
+BUILDERS = {"openai": lambda **kw: openai_text(PIECES, usage=True, **kw), "anthropic": lambda **kw: anthropic_text(PIECES, **kw),
+            "gemini": lambda **kw: gemini_text(PIECES, **kw), "ollama": lambda **kw: ollama_text(PIECES, **kw),
+            "mistral": lambda **kw: mistral_text(PIECES, **kw)}
+GEN_AI_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "ollama": "ollama",
+                   "mistral": "mistral_ai"}
+RESPONSE_IDS = {"openai": "chatcmpl-test", "anthropic": "msg_fakeserver", "gemini": "fakeserver-response",
+                "mistral": "5c0f2bb1d6e24b8c9a7e3f1d2c4b6a80"}
+
+
+class Otel:
+    """A tracer and meter provider with in-memory export, passed to instrument()."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.tracer_provider = sdk_trace.TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        # Delta temporality: each collection holds only what was recorded since the last.
+        self.reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+
+    def spans(self):
+        spans = list(self.exporter.get_finished_spans())
+        self.exporter.clear()
+        return spans
+
+    def metrics(self):
+        data = self.reader.get_metrics_data()
+        found = {}
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    found[metric.name] = metric
+        return found
+
+
+@pytest.fixture
+def otel():
+    setup = Otel()
+    streamcoord.instrument(tracer_provider=setup.tracer_provider, meter_provider=setup.meter_provider)
+    setup.metrics()  # start from nothing
+    yield setup
+    streamcoord.uninstrument()
+    setup.tracer_provider.shutdown()
+    setup.meter_provider.shutdown()
+
+
+def points(metric):
+    return list(metric.data.data_points)
+
+
+@pytest.mark.parametrize("provider", sorted(BUILDERS))
+def test_each_providers_stream_is_one_client_span_with_the_genai_attributes_and_metrics(server, client, otel, provider):
+    server.enqueue(BUILDERS[provider]())
+    parent_tracer = otel.tracer_provider.get_tracer("the-app")
+    with parent_tracer.start_as_current_span("handle request") as parent:
+        stream = client(provider).stream_chat(MESSAGES, model=MODELS[provider], max_tokens=64, temperature=0.25)
+    text = "".join(chunk.content for chunk in stream)  # iterated outside the parent, as a WSGI server does
+    assert text == "".join(PIECES)
+
+    spans = {span.name: span for span in otel.spans()}
+    span = spans[f"chat {MODELS[provider]}"]
+    assert span.kind is trace.SpanKind.CLIENT
+    assert span.parent.span_id == parent.get_span_context().span_id
+    assert span.status.status_code is trace.StatusCode.UNSET
+    attributes = dict(span.attributes)
+    usage = stream.usage
+    expected = {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": GEN_AI_PROVIDER[provider],
+        "gen_ai.request.model": MODELS[provider], "gen_ai.request.max_tokens": 64, "gen_ai.request.temperature": 0.25,
+        "gen_ai.response.model": stream.model, "gen_ai.response.finish_reasons": ("stop",),
+        "gen_ai.usage.input_tokens": usage["prompt_tokens"], "gen_ai.usage.output_tokens": usage["completion_tokens"],
+        "server.address": "127.0.0.1", "server.port": int(server.base_url.rsplit(":", 1)[1]),
+        "streamcoord.stream_id": stream.stream_id,
+    }
+    assert {k: attributes.get(k) for k in expected} == expected
+    assert attributes.get("gen_ai.response.id") == RESPONSE_IDS.get(provider)
+    assert "error.type" not in attributes
+    exported = span.to_json()
+    assert API_KEY not in exported and PROMPT not in exported and "Be brief" not in exported and "wör" not in exported
+
+    metrics = otel.metrics()
+    units = {"gen_ai.client.operation.duration": "s", "gen_ai.client.operation.time_to_first_chunk": "s",
+             "gen_ai.client.token.usage": "{token}", "gen_ai.client.operation.time_per_output_chunk": "s"}
+    assert {name: metric.unit for name, metric in metrics.items()} == {
+        name: unit for name, unit in units.items() if name in metrics}
+    assert set(units) - set(metrics) <= {"gen_ai.client.operation.time_per_output_chunk"}  # one read: no "after the first"
+    for name in ("gen_ai.client.operation.duration", "gen_ai.client.operation.time_to_first_chunk"):
+        (point,) = points(metrics[name])
+        assert point.count == 1 and 0 < point.sum < 5
+        assert point.attributes["gen_ai.operation.name"] == "chat"
+        assert point.attributes["gen_ai.provider.name"] == GEN_AI_PROVIDER[provider]
+    (duration,) = points(metrics["gen_ai.client.operation.duration"])
+    assert list(duration.explicit_bounds)[:3] == [0.01, 0.02, 0.04]
+    tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in points(metrics["gen_ai.client.token.usage"])}
+    assert tokens == {"input": usage["prompt_tokens"], "output": usage["completion_tokens"]}
+
+
+def test_retries_and_recoveries_are_span_events_and_the_stream_is_not_an_error(server, client, otel):
+    server.enqueue(error(503, {"error": {"message": "busy", "type": "server_error"}}),
+                   openai_text(["First paragraph.\n\n", "Sec", "ond"], drop_after=2),
+                   openai_text(["Second one."], usage=True))
+    stream = client("openai", recovery_store=MemoryStore()).stream_chat(
+        MESSAGES, model="gpt-4o-mini", stream_recovery=True, recovery={"strategy": "paragraph"})
+    assert "".join(c.content for c in stream)
+    (span,) = otel.spans()
+    events = [(e.name, dict(e.attributes)) for e in span.events]
+    assert [name for name, _ in events] == ["streamcoord.retry", "streamcoord.recovery"]
+    assert events[0][1]["error.type"] == "ServerError" and events[0][1]["streamcoord.retry.attempt"] == 2
+    assert events[1][1] == {"streamcoord.recovery.attempt": 1, "streamcoord.recovery.strategy": "paragraph",
+                            "streamcoord.recovery.rewind": 3, "error.type": "ConnectionLost"}
+    assert span.status.status_code is trace.StatusCode.UNSET
+    assert stream.metrics.retries == 1 and stream.metrics.recoveries == 1
+
+
+def test_a_failed_stream_has_status_error_and_error_type_on_span_and_duration(server, client, otel):
+    # The server echoes the key back: the span, like the error, never shows it.
+    server.enqueue(error(401, {"error": {"message": f"Incorrect API key provided: {API_KEY}",
+                                         "type": "invalid_request_error"}}))
+    stream = client("openai").stream_chat(MESSAGES, model="gpt-4o-mini")
+    with pytest.raises(AuthenticationError):
+        list(stream)
+    (span,) = otel.spans()
+    assert span.status.status_code is trace.StatusCode.ERROR
+    assert span.attributes["error.type"] == "AuthenticationError"
+    assert API_KEY not in span.to_json()
+    (duration,) = points(otel.metrics()["gen_ai.client.operation.duration"])
+    assert duration.attributes["error.type"] == "AuthenticationError"
+
+
+def test_a_cancelled_stream_is_not_an_error(server, client, otel):
+    server.enqueue(openai_text(PIECES, stall_after=1, stall=Stall(timeout=10)))
+    stream = client("openai").stream_chat(MESSAGES, model="gpt-4o-mini")
+    for _chunk in stream:
+        break
+    stream.close()  # waits for the worker, which ends the span
+    (span,) = otel.spans()
+    assert span.status.status_code is trace.StatusCode.UNSET
+    assert span.attributes["streamcoord.status"] == "cancelled" and "error.type" not in span.attributes
+    (duration,) = points(otel.metrics()["gen_ai.client.operation.duration"])
+    assert "error.type" not in duration.attributes
+
+
+def test_time_per_output_chunk_is_the_streams_mean_time_per_chunk_after_the_first(server, client, otel):
+    server.enqueue(openai_text(PIECES, usage=True, stall_after=2, stall=Stall(timeout=0.05)))
+    stream = client("openai").stream_chat(MESSAGES, model="gpt-4o-mini")
+    assert "".join(c.content for c in stream) == "".join(PIECES)
+    (point,) = points(otel.metrics()["gen_ai.client.operation.time_per_output_chunk"])
+    # One value per stream: the server paused 50 ms before the third piece, spread over
+    # the chunks after the first (less what the client's first read was late by, on a
+    # busy machine; an unpaused stream gives about 1 ms).
+    chunks = stream.metrics.chunks_received
+    assert point.count == 1 and 0.025 / (chunks - 1) <= point.sum < 1.0
+    assert point.attributes["gen_ai.provider.name"] == "openai"
+
+
+def test_message_content_is_recorded_only_when_asked_for(server, client, otel, monkeypatch):
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    server.enqueue(openai_text(PIECES, usage=True))
+    stream = client("openai").stream_chat(MESSAGES, model="gpt-4o-mini")
+    list(stream)
+    (span,) = otel.spans()
+    assert json.loads(span.attributes["gen_ai.system_instructions"]) == [{"type": "text", "content": "Be brief."}]
+    assert json.loads(span.attributes["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]
+    assert json.loads(span.attributes["gen_ai.output.messages"]) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": stream.text}], "finish_reason": "stop"}]
+    assert API_KEY not in span.to_json()
+
+
+def test_instrument_covers_clients_made_afterwards_and_telemetry_false_opts_out(server, client, otel):
+    server.enqueue(openai_text(PIECES), openai_text(PIECES), openai_text(PIECES))
+    list(client("openai", telemetry=False).stream_chat(MESSAGES, model="gpt-4o-mini"))
+    assert otel.spans() == []
+    streamcoord.uninstrument()
+    list(client("openai").stream_chat(MESSAGES, model="gpt-4o-mini"))
+    assert otel.spans() == []
+    streamcoord.instrument(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
+    list(client("openai").stream_chat(MESSAGES, model="gpt-4o-mini"))
+    assert [span.name for span in otel.spans()] == ["chat gpt-4o-mini"]
+
+
+def test_telemetry_must_be_a_bool(client):
+    with pytest.raises(TypeError, match="telemetry must be True, False or None"):
+        client("openai", telemetry="yes")
