@@ -27,7 +27,9 @@ Live streams (one producer, any number of readers in any process sharing the sto
 * a **revision** per record (``revision``/``wait_for``): a number that changes on every
   write, from one store-wide counter, so a reader can block until something changed
   instead of polling the whole record. An unknown record's revision is 0.
-* a **cancel mark** (``cancel``/``cancelled``) another process can set; ``start`` clears it.
+* a **cancel mark** (``cancel``/``cancelled``) another process can set, and the producer's
+  **outcome** (``set_outcome``/``outcome``: finish reason, usage or error, JSON); ``start``
+  clears both.
   These keys sit beside the record: a record written here is still read by older versions.
 """
 
@@ -266,6 +268,15 @@ class RecoveryStore(abc.ABC):
 
     def cancelled(self, stream_id: str) -> bool:
         """Whether ``stream_id`` was cancelled since its last ``start``."""
+        raise _no_live_streams(self)
+
+    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+        """Record how the generation ended (a JSON dict), for ``ttl`` seconds, and wake the
+        readers. It outlives a deleted record, so readers still catching up can end."""
+        raise _no_live_streams(self)
+
+    def outcome(self, stream_id: str) -> Optional[dict]:
+        """What :meth:`set_outcome` recorded since the last ``start``, or ``None``."""
         raise _no_live_streams(self)
 
     @abc.abstractmethod

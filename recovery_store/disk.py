@@ -10,8 +10,8 @@ Layout, per stream (``{id}`` is the validated stream id):
   piece and the head: O(len(delta)), not O(total).
 * Live streams: the head's ``rev`` (from the store-wide counter ``revision``, bumped in
   the same transaction as each write), the lease ``l:{id}`` (the holder's token, taken
-  with diskcache's atomic ``add`` and expired by diskcache itself) and the cancel mark
-  ``x:{id}``. SQLite has no way to notify another process, so ``wait_for`` polls the
+  with diskcache's atomic ``add`` and expired by diskcache itself), the cancel mark
+  ``x:{id}`` and the producer's outcome ``o:{id}``. SQLite has no way to notify another process, so ``wait_for`` polls the
   head every :data:`WAIT_POLL_INTERVAL` seconds (one indexed read each).
 
 Refreshing every piece's expiry on every append would be O(pieces) again. Instead meta and
@@ -268,6 +268,7 @@ class DiskStore(RecoveryStore):
         with self._txn():
             self._remove(stream_id, None)
             self._cache.delete("x:" + stream_id)
+            self._cache.delete("o:" + stream_id)
             self._cache.set("m:" + stream_id, meta, expire=long)
             head = {"status": "streaming", "n": 0, "keep_until": time.time() + long}
             self._write_head(stream_id, head)
@@ -386,6 +387,25 @@ class DiskStore(RecoveryStore):
         if self._closed:
             raise _closed(self)
         return self._cache.get("x:" + stream_id, retry=True) is not None
+
+    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+        validate_stream_id(stream_id)
+        dump_meta(outcome)
+        ttl = validate_ttl(ttl)
+        with self._txn():
+            self._cache.set("o:" + stream_id, outcome, expire=ttl)
+            head = self._head(stream_id)
+            if head is not None:
+                self._write_head(stream_id, head)
+            else:  # the record is gone: a new store-wide revision still tells pollers
+                self._cache.set("revision", self._cache.get("revision", 0) + 1, expire=2 * self.ttl)
+
+    def outcome(self, stream_id: str) -> Optional[dict]:
+        validate_stream_id(stream_id)
+        if self._closed:
+            raise _closed(self)
+        found = self._cache.get("o:" + stream_id, retry=True)
+        return found if isinstance(found, dict) else None
 
     def close(self) -> None:
         if not self._closed:

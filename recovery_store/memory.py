@@ -58,6 +58,7 @@ class MemoryStore(RecoveryStore):
         self._entries: Dict[str, _Entry] = {}
         self._leases: Dict[str, Tuple[str, float]] = {}  # stream id -> (token, deadline)
         self._cancels: Dict[str, float] = {}  # stream id -> deadline of the mark
+        self._outcomes: Dict[str, Tuple[str, float]] = {}  # stream id -> (JSON, deadline)
         self._revision = 0  # store-wide, so a restarted record never repeats a revision
         self._closed = False
         self._next_sweep = clock() + min(self.ttl, 60.0)
@@ -108,6 +109,8 @@ class MemoryStore(RecoveryStore):
             del self._leases[key]
         for key in [k for k, deadline in self._cancels.items() if now >= deadline]:
             del self._cancels[key]
+        for key in [k for k, (_, deadline) in self._outcomes.items() if now >= deadline]:
+            del self._outcomes[key]
 
     # -- the contract ----------------------------------------------------------------------
     def start(self, stream_id: str, meta: dict) -> None:
@@ -119,6 +122,7 @@ class MemoryStore(RecoveryStore):
             now = self._clock()
             self._sweep(now)
             self._cancels.pop(stream_id, None)
+            self._outcomes.pop(stream_id, None)
             self._entries[stream_id] = _Entry(meta_json, time.time(), now + self.ttl, self._changed())
 
     def append(self, stream_id: str, text: str) -> None:
@@ -237,9 +241,31 @@ class MemoryStore(RecoveryStore):
             deadline = self._cancels.get(stream_id)
             return deadline is not None and self._clock() < deadline
 
+    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+        validate_stream_id(stream_id)
+        outcome_json = dump_meta(outcome)
+        ttl = validate_ttl(ttl)
+        with self._lock:
+            now = self._clock()
+            if self._live(stream_id, now) is not None:
+                self._writable(stream_id, now)
+            self._outcomes[stream_id] = (outcome_json, now + ttl)
+            self._lock.notify_all()
+
+    def outcome(self, stream_id: str) -> Optional[dict]:
+        validate_stream_id(stream_id)
+        with self._lock:
+            if self._closed:
+                raise _closed(self)
+            found = self._outcomes.get(stream_id)
+            if found is None or self._clock() >= found[1]:
+                return None
+            return json.loads(found[0])
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._outcomes.clear()
             self._entries.clear()
             self._leases.clear()
             self._cancels.clear()

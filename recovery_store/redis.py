@@ -15,7 +15,8 @@ Live streams add, beside the record (which older versions still read as before):
 * ``{prefix}{id}:lease``: the holder's token, taken with ``SET NX PX`` and renewed or
   released by Lua scripts that first check the token, so only the holder can; Redis's
   own expiry ends it, whatever the clocks of the machines say.
-* ``{prefix}{id}:cancel``: the cancel mark, ``SET PX ttl``.
+* ``{prefix}{id}:cancel``: the cancel mark, ``SET PX ttl``; ``{prefix}{id}:outcome``: how
+  the generation ended (JSON), ``SET PX``.
 
 Both record keys get ``PEXPIRE ttl`` on every write. Writes to an existing record run as
 optimistic transactions (``WATCH`` the head, check it, then ``MULTI``/``EXEC``), so an
@@ -178,7 +179,7 @@ class RedisStore(RecoveryStore):
         head, text = self._keys(stream_id)
         rev = self._redis.incr(self.prefix + "revision")
         pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(head, text, self._key(stream_id, "cancel"))
+        pipe.delete(head, text, self._key(stream_id, "cancel"), self._key(stream_id, "outcome"))
         mapping = {"meta": _b(meta_json), "status": "streaming", "updated_at": repr(self._clock()), "rev": rev}
         pipe.hset(head, mapping=mapping)
         pipe.pexpire(head, self._ttl_ms)
@@ -313,6 +314,27 @@ class RedisStore(RecoveryStore):
     def cancelled(self, stream_id: str) -> bool:
         validate_stream_id(stream_id)
         return bool(self._redis.exists(self._key(stream_id, "cancel")))
+
+    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+        validate_stream_id(stream_id)
+        data = _b(dump_meta(outcome))
+        ms = max(1, math.ceil(validate_ttl(ttl) * 1000))
+        self._redis.set(self._key(stream_id, "outcome"), data, px=ms)
+        try:
+            self._update(stream_id, lambda *args: None)  # a write: readers see a new revision
+        except KeyError:
+            self._redis.xadd(self._key(stream_id, "events"), {"rev": 0}, maxlen=_EVENTS_KEPT, approximate=True)
+
+    def outcome(self, stream_id: str) -> Optional[dict]:
+        validate_stream_id(stream_id)
+        data = self._redis.get(self._key(stream_id, "outcome"))
+        if data is None:
+            return None
+        try:
+            found = json.loads(_s(data))
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) else None
 
     def close(self) -> None:
         if not self._closed:

@@ -202,3 +202,28 @@ def test_a_lease_and_a_write_in_another_process_are_seen_here(make_store, tmp_pa
         if child.poll() is None:
             child.kill()
             child.wait(10)
+
+
+def test_an_outcome_wakes_readers_outlives_a_deleted_record_and_a_start_clears_it(store):
+    store.start("s1", META)
+    assert store.outcome("s1") is None
+    rev = store.revision("s1")
+    woke = []
+    waiting = threading.Thread(target=lambda: woke.append(store.wait_for("s1", rev, 10)))
+    waiting.start()
+    store.set_outcome("s1", {"finish_reason": "stop", "usage": {"total_tokens": 3}}, 60)
+    waiting.join(5)
+    assert woke and woke[0] != rev
+    store.delete("s1")
+    assert store.outcome("s1") == {"finish_reason": "stop", "usage": {"total_tokens": 3}}
+    store.start("s1", META)
+    assert store.outcome("s1") is None
+
+
+def test_an_outcome_expires_after_its_own_ttl(store):
+    store.start("s1", META)
+    store.set_outcome("s1", {"finish_reason": "stop"}, SHORT_TTL)
+    deadline = time.monotonic() + 5
+    while store.outcome("s1") is not None and time.monotonic() < deadline:
+        time.sleep(SHORT_TTL / 4)
+    assert store.outcome("s1") is None and store.load("s1") is not None
