@@ -62,6 +62,7 @@ class StreamSpec:
         recovery_meta: Optional[Dict[str, Any]] = None,
         resume: Optional[Resume] = None,
         secrets: Iterable[str] = (),
+        live: Any = None,
     ) -> None:
         self.options = options
         self.stream_id = options.stream_id
@@ -76,4 +77,5 @@ class StreamSpec:
         self.recovery = recovery
         self.recovery_meta = recovery_meta or {}
         self.resume = resume
+        self.live = live  # a LiveProducer when this stream produces a live stream (start, resume)
         self.scrubber = Scrubber(secrets)  # the key(s) this stream sends, scrubbed wherever they surface
