@@ -43,14 +43,14 @@ class AttachSpec:
         options: StreamOptions,
         provider: str,
         store: RecoveryStore,
-        offset: int,
+        shown: str,
         take_over: Callable[[], bool],
     ) -> None:
         self.options = options
         self.stream_id = options.stream_id
         self.provider = provider
         self.store = store
-        self.offset = offset
+        self.shown = shown  # what the caller has: the stored text up to its offset, at attach time
         self.take_over = take_over  # True if this process now produces the stream
         self.recovery = None  # a reader persists nothing
         self.callback = None
@@ -84,7 +84,7 @@ class AttachReader:
         self.pipeline = Pipeline(spec, self.metrics, self.log, self._cancelled)  # type: ignore[arg-type]
         self.queue = self.pipeline.queue
         self.answer = self.pipeline.answer
-        self._shown: Optional[str] = None  # the producer's text as this reader has handed it over
+        self._shown = spec.shown  # the producer's text as this reader's consumer has it
         self.thread = threading.Thread(target=self._run, name=f"streamcoord-attach-{spec.stream_id}", daemon=True)
 
     @property
@@ -136,11 +136,15 @@ class AttachReader:
             if store.cancelled(sid):
                 return  # a cancelled stream ends where it was stopped
             if record is None:
+                if store.outcome(sid) is not None:
+                    continue  # it ended between our reads: the next round reads how
                 raise RecoveryFailed(
                     f"live stream {sid!r} is gone (deleted or expired) before its end was recorded",
-                    partial_text=self._shown or "",
+                    partial_text=self._shown,
                 )
             if not store.leased(sid):
+                if store.outcome(sid) is not None:
+                    continue  # it ended between our reads: the next round reads how
                 if record.status == "completed":
                     return  # finished by a producer that records no outcome (an older version)
                 if record.status == "failed":
@@ -157,8 +161,6 @@ class AttachReader:
     def _show(self, text: str) -> None:
         """Hand over what ``text`` (the producer's whole text now) adds to what was shown."""
         pipeline = self.pipeline
-        if self._shown is None:
-            self._shown = text[: self.spec.offset]
         shown = self._shown
         if text == shown:
             return

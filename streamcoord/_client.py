@@ -137,6 +137,8 @@ class Client(LiveStreams):
         stored = load_stored(store, stream_id)
         live = live_options(stream_options)
         token = None
+        if stored is not None and stored.completed and _has_outcome(store, stream_id):
+            return self.attach(stream_id, offset, **live)  # a finished live stream: with its finish reason
         if stored is not None and not stored.completed:
             token = try_lease(store, stream_id, self.lease_ttl)
             if token is False:  # a live producer has it: follow that one, never a second generation
@@ -241,6 +243,13 @@ class Client(LiveStreams):
         if password:  # a proxy's credentials in the URL: the user name stays, the password goes
             base_url = base_url.replace(f":{password}@", f":{SCRUBBED}@", 1)
         return f"<streamcoord.Client provider={self.provider!r} base_url={base_url!r}>"
+
+
+def _has_outcome(store: RecoveryStore, stream_id: str) -> bool:
+    try:
+        return store.outcome(stream_id) is not None
+    except Exception:  # a store without live streams, or one that fails: resume as before
+        return False
 
 
 def stream_chat(

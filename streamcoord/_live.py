@@ -30,7 +30,7 @@ from streamcoord.errors import (
     StreamTimeout,
 )
 
-__all__ = ["CANCEL_POLL_SECONDS", "DEFAULT_LEASE_TTL", "LiveProducer", "StreamHandle", "error_from_outcome"]
+__all__ = ["CANCEL_POLL_SECONDS", "DEFAULT_LEASE_TTL", "FINAL_TEXT_SECONDS", "LiveProducer", "StreamHandle", "error_from_outcome"]
 
 logger = logging.getLogger("streamcoord")
 
@@ -39,6 +39,9 @@ DEFAULT_LEASE_TTL = 10.0
 #: How often a producer looks for a cancel mark: ``cancel_stream`` takes effect within this
 #: (plus one store read), well inside the 1 s DESIGN.md promises.
 CANCEL_POLL_SECONDS = 0.2
+#: The least time the final text of a stream completed without ``keep`` stays beside its
+#: outcome: readers still catching up, and a browser reconnecting just after the end.
+FINAL_TEXT_SECONDS = 30.0
 
 # The error classes an outcome can name; anything else comes back as a StreamError.
 _ERRORS = {cls.__name__: cls for cls in (
@@ -125,7 +128,7 @@ class LiveProducer:
             # The record goes; readers still catching up read the end of the text here.
             record = store.load(sid)
             outcome["text"] = record.text if record is not None else ""
-        store.set_outcome(sid, outcome, self.lease_ttl if delete else store.ttl)
+        store.set_outcome(sid, outcome, max(self.lease_ttl, FINAL_TEXT_SECONDS) if delete else store.ttl)
         if delete:
             store.delete(sid)
 

@@ -23,7 +23,7 @@ from streamcoord._stored import load_stored, store_for_resume
 from streamcoord._stream import ChatStream
 from streamcoord.errors import RecoveryFailed
 
-__all__ = ["LIVE_TOTAL_SECONDS", "LiveStreams", "check_extra_headers", "live_options", "try_lease"]
+__all__ = ["LIVE_TOTAL_SECONDS", "UNKNOWN_CHARACTER", "LiveStreams", "check_extra_headers", "live_options", "try_lease"]
 
 
 class LiveStreams:
@@ -103,12 +103,18 @@ class LiveStreams:
                 f"stream {stream_id!r} was started with provider {stored.provider!r}; "
                 f"attach to it with Client({stored.provider!r})"
             )
+        shown = text[:offset]
         if offset > len(text):
-            raise ValueError(f"offset {offset} is past the {len(text)} characters stored for {stream_id!r}")
+            if stored is None or stored.completed or stored.status_failed:
+                raise ValueError(f"offset {offset} is past the {len(text)} characters stored for {stream_id!r}")
+            # The caller saw more than is stored now: the producer's recovery cut it back
+            # since. Characters that match nothing stand for what the caller has beyond the
+            # cut, so the reader's first hand-over announces that rewind.
+            shown = text + UNKNOWN_CHARACTER * (offset - len(text))
         stream_options["stream_id"] = stream_id
         spec = AttachSpec(
             options=StreamOptions(stream_options, self.timeout), provider=self.provider, store=store,
-            offset=offset, take_over=lambda: self._take_over(store, stream_id),
+            shown=shown, take_over=lambda: self._take_over(store, stream_id),
         )
         return ChatStream(spec, worker_type=AttachReader)  # type: ignore[arg-type]
 
@@ -146,6 +152,9 @@ class LiveStreams:
         StreamHandle(stream, lambda: self.cancel_stream(stream_id))
         return True
 
+
+# A noncharacter: never part of a model's text, so it matches nothing the producer stores.
+UNKNOWN_CHARACTER = "\ufdd0"
 
 # A live generation's total deadline when neither the client nor start() sets one: nobody
 # may be reading it to notice a model that never stops.

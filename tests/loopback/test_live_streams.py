@@ -13,7 +13,15 @@ import pytest
 
 from recovery_store import DiskStore, MemoryStore
 from streamcoord.errors import AuthenticationError, RecoveryFailed
-from tests.loopback.test_recovery import BROKEN, BROKEN_PIECES, FULL, REST_PIECES, consumer_view, continuation_response
+from tests.loopback.test_recovery import (
+    BROKEN,
+    BROKEN_PIECES,
+    FULL,
+    KEPT,
+    REST_PIECES,
+    consumer_view,
+    continuation_response,
+)
 from tests.support.fakeserver import Gate, error, openai_text
 
 MESSAGES = [{"role": "user", "content": "Write two short paragraphs."}]
@@ -195,3 +203,24 @@ def test_an_unowned_unfinished_record_is_taken_over_once(server, live, store, re
     while store.leased("orphan") and time.monotonic() < deadline:
         store.wait_for("orphan", store.revision("orphan"), 0.1)
     assert not store.leased("orphan")
+
+
+def test_a_reader_that_saw_more_than_is_stored_after_a_cut_is_rewound_to_it(server, live, store):
+    kept = KEPT["paragraph"]
+    server.enqueue(
+        openai_text(BROKEN_PIECES + REST_PIECES, stall_after=len(BROKEN_PIECES)),
+        continuation_response("openai", FULL[len(kept):]),
+    )
+    client = live()
+    stream = client.stream_chat(MESSAGES, model="gpt-4o-mini", stream_recovery=True, stream_id="cut")
+    seen = ""
+    for chunk in stream:
+        seen += chunk.content
+        if seen == BROKEN:
+            break
+    store.replace_text("cut", kept)  # a producer's recovery cut the text back since
+    reader = client.attach("cut", offset=len(BROKEN))
+    chunks = list(reader)
+    assert [c.metadata["recovery"]["rewind"] for c in chunks if "recovery" in c.metadata] == [len(BROKEN) - len(kept)]
+    assert consumer_view(chunks, BROKEN) == FULL
+    assert len(server.requests) == 2
