@@ -194,7 +194,9 @@ def test_a_killed_producer_is_taken_over_once_by_two_readers_attaching_at_once(s
     results = [next_line(reader) for reader in readers]
     assert [view_of(results[0]), view_of(results[1], BROKEN)] == [FULL, FULL]
     assert [r["finish_reason"] for r in results] == ["stop", "stop"]
-    assert [rewind for _, rewind in results[1]["chunks"] if rewind] == [len(BROKEN) - len(kept)]
+    # The reader that had BROKEN is rewound to the takeover's cut if it read the record
+    # between the cut and the continuation's text; else the text only grew, for it.
+    assert [rewind for _, rewind in results[1]["chunks"] if rewind] in ([], [len(BROKEN) - len(kept)])
     assert len(server.requests) == 2, "one generation and exactly one continuation"
     assert_continuation_carries("openai", server.requests[0], server.requests[1], kept)
 
