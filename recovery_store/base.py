@@ -17,6 +17,20 @@ test suite:
 * Values are JSON only (never pickle), so a store can be read by another process, another
   Python version or another language, and a tampered store cannot execute code.
 * ``stream_id`` becomes part of storage keys, so it is restricted to a safe alphabet.
+
+Live streams (one producer, any number of readers in any process sharing the store) add:
+
+* a **lease** per stream id (``acquire_lease``/``renew_lease``/``release_lease``/
+  ``leased``): at most one holder at a time, identified by a random token; it lives
+  ``ttl`` seconds past its last renewal, timed by the store (a monotonic clock in
+  memory, diskcache's expiry on disk, Redis's ``PX`` in Redis), never by a caller's clock.
+* a **revision** per record (``revision``/``wait_for``): a number that changes on every
+  write, from one store-wide counter, so a reader can block until something changed
+  instead of polling the whole record. An unknown record's revision is 0.
+* a **cancel mark** (``cancel``/``cancelled``) another process can set, and the producer's
+  **outcome** (``set_outcome``/``outcome``: finish reason, usage or error, JSON); ``start``
+  clears both.
+  These keys sit beside the record: a record written here is still read by older versions.
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import json
 import logging
 import math
 import re
+import secrets
 from typing import Any, Optional
 
 __all__ = [
@@ -37,6 +52,7 @@ __all__ = [
     "StreamRecord",
     "check_record",
     "dump_meta",
+    "new_lease_token",
     "validate_status",
     "validate_stream_id",
     "validate_text",
@@ -146,6 +162,11 @@ def validate_ttl(ttl: Any) -> float:
     return value
 
 
+def new_lease_token() -> str:
+    """A lease holder's identity: random, so two processes can never share one."""
+    return secrets.token_hex(16)
+
+
 def dump_meta(meta: Any) -> str:
     """Serialize ``meta`` to JSON, with a clear ``TypeError`` if it cannot be.
 
@@ -212,6 +233,52 @@ class RecoveryStore(abc.ABC):
         else:
             self.delete(validate_stream_id(stream_id))
 
+    # -- live streams (see the module docstring); stores written before them raise ------
+    def acquire_lease(self, stream_id: str, ttl: float) -> Optional[str]:
+        """Atomically take the lease of ``stream_id`` for ``ttl`` seconds: a new token if it
+        was free (never held, released or expired), else ``None``."""
+        raise _no_live_streams(self)
+
+    def renew_lease(self, stream_id: str, token: str, ttl: float) -> bool:
+        """Extend the lease to ``ttl`` seconds from now if ``token`` still holds it; False
+        if it expired or another holder has it (then the caller must stop producing)."""
+        raise _no_live_streams(self)
+
+    def release_lease(self, stream_id: str, token: str) -> bool:
+        """Give the lease up if ``token`` holds it (True); another holder's lease is kept."""
+        raise _no_live_streams(self)
+
+    def leased(self, stream_id: str) -> bool:
+        """Whether anyone holds a live lease on ``stream_id``."""
+        raise _no_live_streams(self)
+
+    def revision(self, stream_id: str) -> int:
+        """The record's revision: changes on every write; 0 for an unknown record."""
+        raise _no_live_streams(self)
+
+    def wait_for(self, stream_id: str, after: int, timeout: float) -> int:
+        """Block until the record's revision differs from ``after`` (written, deleted or
+        cancelled meanwhile) or ``timeout`` seconds passed; returns the revision then."""
+        raise _no_live_streams(self)
+
+    def cancel(self, stream_id: str) -> None:
+        """Mark ``stream_id`` cancelled (for ``ttl``) and wake its readers; the producer
+        sees it through :meth:`cancelled`. A later ``start`` of the id clears the mark."""
+        raise _no_live_streams(self)
+
+    def cancelled(self, stream_id: str) -> bool:
+        """Whether ``stream_id`` was cancelled since its last ``start``."""
+        raise _no_live_streams(self)
+
+    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+        """Record how the generation ended (a JSON dict), for ``ttl`` seconds, and wake the
+        readers. It outlives a deleted record, so readers still catching up can end."""
+        raise _no_live_streams(self)
+
+    def outcome(self, stream_id: str) -> Optional[dict]:
+        """What :meth:`set_outcome` recorded since the last ``start``, or ``None``."""
+        raise _no_live_streams(self)
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release resources; idempotent. Further use raises ``ValueError``."""
@@ -230,3 +297,10 @@ def _unknown(stream_id: str) -> KeyError:
 
 def _closed(store: object) -> ValueError:
     return ValueError(f"{type(store).__name__} is closed")
+
+
+def _no_live_streams(store: object) -> NotImplementedError:
+    return NotImplementedError(
+        f"{type(store).__name__} does not support live streams (leases, revisions, cancel marks); "
+        "use MemoryStore, DiskStore or RedisStore, or implement those methods"
+    )

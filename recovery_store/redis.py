@@ -7,7 +7,18 @@ Layout, per stream, under ``prefix`` (default ``"streamcoord:"``):
 * ``{prefix}{id}:text``: a string grown with ``APPEND``, so an append costs O(len(delta))
   and ``load`` is a single ``GET``.
 
-Both keys get ``PEXPIRE ttl`` on every write. Writes to an existing record run as
+Live streams add, beside the record (which older versions still read as before):
+
+* ``rev`` in the head: the store-wide counter ``{prefix}revision`` (``INCR``) at the last
+  write, and an entry in the Redis Stream ``{prefix}{id}:events`` (``XADD``, capped) in
+  the same transaction, so a reader blocks in ``XREAD BLOCK`` until a write lands.
+* ``{prefix}{id}:lease``: the holder's token, taken with ``SET NX PX`` and renewed or
+  released by Lua scripts that first check the token, so only the holder can; Redis's
+  own expiry ends it, whatever the clocks of the machines say.
+* ``{prefix}{id}:cancel``: the cancel mark, ``SET PX ttl``; ``{prefix}{id}:outcome``: how
+  the generation ended (JSON), ``SET PX``.
+
+Both record keys get ``PEXPIRE ttl`` on every write. Writes to an existing record run as
 optimistic transactions (``WATCH`` the head, check it, then ``MULTI``/``EXEC``), so an
 append can never resurrect a record that was deleted or expired meanwhile.
 
@@ -30,6 +41,7 @@ from .base import (
     _closed,
     _unknown,
     dump_meta,
+    new_lease_token,
     validate_status,
     validate_stream_id,
     validate_text,
@@ -37,6 +49,22 @@ from .base import (
 )
 
 __all__ = ["RedisStore"]
+
+# Only the holder (the token) may extend or end a lease: check and act in one step.
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+# A reader only needs the newest write, not the history: keep the events stream short.
+_EVENTS_KEPT = 16
 
 
 def _import_redis() -> Any:
@@ -89,6 +117,8 @@ class RedisStore(RecoveryStore):
             self._owns_client = False
             self._url = None
         self._closed = False
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
 
     def __repr__(self) -> str:
         where = "client=..." if self._url is None else repr(_redact_url(self._url))
@@ -104,6 +134,17 @@ class RedisStore(RecoveryStore):
         if self._closed:
             raise _closed(self)
         return f"{self.prefix}{sid}:head", f"{self.prefix}{sid}:text"
+
+    def _key(self, sid: str, suffix: str) -> str:
+        if self._closed:
+            raise _closed(self)
+        return f"{self.prefix}{sid}:{suffix}"
+
+    def _announce(self, pipe: Any, sid: str, rev: int) -> None:
+        """Queue the revision and the wake-up of the readers (inside a transaction)."""
+        events = self._key(sid, "events")
+        pipe.xadd(events, {"rev": rev}, maxlen=_EVENTS_KEPT, approximate=True)
+        pipe.pexpire(events, self._ttl_ms)
 
     def _expired(self, updated_at: Any) -> bool:
         return updated_at is None or self._clock() - float(_s(updated_at)) >= self.ttl
@@ -121,9 +162,11 @@ class RedisStore(RecoveryStore):
             got = pipe.hmget(head, *names)
             if self._expired(got[0]):
                 raise _unknown(sid)
+            rev = self._redis.incr(self.prefix + "revision")
             pipe.multi()
             write(pipe, head, text, dict(zip(names, got)))
-            pipe.hset(head, "updated_at", repr(self._clock()))
+            pipe.hset(head, mapping={"updated_at": repr(self._clock()), "rev": rev})
+            self._announce(pipe, sid, rev)
             pipe.pexpire(head, self._ttl_ms)
             pipe.pexpire(text, self._ttl_ms)
 
@@ -134,10 +177,13 @@ class RedisStore(RecoveryStore):
         validate_stream_id(stream_id)
         meta_json = dump_meta(meta)
         head, text = self._keys(stream_id)
+        rev = self._redis.incr(self.prefix + "revision")
         pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(head, text)
-        pipe.hset(head, mapping={"meta": _b(meta_json), "status": "streaming", "updated_at": repr(self._clock())})
+        pipe.delete(head, text, self._key(stream_id, "cancel"), self._key(stream_id, "outcome"))
+        mapping = {"meta": _b(meta_json), "status": "streaming", "updated_at": repr(self._clock()), "rev": rev}
+        pipe.hset(head, mapping=mapping)
         pipe.pexpire(head, self._ttl_ms)
+        self._announce(pipe, stream_id, rev)
         pipe.execute()
 
     def append(self, stream_id: str, text: str) -> None:
@@ -199,7 +245,96 @@ class RedisStore(RecoveryStore):
 
     def delete(self, stream_id: str) -> None:
         validate_stream_id(stream_id)
-        self._redis.delete(*self._keys(stream_id))
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(*self._keys(stream_id))
+        self._announce(pipe, stream_id, 0)
+        pipe.execute()
+
+    # -- live streams ----------------------------------------------------------------------
+    def acquire_lease(self, stream_id: str, ttl: float) -> Optional[str]:
+        validate_stream_id(stream_id)
+        token = new_lease_token()
+        ms = max(1, math.ceil(validate_ttl(ttl) * 1000))
+        return token if self._redis.set(self._key(stream_id, "lease"), token, nx=True, px=ms) else None
+
+    def renew_lease(self, stream_id: str, token: str, ttl: float) -> bool:
+        validate_stream_id(stream_id)
+        ms = max(1, math.ceil(validate_ttl(ttl) * 1000))
+        return bool(self._renew(keys=[self._key(stream_id, "lease")], args=[token, ms]))
+
+    def release_lease(self, stream_id: str, token: str) -> bool:
+        validate_stream_id(stream_id)
+        return bool(self._release(keys=[self._key(stream_id, "lease")], args=[token]))
+
+    def leased(self, stream_id: str) -> bool:
+        validate_stream_id(stream_id)
+        return bool(self._redis.exists(self._key(stream_id, "lease")))
+
+    def _revision(self, head_values: Any) -> int:
+        updated_at, rev = head_values
+        if rev is None or self._expired(updated_at):
+            return 0
+        try:
+            return int(_s(rev))
+        except ValueError:
+            return 0  # damaged by a hand: load says what is wrong; here it is just "unknown"
+
+    def revision(self, stream_id: str) -> int:
+        validate_stream_id(stream_id)
+        head, _ = self._keys(stream_id)
+        return self._revision(self._redis.hmget(head, "updated_at", "rev"))
+
+    def wait_for(self, stream_id: str, after: int, timeout: float) -> int:
+        validate_stream_id(stream_id)
+        head, _ = self._keys(stream_id)
+        events = self._key(stream_id, "events")
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        while True:
+            # The newest event and the revision together: a write after this is an event
+            # after ``last``, so XREAD returns at once and no wake-up is lost in between.
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.xrevrange(events, count=1)
+            pipe.hmget(head, "updated_at", "rev")
+            newest, values = pipe.execute()
+            current = self._revision(values)
+            remaining = deadline - time.monotonic()
+            if current != after or remaining <= 0:
+                return current
+            last = _s(newest[0][0]) if newest else "0-0"
+            self._redis.xread({events: last}, block=max(1, math.ceil(remaining * 1000)), count=1)
+
+    def cancel(self, stream_id: str) -> None:
+        validate_stream_id(stream_id)
+        self._redis.set(self._key(stream_id, "cancel"), "1", px=self._ttl_ms)
+        try:
+            self._update(stream_id, lambda *args: None)  # a write: readers see a new revision
+        except KeyError:
+            pass  # no record (yet): the mark alone stops a producer that starts on it
+
+    def cancelled(self, stream_id: str) -> bool:
+        validate_stream_id(stream_id)
+        return bool(self._redis.exists(self._key(stream_id, "cancel")))
+
+    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+        validate_stream_id(stream_id)
+        data = _b(dump_meta(outcome))
+        ms = max(1, math.ceil(validate_ttl(ttl) * 1000))
+        self._redis.set(self._key(stream_id, "outcome"), data, px=ms)
+        try:
+            self._update(stream_id, lambda *args: None)  # a write: readers see a new revision
+        except KeyError:
+            self._redis.xadd(self._key(stream_id, "events"), {"rev": 0}, maxlen=_EVENTS_KEPT, approximate=True)
+
+    def outcome(self, stream_id: str) -> Optional[dict]:
+        validate_stream_id(stream_id)
+        data = self._redis.get(self._key(stream_id, "outcome"))
+        if data is None:
+            return None
+        try:
+            found = json.loads(_s(data))
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) else None
 
     def close(self) -> None:
         if not self._closed:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 import urllib.parse
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import requests
 
@@ -15,6 +16,8 @@ from streamcoord import _registry, _telemetry
 from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._keys import SCRUBBED, Scrubber, check_headers, secrets_in_headers
+from streamcoord._live import DEFAULT_LEASE_TTL, LiveProducer
+from streamcoord._live_client import LiveStreams, check_extra_headers, live_options, try_lease
 from streamcoord._options import StreamOptions, split_options
 from streamcoord._recovery import Recovery, recovery_options
 from streamcoord._spec import Resume, StreamSpec
@@ -51,7 +54,7 @@ def _default_session() -> requests.Session:
         return _shared_session
 
 
-class Client:
+class Client(LiveStreams):
     """A provider, its key and address, and the defaults for its streams.
 
     ``provider`` is a registered name (``streamcoord.adapter_names()``) or an ``Adapter`` instance.
@@ -71,6 +74,7 @@ class Client:
         timeout: TimeoutTypes = 300.0,
         max_retries: Union[int, Retry] = 2,
         recovery_store: Any = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
         telemetry: Optional[bool] = None,
         **settings: Any,
     ) -> None:
@@ -89,6 +93,11 @@ class Client:
                 f"MemoryStore() or RedisStore(url), got {recovery_store!r:.80}"
             )
         self.recovery_store = recovery_store
+        if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, (int, float)) or not (
+            lease_ttl > 0 and math.isfinite(lease_ttl)
+        ):
+            raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r:.80}")
+        self.lease_ttl = float(lease_ttl)
         # OpenTelemetry spans and metrics (extra "otel"); None follows streamcoord.instrument().
         self._telemetry = _telemetry.instruments_for(telemetry)
 
@@ -96,7 +105,7 @@ class Client:
         """Start streaming an answer. Returns at once; the request goes out on iteration."""
         stream_options, request_options = split_options(options)
         messages = validate_messages(messages)
-        _check_extra_headers(request_options)
+        check_extra_headers(request_options)
         request = self._build_request(messages, request_options)
         return self._stream(request, StreamOptions(stream_options, self.timeout), messages, request_options)
 
@@ -116,7 +125,7 @@ class Client:
         ``RecoveryFailed``.
         """
         stream_options, request_options = split_options(options)
-        _check_extra_headers(request_options)
+        check_extra_headers(request_options)
         extra_headers = request_options.pop("extra_headers", None)  # never stored, so given again
         if request_options:
             raise TypeError(
@@ -125,7 +134,16 @@ class Client:
             )
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
-        stored = load_stored(store_for_resume(self.recovery_store, stream_id), stream_id)
+        store = store_for_resume(self.recovery_store, stream_id)
+        stored = load_stored(store, stream_id)
+        live = live_options(stream_options)
+        token = None
+        if stored is not None and stored.completed and _has_outcome(store, stream_id):
+            return self.attach(stream_id, offset, **live)  # a finished live stream: with its finish reason
+        if stored is not None and not stored.completed:
+            token = try_lease(store, stream_id, self.lease_ttl)
+            if token is False:  # a live producer has it: follow that one, never a second generation
+                return self.attach(stream_id, offset, **live)
         if stored is None:
             raise RecoveryFailed(
                 f"no stored stream {stream_id!r}: it is unknown, was completed (and not kept), or has expired"
@@ -150,7 +168,15 @@ class Client:
                 f"valid ({exc}); delete it and start a new stream"
             ) from exc
         resume = Resume(stored.text, offset, stored.completed)
-        return self._stream(request, StreamOptions(stream_options, self.timeout), stored.messages, stored.options, resume)
+        lease = (store, token) if isinstance(token, str) else None
+        try:
+            return self._stream(
+                request, StreamOptions(stream_options, self.timeout), stored.messages, stored.options, resume, lease
+            )
+        except BaseException:
+            if lease is not None:
+                store.release_lease(stream_id, token)
+            raise
 
     def _stream(
         self,
@@ -159,9 +185,11 @@ class Client:
         messages: List[Dict[str, Any]],
         request_options: Dict[str, Any],
         resume: Optional[Resume] = None,
+        lease: Optional[Tuple[RecoveryStore, str]] = None,
     ) -> ChatStream:
         recovery = None
         meta = None
+        live = None
         # The key, the secret headers (extra_headers too) and a password in base_url.
         secrets = [self.__api_key or "", *secrets_in_headers(request.headers), urllib.parse.urlsplit(self.base_url).password]
         scrubber = Scrubber(secrets, live=False)
@@ -188,6 +216,11 @@ class Client:
                 if scrubber:
                     store = ScrubbedWrites(store, scrubber)
                 recovery = Recovery(store, opts.stream_id, strategy, max_retries, keep, self.provider)
+                if lease is not None:
+                    # Readers elsewhere need the end: the worker keeps the record, and the
+                    # producer deletes it (unless keep) after recording the outcome.
+                    recovery.keep = True
+                    live = LiveProducer(lease[0], opts.stream_id, lease[1], self.lease_ttl, keep)
         telemetry = None
         if self._telemetry is not None:
             telemetry = self._telemetry.stream(self.provider, opts.stream_id, request.url, request_options, messages)
@@ -205,6 +238,7 @@ class Client:
             resume=resume,
             telemetry=telemetry,
             secrets=scrubber.secrets,
+            live=live,
         )
         return ChatStream(spec)
 
@@ -226,11 +260,11 @@ def _adapter_for(provider: Union[str, Adapter]) -> Adapter:
     )
 
 
-def _check_extra_headers(request_options: Dict[str, Any]) -> None:
-    """``extra_headers`` checked (and stripped) before any request is built."""
-    extra = request_options.get("extra_headers")
-    if extra is not None:
-        request_options["extra_headers"] = check_headers(extra, "extra_headers")
+def _has_outcome(store: RecoveryStore, stream_id: str) -> bool:
+    try:
+        return store.outcome(stream_id) is not None
+    except Exception:  # a store without live streams, or one that fails: resume as before
+        return False
 
 
 def stream_chat(

@@ -91,6 +91,13 @@ class Recovery:
         self.attempts = 0
         self.parts: List[str] = []  # the model's text (before transform_chunk), in order
         self._persisting = True
+        self._started_early = False
+
+    def start_early(self, meta: Dict[str, Any]) -> None:
+        """Write the record now, before the worker runs (``client.start``: readers may
+        attach as soon as it returns); the worker's own ``start`` then writes nothing."""
+        self.start(meta)
+        self._started_early = True
 
     @property
     def text(self) -> str:
@@ -98,6 +105,9 @@ class Recovery:
 
     def start(self, meta: Dict[str, Any]) -> None:
         self.parts = []
+        if self._started_early:
+            self._started_early = False
+            return
         self._write(self.store.start, self.stream_id, dict(meta, strategy=self.strategy, created_at=time.time()))
 
     def persist(self, text: str) -> None:

@@ -77,6 +77,7 @@ class StreamSpec:
         resume: Optional[Resume] = None,
         telemetry: Any = None,
         secrets: Iterable[str] = (),
+        live: Any = None,
     ) -> None:
         self.options = options
         self.stream_id = options.stream_id
@@ -92,4 +93,5 @@ class StreamSpec:
         self.recovery_meta = recovery_meta or {}
         self.resume = resume
         self.telemetry = telemetry  # a _telemetry.StreamTelemetry, or None (off: no cost)
+        self.live = live  # a LiveProducer when this stream produces a live stream (start, resume)
         self.scrubber = Scrubber(secrets)  # the key(s) this stream sends, scrubbed wherever they surface

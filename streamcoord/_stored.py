@@ -78,6 +78,7 @@ class StoredStream:
                  recovery: Dict[str, Any], where: str) -> None:
         self.text = record.text
         self.completed = record.status == "completed"
+        self.status_failed = record.status == "failed"
         self.provider = record.meta["provider"]
         self.messages = messages
         self.options = options

@@ -40,8 +40,9 @@ class ChatStream:
     describe what has arrived so far, and the final values once the iteration has ended.
     """
 
-    def __init__(self, spec: StreamSpec) -> None:
+    def __init__(self, spec: StreamSpec, worker_type: Callable[[Any], Any] = Worker) -> None:
         self._spec = spec
+        self._worker_type = worker_type  # an AttachReader for client.attach
         self._worker: Optional[Worker] = None
         self._it: Iterator[Chunk] = iter(())
         self._closed = False
@@ -161,7 +162,7 @@ class ChatStream:
         if worker is None:
             if self._closed:
                 raise ValueError("this stream was closed before it started; start a new one")
-            worker = self._worker = Worker(self._spec)
+            worker = self._worker = self._worker_type(self._spec)
             worker.start()
         return worker
 
@@ -180,6 +181,9 @@ class ChatStream:
     def _close(self, join: bool) -> None:
         self._closed = True
         self._it = iter(())
+        live = getattr(self._spec, "live", None)
+        if live is not None and not self._exhausted:
+            live.release()  # at once, so the next resume of this id may produce
         worker = self._worker
         if worker is None:
             return

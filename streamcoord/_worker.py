@@ -90,6 +90,8 @@ class Worker:
             self.metrics.start()
             if self.telemetry is not None:
                 self.telemetry.start()
+            if spec.live is not None:  # a live stream: keep its lease, watch for a cancel
+                spec.live.begin(self.cancel)
             if spec.options.timeout.total is not None:
                 self.reader.deadline = time.monotonic() + spec.options.timeout.total
             self._run_stream()
@@ -123,6 +125,8 @@ class Worker:
                     "stream %s: %d chunks, %d bytes in %.0f ms", status, snap.chunks_received,
                     snap.bytes_received, snap.duration_ms,
                 )
+                if spec.live is not None:  # readers elsewhere learn the end before this consumer
+                    spec.live.end(status, error, self.answer)
                 self.pipeline.put_end(End(error))
                 if status == "completed":
                     # The consumer has the end of the answer; what the server sends after it

@@ -1,0 +1,193 @@
+"""Live streams, the reading side: ``client.attach`` follows a generation through the store.
+
+An ``AttachReader`` stands in for a ``Worker`` behind a ``ChatStream``: its thread reads
+the stored text from the caller's offset, then blocks in the store's ``wait_for`` until
+the producer writes again, and hands each new piece over as a chunk. When the producer's
+text was cut back by a recovery, the reader announces the rewind (a chunk with
+``metadata["recovery"]``, as a live stream does) and goes on from the cut. It ends with the
+producer's finish reason and usage, or raises the producer's error; a cancelled stream ends
+there. When nobody holds the lease on an unfinished record (its producer died), the reader
+asks the client to take the generation over in this process, and follows that.
+
+Closing the reader stops only the reader: the generation belongs to its producer.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Optional
+
+from recovery_store import RecoveryStore
+from streamcoord._chunk import Chunk
+from streamcoord._live import error_from_outcome
+from streamcoord._logging import StreamLogger
+from streamcoord._metrics import MetricsTracker
+from streamcoord._options import StreamOptions
+from streamcoord._pipeline import Pipeline
+from streamcoord._spec import Cancelled, End
+from streamcoord.errors import RecoveryFailed, StreamcoordError, StreamError
+
+__all__ = ["WAIT_SLICE_SECONDS", "AttachReader", "AttachSpec"]
+
+#: The longest a reader blocks in the store before it looks at the lease, the cancel mark
+#: and its own close again; a closed reader's thread ends within this.
+WAIT_SLICE_SECONDS = 0.25
+
+
+class AttachSpec:
+    """What an ``AttachReader`` is given (the parts of a ``StreamSpec`` a pipeline uses)."""
+
+    def __init__(
+        self,
+        *,
+        options: StreamOptions,
+        provider: str,
+        store: RecoveryStore,
+        shown: str,
+        take_over: Callable[[], bool],
+    ) -> None:
+        self.options = options
+        self.stream_id = options.stream_id
+        self.provider = provider
+        self.store = store
+        self.shown = shown  # what the caller has: the stored text up to its offset, at attach time
+        self.take_over = take_over  # True if this process now produces the stream
+        self.recovery = None  # a reader persists nothing
+        self.callback = None
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # binary search on the first difference: O(n) compares, not O(n^2)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class AttachReader:
+    """Follows one live stream (see the module docstring); the ``Worker`` interface."""
+
+    def __init__(self, spec: AttachSpec) -> None:
+        self.spec = spec
+        self.log = StreamLogger(spec.stream_id, spec.provider)
+        self.metrics = MetricsTracker(
+            spec.stream_id, spec.provider, spec.options.on_metrics, log_reports=spec.options.track_metrics
+        )
+        self.error: Optional[BaseException] = None
+        self._cancelled = threading.Event()
+        self.pipeline = Pipeline(spec, self.metrics, self.log, self._cancelled)  # type: ignore[arg-type]
+        self.queue = self.pipeline.queue
+        self.answer = self.pipeline.answer
+        self._shown = spec.shown  # the producer's text as this reader's consumer has it
+        self.thread = threading.Thread(target=self._run, name=f"streamcoord-attach-{spec.stream_id}", daemon=True)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def cancel(self) -> None:
+        if not self._cancelled.is_set():
+            self._cancelled.set()
+            self.pipeline.drain_queue()
+
+    def _run(self) -> None:
+        error: Optional[BaseException] = None
+        status = "failed"
+        try:
+            self.metrics.start()
+            self._follow()
+            status = "completed"
+        except Cancelled:
+            status = "cancelled"
+        except BaseException as exc:  # handed to the consumer, never lost in a thread
+            if self.cancelled:
+                status = "cancelled"
+            elif isinstance(exc, StreamcoordError):
+                error = exc
+            else:  # the store failed under us: our error tree only
+                error = StreamError(f"following live stream {self.spec.stream_id!r} failed: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+        finally:
+            self.error = error
+            self.metrics.finish(status)
+            self.pipeline.put_end(End(error))
+
+    def _follow(self) -> None:
+        spec, store, sid = self.spec, self.spec.store, self.spec.stream_id
+        while not self.cancelled:
+            revision = store.revision(sid)
+            outcome = store.outcome(sid)  # before the record: all its text is stored by now
+            record = store.load(sid)
+            text = record.text if record is not None else (outcome or {}).get("text")
+            if isinstance(text, str):
+                self._show(text)
+            if outcome is not None:
+                self._end(outcome, text or "")
+                return
+            if store.cancelled(sid):
+                return  # a cancelled stream ends where it was stopped
+            if record is None:
+                if store.outcome(sid) is not None:
+                    continue  # it ended between our reads: the next round reads how
+                raise RecoveryFailed(
+                    f"live stream {sid!r} is gone (deleted or expired) before its end was recorded",
+                    partial_text=self._shown,
+                )
+            if not store.leased(sid):
+                if store.outcome(sid) is not None:
+                    continue  # it ended between our reads: the next round reads how
+                if record.status == "completed":
+                    return  # finished by a producer that records no outcome (an older version)
+                if record.status == "failed":
+                    raise RecoveryFailed(
+                        f"live stream {sid!r} failed; client.resume({sid!r}) takes it up again",
+                        partial_text=record.text,
+                    )
+                if spec.take_over():
+                    self.log.info("the producer of %r is gone; this process took the generation over", sid)
+                continue
+            store.wait_for(sid, revision, WAIT_SLICE_SECONDS)
+        raise Cancelled()
+
+    def _show(self, text: str) -> None:
+        """Hand over what ``text`` (the producer's whole text now) adds to what was shown."""
+        pipeline = self.pipeline
+        shown = self._shown
+        if text == shown:
+            return
+        keep = len(shown) if text.startswith(shown) else _common_prefix(shown, text)
+        rewind = len(shown) - keep
+        if rewind:
+            self.answer.cut_text(rewind)
+            info = {"attempt": None, "strategy": None, "rewind": rewind}
+            pipeline.put([pipeline.control_chunk("", {"recovery": info})])
+        self._shown = text
+        if len(text) > keep:
+            pipeline.deliver([Chunk(content=text[keep:], index=pipeline.next_index)])
+            pipeline.next_index += 1
+
+    def _end(self, outcome: Any, text: str) -> None:
+        spec, pipeline = self.spec, self.pipeline
+        error = outcome.get("error")
+        if isinstance(error, dict):
+            pipeline.flush_pending()
+            raise error_from_outcome(spec.stream_id, spec.provider, error, text)
+        finish_reason, usage = outcome.get("finish_reason"), outcome.get("usage")
+        if finish_reason is not None or usage is not None:
+            chunk = Chunk(
+                finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+                usage=usage if isinstance(usage, dict) else None,
+                index=pipeline.next_index,
+            )
+            pipeline.next_index += 1
+            pipeline.deliver([chunk])
+        pipeline.flush_pending()

@@ -1,0 +1,213 @@
+"""Live streams, the producing side: one generation per stream id across every process
+that shares the store, whether or not anyone reads it.
+
+``LiveProducer`` is what a worker is given when it produces a live stream: it holds the
+lease (renewed every third of ``lease_ttl`` on a monotonic clock, stalls included, by its
+own small thread), watches for a cancel mark set from anywhere, and at the end records the
+outcome (finish reason, usage or error) for the readers, then gives the lease up.
+``StreamHandle`` is what ``client.start`` returns: the generation runs in the background
+whether or not anyone attaches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+from recovery_store import RecoveryStore
+from streamcoord.errors import (
+    APIError,
+    AuthenticationError,
+    ConnectionLost,
+    ProtocolError,
+    RateLimitError,
+    RecoveryFailed,
+    ServerError,
+    StreamcoordError,
+    StreamError,
+    StreamTimeout,
+)
+
+__all__ = ["CANCEL_POLL_SECONDS", "DEFAULT_LEASE_TTL", "FINAL_TEXT_SECONDS", "LiveProducer", "StreamHandle", "error_from_outcome"]
+
+logger = logging.getLogger("streamcoord")
+
+#: How long a lease lives past its last renewal unless ``Client(lease_ttl=)`` says otherwise.
+DEFAULT_LEASE_TTL = 10.0
+#: How often a producer looks for a cancel mark: ``cancel_stream`` takes effect within this
+#: (plus one store read), well inside the 1 s DESIGN.md promises.
+CANCEL_POLL_SECONDS = 0.2
+#: The least time the final text of a stream completed without ``keep`` stays beside its
+#: outcome: readers still catching up, and a browser reconnecting just after the end.
+FINAL_TEXT_SECONDS = 30.0
+
+# The error classes an outcome can name; anything else comes back as a StreamError.
+_ERRORS = {cls.__name__: cls for cls in (
+    APIError, AuthenticationError, RateLimitError, ServerError, StreamError, StreamTimeout,
+    ConnectionLost, ProtocolError, RecoveryFailed,
+)}
+
+
+class LiveProducer:
+    """The lease, the cancel watch and the outcome of one producing worker."""
+
+    def __init__(self, store: RecoveryStore, stream_id: str, token: str, lease_ttl: float, keep: bool) -> None:
+        self.store = store
+        self.stream_id = stream_id
+        self.token = token
+        self.lease_ttl = lease_ttl
+        self.keep = keep  # the caller's choice; the worker itself always keeps the record
+        self.cancelled = False  # by a cancel mark (from anywhere)
+        self.lost = False  # another producer has the lease now: write nothing more
+        self._stop = threading.Event()
+        self._released = False
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+
+    def begin(self, cancel: Callable[[], None]) -> None:
+        """The worker started: keep the lease and watch for a cancel until ``end``."""
+        self._thread = threading.Thread(
+            target=self._keep, args=(cancel,), name=f"streamcoord-lease-{self.stream_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _keep(self, cancel: Callable[[], None]) -> None:
+        renew_every = self.lease_ttl / 3
+        next_renewal = time.monotonic()  # at once: the worker may start long after start()
+        while True:
+            try:
+                if self.store.cancelled(self.stream_id):
+                    self.cancelled = True
+                    cancel()
+                    return
+                if time.monotonic() >= next_renewal:
+                    if not self.store.renew_lease(self.stream_id, self.token, self.lease_ttl):
+                        self.lost = True
+                        logger.warning("lost the lease of live stream %r; stopping", self.stream_id)
+                        cancel()
+                        return
+                    next_renewal = time.monotonic() + renew_every
+            except Exception as exc:  # a store hiccup: the lease lasts lease_ttl, try again
+                logger.warning("renewing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
+            if self._stop.wait(min(CANCEL_POLL_SECONDS, renew_every)):
+                return
+
+    def end(self, status: str, error: Optional[BaseException], answer: Any) -> None:
+        """The worker ended (``status`` completed, failed or cancelled): tell the readers
+        how, then give the lease up. A consumer that closed a resumed stream leaves the
+        record resumable and says nothing: the next attach or resume takes it over."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(2.0)
+        if self.lost:
+            return
+        try:
+            if status == "completed" or status == "failed" or self.cancelled:
+                self._write_outcome(status, error, answer)
+        except Exception as exc:
+            logger.warning("recording the end of live stream %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
+        finally:
+            self.release()
+
+    def _write_outcome(self, status: str, error: Optional[BaseException], answer: Any) -> None:
+        store, sid = self.store, self.stream_id
+        outcome: Dict[str, Any] = {
+            "finish_reason": answer.finish_reason,
+            "usage": answer.usage,
+            "cancelled": self.cancelled,
+            "error": None,
+        }
+        if error is not None:
+            outcome["error"] = {
+                "type": type(error).__name__, "message": str(error), "status": getattr(error, "status", None),
+            }
+        delete = status == "completed" and not self.keep
+        if delete:
+            # The record goes; readers still catching up read the end of the text here.
+            record = store.load(sid)
+            outcome["text"] = record.text if record is not None else ""
+        store.set_outcome(sid, outcome, max(self.lease_ttl, FINAL_TEXT_SECONDS) if delete else store.ttl)
+        if delete:
+            store.delete(sid)
+
+    def release(self) -> None:
+        """Give the lease up (once); a close of the consumer's stream calls it too."""
+        with self._lock:
+            if self._released or self.lost:
+                return
+            self._released = True
+        self._stop.set()
+        try:
+            self.store.release_lease(self.stream_id, self.token)
+        except Exception as exc:  # it expires by itself within lease_ttl
+            logger.warning("releasing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
+
+
+def error_from_outcome(stream_id: str, provider: str, error: Dict[str, Any], text: str) -> StreamcoordError:
+    """The producer's error as a reader raises it: the same class and message."""
+    cls = _ERRORS.get(str(error.get("type")), StreamError)
+    message = str(error.get("message", f"the producer of live stream {stream_id!r} failed"))
+    if issubclass(cls, APIError):
+        status = error.get("status")
+        return cls(message, status=status if isinstance(status, int) else None, provider=provider)
+    if cls is RecoveryFailed:
+        return RecoveryFailed(message, partial_text=text)
+    return cls(message)
+
+
+class StreamHandle:
+    """A live generation started by ``client.start``; it runs whether or not anyone reads.
+
+    ``wait(timeout)`` waits for its end; ``text``, ``finish_reason``, ``usage`` and
+    ``error`` describe it (the final values once ``done``). ``cancel()`` stops it, as
+    ``client.cancel_stream(stream_id)`` does from any process.
+    """
+
+    def __init__(self, stream: Any, cancel: Callable[[], None]) -> None:
+        self.stream_id = stream.stream_id
+        self.provider = stream.provider
+        self._stream = stream
+        self._cancel = cancel
+        self.error: Optional[BaseException] = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"streamcoord-live-{self.stream_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for _ in self._stream:  # nobody needs the chunks here: readers attach to the store
+                pass
+        except BaseException as exc:  # the readers get it through the store; kept here too
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the generation has ended; True if it has."""
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        """Stop the generation (wherever readers are); the producer stops within 1 s."""
+        self._cancel()
+
+    @property
+    def text(self) -> str:
+        return self._stream.text
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        return self._stream.finish_reason
+
+    @property
+    def usage(self) -> Optional[Dict[str, Any]]:
+        return self._stream.usage
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "generating"
+        return f"<StreamHandle stream_id={self.stream_id!r} provider={self.provider!r} {state}>"

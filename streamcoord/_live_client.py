@@ -1,0 +1,195 @@
+"""Live streams on the client: ``start``, ``attach``, ``cancel_stream`` (DESIGN.md "Live
+streams"), as a base class of ``Client`` so that ``_client`` keeps to its one job.
+
+The producing side is ``_live`` (lease, cancel watch, outcome), the reading side
+``_attach``; this module only resolves what they need from the client: the store, the
+request, the lease.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Union
+
+from recovery_store import RecoveryStore
+from recovery_store.base import validate_stream_id
+from streamcoord._adapter import validate_messages
+from streamcoord._attach import AttachReader, AttachSpec
+from streamcoord._config import Timeout
+from streamcoord._keys import check_headers
+from streamcoord._live import StreamHandle
+from streamcoord._options import StreamOptions, split_options
+from streamcoord._spec import Resume
+from streamcoord._stored import load_stored, store_for_resume
+from streamcoord._stream import ChatStream
+from streamcoord.errors import RecoveryFailed
+
+__all__ = ["LIVE_TOTAL_SECONDS", "UNKNOWN_CHARACTER", "LiveStreams", "check_extra_headers", "live_options", "try_lease"]
+
+
+class LiveStreams:
+    """``Client``'s live-stream methods (it provides ``_stream`` and ``_build_request``)."""
+
+    recovery_store: Optional[RecoveryStore]
+    lease_ttl: float
+    timeout: Timeout
+    provider: str
+    _stream: Any
+    _build_request: Any
+
+    def start(self, messages: List[Dict[str, Any]], *, stream_id: str, **options: Any) -> StreamHandle:
+        """Generate in the background, whether or not anyone reads: readers in any process
+        sharing the recovery store follow it with ``attach(stream_id)``. One producer per
+        ``stream_id``: ``ValueError`` if the id is live already. Recovery is on (``recovery=``
+        options apply); without ``timeout=`` the generation gets a total deadline of
+        ``LIVE_TOTAL_SECONDS``."""
+        validate_stream_id(stream_id)
+        stream_options, request_options = split_options(options)
+        if stream_options.get("stream_recovery") is False:
+            raise ValueError("start() always records the stream (recovery is implied); do not pass stream_recovery=False")
+        if "stream_id" in stream_options:
+            raise TypeError("pass stream_id once, as start(messages, stream_id=...)")
+        stream_options.update(stream_id=stream_id, stream_recovery=True)
+        messages = validate_messages(messages)
+        check_extra_headers(request_options)
+        request = self._build_request(messages, request_options)
+        default = self.timeout if self.timeout.total is not None else Timeout(
+            self.timeout.idle, connect=self.timeout.connect, total=LIVE_TOTAL_SECONDS
+        )
+        opts = StreamOptions(stream_options, default)
+        store = store_for_resume(self.recovery_store, stream_id)
+        token = try_lease(store, stream_id, self.lease_ttl)
+        if not isinstance(token, str):
+            raise ValueError(
+                f"stream {stream_id!r} is live already (another producer holds it): attach to it with "
+                f"client.attach({stream_id!r})" if token is False else
+                f"the recovery store {store!r} does not support live streams; use DiskStore, MemoryStore or RedisStore"
+            )
+        try:
+            stream = self._stream(request, opts, messages, request_options, None, (store, token))
+            spec = stream._spec
+            if spec.recovery is None:
+                raise RecoveryFailed(f"cannot start live stream {stream_id!r}: the recovery store failed to open")
+            spec.recovery.start_early(spec.recovery_meta)  # attach works as soon as start returns
+        except BaseException:
+            store.release_lease(stream_id, token)
+            raise
+        return StreamHandle(stream, lambda: self.cancel_stream(stream_id))
+
+    def attach(self, stream_id: str, offset: int = 0, **stream_options: Any) -> ChatStream:
+        """Follow a live stream from any process sharing the store: its stored text from
+        character ``offset``, then each piece as the producer persists it (rewinds
+        included), ending with its finish reason and usage, or raising its error. Closing
+        it never stops the generation. If the producer died (its lease expired on an
+        unfinished record), this process takes the generation over, exactly once."""
+        validate_stream_id(stream_id)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
+        refused = sorted(set(stream_options) & {"stream_id", "stream_recovery", "recovery"})
+        stream_options, request_options = split_options(stream_options)
+        if refused or request_options:
+            raise TypeError(
+                f"attach() takes stream options only (the producer's request and recovery are stored); "
+                f"got {sorted(refused + list(request_options))}"
+            )
+        store = store_for_resume(self.recovery_store, stream_id)
+        stored = load_stored(store, stream_id)
+        text = stored.text if stored is not None else _outcome_text(store, stream_id)
+        if text is None:
+            raise RecoveryFailed(
+                f"no stored stream {stream_id!r}: it is unknown, was completed (and not kept), or has expired"
+            )
+        if stored is not None and stored.provider != self.provider:
+            raise ValueError(
+                f"stream {stream_id!r} was started with provider {stored.provider!r}; "
+                f"attach to it with Client({stored.provider!r})"
+            )
+        shown = text[:offset]
+        if offset > len(text):
+            if stored is None or stored.completed or stored.status_failed:
+                raise ValueError(f"offset {offset} is past the {len(text)} characters stored for {stream_id!r}")
+            # The caller saw more than is stored now: the producer's recovery cut it back
+            # since. Characters that match nothing stand for what the caller has beyond the
+            # cut, so the reader's first hand-over announces that rewind.
+            shown = text + UNKNOWN_CHARACTER * (offset - len(text))
+        stream_options["stream_id"] = stream_id
+        spec = AttachSpec(
+            options=StreamOptions(stream_options, self.timeout), provider=self.provider, store=store,
+            shown=shown, take_over=lambda: self._take_over(store, stream_id),
+        )
+        return ChatStream(spec, worker_type=AttachReader)  # type: ignore[arg-type]
+
+    def cancel_stream(self, stream_id: str) -> None:
+        """Stop a live stream from any process sharing the store: its producer stops
+        within a second, and its readers end where it stopped."""
+        validate_stream_id(stream_id)
+        store = store_for_resume(self.recovery_store, stream_id)
+        try:
+            store.cancel(stream_id)
+        except NotImplementedError as exc:
+            raise ValueError(str(exc)) from None
+
+    def _take_over(self, store: RecoveryStore, stream_id: str) -> bool:
+        """The producer of ``stream_id`` is gone: produce it here, in the background, from
+        what it stored (the recovery continuation). False if another process was faster."""
+        token = try_lease(store, stream_id, self.lease_ttl)
+        if not isinstance(token, str):
+            return False
+        try:
+            stored = load_stored(store, stream_id)
+            if stored is None or stored.completed or store.cancelled(stream_id):
+                store.release_lease(stream_id, token)
+                return True  # nothing to produce: the reader sees how it ended
+            request_options = dict(stored.options)
+            request = self._build_request(stored.messages, request_options)
+            opts = StreamOptions(
+                {"stream_id": stream_id, "stream_recovery": True, "recovery": stored.recovery}, self.timeout
+            )
+            resume = Resume(stored.text, len(stored.text), False)
+            stream = self._stream(request, opts, stored.messages, stored.options, resume, (store, token))
+        except BaseException:
+            store.release_lease(stream_id, token)
+            raise
+        StreamHandle(stream, lambda: self.cancel_stream(stream_id))
+        return True
+
+
+# A noncharacter: never part of a model's text, so it matches nothing the producer stores.
+UNKNOWN_CHARACTER = "\ufdd0"
+
+# A live generation's total deadline when neither the client nor start() sets one: nobody
+# may be reading it to notice a model that never stops.
+LIVE_TOTAL_SECONDS = 900.0
+
+
+def try_lease(store: RecoveryStore, stream_id: str, ttl: float) -> Union[str, bool, None]:
+    """The lease's token; False when another producer holds it; None when the store has
+    no leases (a custom store written before live streams)."""
+    try:
+        token = store.acquire_lease(stream_id, ttl)
+    except NotImplementedError:
+        return None
+    except Exception as exc:
+        raise RecoveryFailed(f"the recovery store {store!r} failed to take the lease of {stream_id!r}: {exc}") from exc
+    return token if token else False
+
+
+def _outcome_text(store: RecoveryStore, stream_id: str) -> Optional[str]:
+    """The final text of a stream completed without ``keep`` (kept briefly with its outcome)."""
+    try:
+        outcome = store.outcome(stream_id)
+    except Exception:
+        return None
+    text = outcome.get("text") if outcome else None
+    return text if isinstance(text, str) else None
+
+
+def live_options(stream_options: Dict[str, Any]) -> Dict[str, Any]:
+    """The stream options an attach takes (resume's, without its recovery settings)."""
+    return {k: v for k, v in stream_options.items() if k not in ("stream_id", "stream_recovery", "recovery")}
+
+
+def check_extra_headers(request_options: Dict[str, Any]) -> None:
+    """``extra_headers`` checked (and stripped) before any request is built."""
+    extra = request_options.get("extra_headers")
+    if extra is not None:
+        request_options["extra_headers"] = check_headers(extra, "extra_headers")

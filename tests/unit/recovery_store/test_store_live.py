@@ -1,0 +1,229 @@
+"""The live-stream part of the store contract (leases, revisions, cancel marks), run
+against every backend: memory, disk and a real redis-server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from recovery_store import RecoveryStore
+
+META = {"provider": "openai", "request": {"model": "m"}}
+SHORT_TTL = 0.25  # a lease that must expire within a test; renewed well inside it
+
+
+def test_a_lease_has_one_holder_until_it_is_released(store):
+    token = store.acquire_lease("s1", 60)
+    assert isinstance(token, str) and token
+    assert store.leased("s1")
+    assert store.acquire_lease("s1", 60) is None
+    assert store.release_lease("s1", "someone-else") is False
+    assert store.leased("s1") and store.acquire_lease("s1", 60) is None
+    assert store.release_lease("s1", token) is True
+    assert not store.leased("s1")
+    other = store.acquire_lease("s1", 60)
+    assert other and other != token
+    assert store.acquire_lease("s2", 60), "leases of other ids are independent"
+
+
+def test_only_the_holder_renews_a_lease(store):
+    token = store.acquire_lease("s1", 60)
+    assert store.renew_lease("s1", token, 60) is True
+    assert store.renew_lease("s1", "someone-else", 60) is False
+    assert store.renew_lease("unknown", token, 60) is False
+
+
+def test_a_renewed_lease_outlives_its_ttl_and_expires_once_renewals_stop(store):
+    # A producer that stalls but is alive keeps renewing: nobody may take over meanwhile.
+    token = store.acquire_lease("s1", SHORT_TTL)
+    end = time.monotonic() + 2 * SHORT_TTL
+    while time.monotonic() < end:
+        assert store.renew_lease("s1", token, SHORT_TTL)
+        assert store.acquire_lease("s1", SHORT_TTL) is None
+        time.sleep(SHORT_TTL / 6)
+    # The producer died: its lease ends by the store's own expiry.
+    deadline = time.monotonic() + 5
+    successor = None
+    while successor is None and time.monotonic() < deadline:
+        time.sleep(SHORT_TTL / 6)
+        successor = store.acquire_lease("s1", 60)
+    assert successor, "the lease never expired"
+    assert store.renew_lease("s1", token, 60) is False, "the dead holder's token no longer works"
+    assert store.release_lease("s1", token) is False and store.leased("s1")
+
+
+def test_threads_racing_for_a_lease_get_exactly_one(store):
+    barrier = threading.Barrier(8)
+    tokens = []
+
+    def race():
+        barrier.wait()
+        tokens.append(store.acquire_lease("s1", 60))
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len([t for t in tokens if t]) == 1 and len(tokens) == 8
+
+
+def test_every_write_changes_the_revision_and_a_restart_never_repeats_one(store):
+    assert store.revision("s1") == 0
+    seen = []
+    store.start("s1", META)
+    seen.append(store.revision("s1"))
+    for write in (lambda: store.append("s1", "a"), lambda: store.replace_text("s1", ""),
+                  lambda: store.set_status("s1", "failed")):
+        write()
+        seen.append(store.revision("s1"))
+    store.delete("s1")
+    assert store.revision("s1") == 0
+    store.start("s1", META)
+    seen.append(store.revision("s1"))
+    assert 0 not in seen and len(set(seen)) == len(seen), seen
+
+
+def test_wait_for_returns_at_once_when_the_revision_already_differs(store):
+    store.start("s1", META)
+    started = time.monotonic()
+    assert store.wait_for("s1", 0, 10) == store.revision("s1")
+    assert time.monotonic() - started < 2
+
+
+def test_wait_for_returns_the_same_revision_after_its_timeout(store):
+    store.start("s1", META)
+    rev = store.revision("s1")
+    started = time.monotonic()
+    assert store.wait_for("s1", rev, 0.1) == rev
+    assert 0.09 <= time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("write", ["append", "replace_text", "set_status", "delete", "cancel"])
+def test_a_waiting_reader_wakes_on_each_kind_of_write(store, write):
+    store.start("s1", META)
+    store.append("s1", "one ")
+    rev = store.revision("s1")
+    woke = []
+    waiting = threading.Thread(target=lambda: woke.append(store.wait_for("s1", rev, 10)))
+    waiting.start()
+    writes = {
+        "append": lambda: store.append("s1", "two"),
+        "replace_text": lambda: store.replace_text("s1", ""),
+        "set_status": lambda: store.set_status("s1", "completed"),
+        "delete": lambda: store.delete("s1"),
+        "cancel": lambda: store.cancel("s1"),
+    }
+    writes[write]()
+    waiting.join(5)
+    assert not waiting.is_alive(), "the reader was not woken"
+    assert woke == [store.revision("s1")] and woke[0] != rev
+
+
+def test_a_cancel_mark_is_seen_and_a_new_start_clears_it(store):
+    store.start("s1", META)
+    assert not store.cancelled("s1")
+    store.cancel("s1")
+    assert store.cancelled("s1") and not store.cancelled("s2")
+    assert store.load("s1").status == "streaming", "the record itself is left as it was"
+    store.start("s1", META)
+    assert not store.cancelled("s1")
+    store.cancel("never-started")
+    assert store.cancelled("never-started")
+
+
+def test_lease_arguments_are_checked(store):
+    with pytest.raises(ValueError):
+        store.acquire_lease("no spaces", 10)
+    with pytest.raises(ValueError):
+        store.acquire_lease("s1", 0)
+    with pytest.raises(TypeError):
+        store.acquire_lease("s1", "ten")
+
+
+def test_a_store_without_live_support_says_so():
+    class OldStore(RecoveryStore):
+        start = append = replace_text = set_status = load = delete = close = lambda self, *a: None
+
+    with pytest.raises(NotImplementedError, match="does not support live streams"):
+        OldStore().acquire_lease("s1", 10)
+
+
+_CHILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+from recovery_store import DiskStore, RedisStore
+store = {make}
+token = store.acquire_lease("s1", 60)
+print("leased" if token else "refused", flush=True)
+sys.stdin.readline()
+store.append("s1", "from the child")
+print(store.revision("s1"), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_lease_and_a_write_in_another_process_are_seen_here(make_store, tmp_path):
+    if make_store.kind == "memory":
+        pytest.skip("a MemoryStore lives in one process")
+    store = make_store()
+    store.start("s1", META)
+    rev = store.revision("s1")
+    if make_store.kind == "disk":
+        make = f"DiskStore({str(store.directory)!r})"
+    else:
+        url = store.client.connection_pool.connection_kwargs
+        make = f"RedisStore('redis://{url['host']}:{url['port']}/0', prefix={store.prefix!r})"
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[3])
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD.format(root=root, make=make)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "leased"
+        assert store.leased("s1") and store.acquire_lease("s1", 60) is None
+        woke = []
+        waiting = threading.Thread(target=lambda: woke.append(store.wait_for("s1", rev, 10)))
+        waiting.start()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child_rev = int(child.stdout.readline())
+        waiting.join(10)
+        assert woke == [child_rev]
+        assert store.load("s1").text == "from the child"
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+
+
+def test_an_outcome_wakes_readers_outlives_a_deleted_record_and_a_start_clears_it(store):
+    store.start("s1", META)
+    assert store.outcome("s1") is None
+    rev = store.revision("s1")
+    woke = []
+    waiting = threading.Thread(target=lambda: woke.append(store.wait_for("s1", rev, 10)))
+    waiting.start()
+    store.set_outcome("s1", {"finish_reason": "stop", "usage": {"total_tokens": 3}}, 60)
+    waiting.join(5)
+    assert woke and woke[0] != rev
+    store.delete("s1")
+    assert store.outcome("s1") == {"finish_reason": "stop", "usage": {"total_tokens": 3}}
+    store.start("s1", META)
+    assert store.outcome("s1") is None
+
+
+def test_an_outcome_expires_after_its_own_ttl(store):
+    store.start("s1", META)
+    store.set_outcome("s1", {"finish_reason": "stop"}, SHORT_TTL)
+    deadline = time.monotonic() + 5
+    while store.outcome("s1") is not None and time.monotonic() < deadline:
+        time.sleep(SHORT_TTL / 4)
+    assert store.outcome("s1") is None and store.load("s1") is not None
