@@ -54,6 +54,7 @@ class AttachSpec:
         self.take_over = take_over  # True if this process now produces the stream
         self.recovery = None  # a reader persists nothing
         self.callback = None
+        self.telemetry = None  # the producer's span covers the generation; a reader has none
 
 
 def _common_prefix(a: str, b: str) -> int:
