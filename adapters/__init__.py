@@ -13,6 +13,7 @@ from adapters.gemini import GeminiAdapter
 from adapters.mistral import MistralAdapter
 from adapters.ollama import OllamaAdapter
 from adapters.openai import OpenAIAdapter, OpenAICompatibleAdapter
+from adapters.openai_responses import OpenAIResponsesAdapter
 from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._registry import get, names, register
 
@@ -25,6 +26,7 @@ def _register_builtin() -> None:
     register("gemini", GeminiAdapter)
     register("ollama", OllamaAdapter)
     register("mistral", MistralAdapter)
+    register("openai_responses", OpenAIResponsesAdapter)
     compatible = {
         # name: (default base_url, key variables, key required)
         "groq": ("https://api.groq.com/openai/v1", ("GROQ_API_KEY",), True),

@@ -55,7 +55,7 @@ class HTTPRequest:
     """One HTTP request to a provider. ``repr`` never shows secret header values."""
 
     url: str
-    json: Dict[str, Any]
+    json: Optional[Dict[str, Any]]  # None: a request without a body (GET)
     headers: Dict[str, str] = dataclasses.field(default_factory=dict)
     method: str = "POST"
 
@@ -108,6 +108,12 @@ class EventParser:
             if chunk is not None:
                 append(chunk)
 
+    def resume_state(self) -> Optional[Dict[str, Any]]:
+        """Where the provider could take this stream up again itself (JSON, e.g. a
+        response id and the last event's sequence number), for ``Adapter.native_resume``;
+        None when it cannot."""
+        return None
+
     def finish(self) -> None:
         if not self.done:
             raise ConnectionLost(
@@ -131,6 +137,9 @@ class Adapter:
     requires_api_key = True
 
     # -- configuration -------------------------------------------------------------
+    def configure(self, **settings: Any) -> "Adapter":
+        """A copy of this adapter with its ``client_settings`` applied (checked there)."""
+        return self
     def resolve_api_key(self, api_key: Optional[str]) -> Optional[str]:
         """The key from the argument, else from the provider's usual environment variables,
         without surrounding whitespace; a character HTTP cannot send is a ValueError that
@@ -186,6 +195,23 @@ class Adapter:
         continuation avoids that failure (Anthropic: a model that takes no prefill), that
         request; else None. The recovery tries it once per stream."""
         return None
+
+    def native_resume(self, request: HTTPRequest, state: Optional[Dict[str, Any]]) -> Optional[HTTPRequest]:
+        """After a break: the request that makes the provider replay the stream from
+        ``state`` (the last parser's ``resume_state()``) on, with nothing lost or repeated
+        (OpenAI's background responses); None where the provider cannot, and the recovery
+        strategy continues instead."""
+        return None
+
+    def cancel_request(self, request: HTTPRequest, state: Optional[Dict[str, Any]]) -> Optional[HTTPRequest]:
+        """The request that stops a generation the server runs on its own after the
+        consumer gave up (a background response); sent best effort. None: nothing to stop."""
+        return None
+
+    def authorize(self, request: HTTPRequest) -> HTTPRequest:
+        """The request as it is sent, each time (first attempt, retry, continuation):
+        credentials that expire (a token provider) are asked for here. Default: as it is."""
+        return request
 
     # Providers that continue an assistant prefix natively and reject one that ends in
     # whitespace (Anthropic) set this: the prefix is cut before its trailing whitespace.

@@ -148,7 +148,7 @@ class Client:
                 f"cannot resume stream {stream_id!r}: its record in {stored.where} holds a request that is not "
                 f"valid ({exc}); delete it and start a new stream"
             ) from exc
-        resume = Resume(stored.text, offset, stored.completed)
+        resume = Resume(stored.text, offset, stored.completed, stored.resume_state)
         return self._stream(request, StreamOptions(stream_options, self.timeout), stored.messages, stored.options, resume)
 
     def _stream(
