@@ -9,6 +9,7 @@ the built-in adapters there.
 from __future__ import annotations
 
 from adapters.anthropic import AnthropicAdapter
+from adapters.azure_openai import AzureOpenAIAdapter, AzureResponsesAdapter
 from adapters.gemini import GeminiAdapter
 from adapters.mistral import MistralAdapter
 from adapters.ollama import OllamaAdapter
@@ -27,6 +28,8 @@ def _register_builtin() -> None:
     register("ollama", OllamaAdapter)
     register("mistral", MistralAdapter)
     register("openai_responses", OpenAIResponsesAdapter)
+    register("azure_openai", AzureOpenAIAdapter)
+    register("azure_openai_responses", AzureResponsesAdapter)
     compatible = {
         # name: (default base_url, key variables, key required)
         "groq": ("https://api.groq.com/openai/v1", ("GROQ_API_KEY",), True),

@@ -57,7 +57,10 @@ def _client_arguments() -> List[str]:
     source). Imported here, not at module level: only an error path needs it."""
     from streamcoord._client import Client
 
-    return [name for name in inspect.signature(Client.__init__).parameters if name not in ("self", "provider")]
+    return [
+        name for name, parameter in inspect.signature(Client.__init__).parameters.items()
+        if name not in ("self", "provider") and parameter.kind is not parameter.VAR_KEYWORD
+    ]
 
 
 def merge_stream_options(options: Dict[str, Any], ours: Dict[str, Any]) -> Dict[str, Any]:

@@ -135,6 +135,9 @@ class Adapter:
     default_base_url = ""
     api_key_env: Sequence[str] = ()
     requires_api_key = True
+    # The provider's own keyword arguments of ``Client(...)`` (Azure's ``api_version``):
+    # ``configure(**settings)`` returns the adapter with them applied.
+    client_settings: Sequence[str] = ()
 
     # -- configuration -------------------------------------------------------------
     def configure(self, **settings: Any) -> "Adapter":

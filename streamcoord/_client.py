@@ -67,15 +67,13 @@ class Client:
         timeout: TimeoutTypes = 300.0,
         max_retries: Union[int, Retry] = 2,
         recovery_store: Any = None,
+        **settings: Any,
     ) -> None:
-        if isinstance(provider, Adapter):
-            self.adapter = provider
-        elif isinstance(provider, str):
-            self.adapter = _registry.get(provider)
-        else:
-            raise TypeError(
-                f"provider must be a registered name such as 'openai' or an Adapter instance, got {provider!r:.80}"
-            )
+        """``settings``: the provider's own client settings (``adapter.client_settings``,
+        e.g. ``api_version=`` and ``azure_ad_token_provider=`` for ``azure_openai``)."""
+        self.adapter = _adapter_for(provider)
+        if settings:
+            self.adapter = _configured(self.adapter, settings)
         self.provider = self.adapter.name
         self.__api_key = self.adapter.resolve_api_key(api_key)
         self.base_url = self.adapter.resolve_base_url(base_url)
@@ -211,6 +209,29 @@ class Client:
         return f"<streamcoord.Client provider={self.provider!r} base_url={base_url!r}>"
 
 
+def _adapter_for(provider: Union[str, Adapter]) -> Adapter:
+    if isinstance(provider, Adapter):
+        return provider
+    if isinstance(provider, str):
+        return _registry.get(provider)
+    raise TypeError(
+        f"provider must be a registered name such as 'openai' or an Adapter instance, got {provider!r:.80}"
+    )
+
+
+def _configured(adapter: Adapter, settings: Dict[str, Any]) -> Adapter:
+    """The adapter with its provider settings applied; a setting it does not declare is a
+    TypeError naming those it does."""
+    unknown = sorted(set(settings) - set(adapter.client_settings))
+    if unknown:
+        known = ", ".join(f"{name}=" for name in adapter.client_settings)
+        raise TypeError(
+            f"Client({adapter.name!r}) got unexpected argument(s) {', '.join(unknown)}"
+            + (f"; its provider settings are {known}" if known else "; it takes no provider settings")
+        )
+    return adapter.configure(**settings)
+
+
 def _check_extra_headers(request_options: Dict[str, Any]) -> None:
     """``extra_headers`` checked (and stripped) before any request is built."""
     extra = request_options.get("extra_headers")
@@ -229,9 +250,12 @@ def stream_chat(
     recovery_store: Any = None,
     **options: Any,
 ) -> ChatStream:
-    """One call: ``for chunk in streamcoord.stream_chat("openai", messages, model=...)``."""
+    """One call: ``for chunk in streamcoord.stream_chat("openai", messages, model=...)``.
+    The provider's settings (``api_version=``, ...) go to its Client, the rest to the stream."""
+    adapter = _adapter_for(provider)
+    settings = {name: options.pop(name) for name in adapter.client_settings if name in options}
     client = Client(
-        provider, api_key=api_key, base_url=base_url, session=session,
-        max_retries=max_retries, recovery_store=recovery_store,
+        adapter, api_key=api_key, base_url=base_url, session=session,
+        max_retries=max_retries, recovery_store=recovery_store, **settings,
     )
     return client.stream_chat(messages, **options)

@@ -12,7 +12,7 @@ from tests.unit.adapters.test_sdk_options import MESSAGES, sdk_parameters
 FROM_MESSAGES = {"input"}
 
 
-@pytest.mark.parametrize("provider", ["openai_responses"])
+@pytest.mark.parametrize("provider", ["openai_responses", "azure_openai_responses"])
 def test_every_body_parameter_of_responses_create_is_accepted(provider):
     adapter = adapters.get(provider)
     names = set(sdk_parameters("openai.resources.responses", "Responses", "create")) - FROM_MESSAGES
