@@ -149,7 +149,7 @@ class ResponsesParser(EventParser):
             finish, usage = self._finish(kind, response, metadata)
         if isinstance(seq, int) and not isinstance(seq, bool):
             self.sequence_number = seq  # parsed: a resume starts after it
-        if not (content or finish or usage or tool_calls or len(metadata) > 1):
+        if not (content or finish or usage or tool_calls or len(metadata) > ("sequence_number" in metadata)):
             return None
         index = self.next_index
         self.next_index = index + 1
@@ -177,8 +177,9 @@ class ResponsesParser(EventParser):
 
     def _raise(self, obj: Dict[str, Any], code: Any) -> None:
         cls, status = api_error_for_type(str(code) if code else None)
-        body = obj.get("response", {}).get("error") if obj.get("type") == "response.failed" else obj
-        message = error_message({"error": body}) if isinstance(body, dict) else error_message(obj)
+        response = obj.get("response")
+        error = response.get("error") if isinstance(response, dict) else None
+        message = error_message({"error": error}) if isinstance(error, dict) else error_message(obj)
         raise cls(f"{self.provider} sent an error event: {message}", status=status, body=obj, provider=self.provider)
 
 

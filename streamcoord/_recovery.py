@@ -130,6 +130,7 @@ class Recovery:
     def start_from(self, text: str, resumed: bool = False) -> None:
         """Go on from ``text``: after a break, or taking up a stored record (``resumed``)."""
         self.parts = [text] if text else []
+        self._resume_noted = False  # a continuation is a new generation: its own resume state
         self._write(self.store.replace_text, self.stream_id, text)
         if resumed:
             self._write(self.store.set_status, self.stream_id, "streaming")
