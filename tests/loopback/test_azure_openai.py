@@ -132,3 +132,9 @@ def test_settings_are_checked_and_a_failing_token_provider_is_a_callback_error(s
     with pytest.raises(CallbackError, match="no credential available") as info:
         list(stream)
     assert info.value.callback == "azure_ad_token_provider" and server.requests == []
+
+
+def test_a_provider_setting_given_to_one_request_says_it_belongs_to_the_client(server, client, no_azure_env):
+    azure = client("azure_openai", base_url=server.base_url + "/openai/v1")
+    with pytest.raises(TypeError, match=r"argument of the client.*Client\('azure_openai', api_version=\.\.\.\)"):
+        azure.stream_chat(MESSAGES, model="dep", api_version="2024-10-21")
