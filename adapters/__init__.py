@@ -9,11 +9,13 @@ the built-in adapters there.
 from __future__ import annotations
 
 from adapters.anthropic import AnthropicAdapter
+from adapters.azure_openai import AzureOpenAIAdapter, AzureResponsesAdapter
 from adapters.bedrock import BedrockAdapter
 from adapters.gemini import GeminiAdapter
 from adapters.mistral import MistralAdapter
 from adapters.ollama import OllamaAdapter
 from adapters.openai import OpenAIAdapter, OpenAICompatibleAdapter
+from adapters.openai_responses import OpenAIResponsesAdapter
 from adapters.vertex import VertexAdapter
 from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._registry import get, names, register
@@ -27,6 +29,9 @@ def _register_builtin() -> None:
     register("gemini", GeminiAdapter)
     register("ollama", OllamaAdapter)
     register("mistral", MistralAdapter)
+    register("openai_responses", OpenAIResponsesAdapter)
+    register("azure_openai", AzureOpenAIAdapter)
+    register("azure_openai_responses", AzureResponsesAdapter)
     register("bedrock", BedrockAdapter)
     register("vertex", VertexAdapter)
     compatible = {

@@ -29,11 +29,10 @@ def check_options(provider: str, options: Dict[str, Any], allowed: Iterable[str]
     stream = options.get("stream", True)
     if stream is not True:
         raise ValueError(f"stream={stream!r}: streamcoord always streams; leave stream= out")
-    client_arguments = _client_arguments()
     for name in options:
         if name in allowed:
             continue
-        if name in client_arguments:
+        if name in _client_arguments(provider):
             raise TypeError(
                 f"{name!r} is an argument of the client, not of one request: pass it as "
                 f"streamcoord.Client({provider!r}, {name}=...) (or to streamcoord.stream_chat)"
@@ -52,13 +51,22 @@ def check_options(provider: str, options: Dict[str, Any], allowed: Iterable[str]
         )
 
 
-def _client_arguments() -> List[str]:
+def _client_arguments(provider: str) -> List[str]:
     """The keyword arguments of ``streamcoord.Client`` (read from its signature: one
-    source). Imported here, not at module level: only an error path needs it."""
+    source), and the provider's own settings (``Adapter.client_settings``). Imported
+    here, not at module level: only an error path needs it."""
     from streamcoord._client import Client
+    from streamcoord._registry import get
 
-    parameters = inspect.signature(Client.__init__).parameters.values()
-    return [p.name for p in parameters if p.name not in ("self", "provider") and p.kind is not p.VAR_KEYWORD]
+    names = [
+        name for name, parameter in inspect.signature(Client.__init__).parameters.items()
+        if name not in ("self", "provider") and parameter.kind is not parameter.VAR_KEYWORD
+    ]
+    try:
+        names += list(get(provider).client_settings)
+    except ValueError:  # an adapter that is not registered under its name: no settings known
+        pass
+    return names
 
 
 def merge_stream_options(options: Dict[str, Any], ours: Dict[str, Any]) -> Dict[str, Any]:

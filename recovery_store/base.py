@@ -222,6 +222,13 @@ class RecoveryStore(abc.ABC):
     def delete(self, stream_id: str) -> None:
         """Remove the record; deleting an unknown record is not an error."""
 
+    def update_meta(self, stream_id: str, changes: dict) -> None:
+        """Merge ``changes`` (JSON) into the record's meta: what a provider needs to take
+        the stream up itself (a response id), learnt after ``start``. ``KeyError`` if
+        unknown. A store without it raises NotImplementedError, and its streams are
+        taken up by their recovery strategy instead."""
+        raise NotImplementedError(f"{type(self).__name__} cannot update a record's meta")
+
     def finish(self, stream_id: str, keep: bool = False) -> None:
         """Mark the stream completed: kept (status ``"completed"``) if ``keep``, else deleted.
 

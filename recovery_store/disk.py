@@ -297,6 +297,16 @@ class DiskStore(RecoveryStore):
             head["n"] = 1 if text else 0
             self._write_head(stream_id, head)
 
+    def update_meta(self, stream_id: str, changes: dict) -> None:
+        validate_stream_id(stream_id)
+        with self._txn():
+            head = self._existing(stream_id)
+            meta = self._cache.get("m:" + stream_id)
+            merged = dict(meta if isinstance(meta, dict) else {}, **changes)
+            dump_meta(merged)
+            self._cache.set("m:" + stream_id, merged, expire=2 * self.ttl)
+            self._write_head(stream_id, head)
+
     def set_status(self, stream_id: str, status: str) -> None:
         validate_stream_id(stream_id)
         validate_status(status)

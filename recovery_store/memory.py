@@ -140,6 +140,12 @@ class MemoryStore(RecoveryStore):
             entry = self._writable(stream_id, self._clock())
             entry.pieces = [text] if text else []
 
+    def update_meta(self, stream_id: str, changes: dict) -> None:
+        validate_stream_id(stream_id)
+        with self._lock:
+            entry = self._writable(stream_id, self._clock())
+            entry.meta_json = dump_meta(dict(json.loads(entry.meta_json), **changes))
+
     def set_status(self, stream_id: str, status: str) -> None:
         validate_stream_id(stream_id)
         validate_status(status)

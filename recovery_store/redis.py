@@ -210,6 +210,16 @@ class RedisStore(RecoveryStore):
 
         self._update(stream_id, write)
 
+    def update_meta(self, stream_id: str, changes: dict) -> None:
+        validate_stream_id(stream_id)
+
+        def write(pipe: Any, head: str, key: str, values: Dict[Any, Any]) -> None:
+            meta = values.get("meta")
+            merged = dict(json.loads(_s(meta)) if meta is not None else {}, **changes)
+            pipe.hset(head, "meta", _b(dump_meta(merged)))
+
+        self._update(stream_id, write, "meta")
+
     def set_status(self, stream_id: str, status: str) -> None:
         validate_stream_id(stream_id)
         validate_status(status)

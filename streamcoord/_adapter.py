@@ -56,7 +56,7 @@ class HTTPRequest:
     """One HTTP request to a provider. ``repr`` never shows secret header values."""
 
     url: str
-    json: Dict[str, Any]
+    json: Optional[Dict[str, Any]]  # None: a request without a body (GET)
     headers: Dict[str, str] = dataclasses.field(default_factory=dict)
     method: str = "POST"
     # The exact body bytes, when a signature covers them (SigV4): sent instead of ``json``.
@@ -115,6 +115,12 @@ class EventParser:
             if chunk is not None:
                 append(chunk)
 
+    def resume_state(self) -> Optional[Dict[str, Any]]:
+        """Where the provider could take this stream up again itself (JSON, e.g. a
+        response id and the last event's sequence number), for ``Adapter.native_resume``;
+        None when it cannot."""
+        return None
+
     def finish(self) -> None:
         if not self.done:
             raise ConnectionLost(
@@ -137,7 +143,8 @@ class Adapter:
     api_key_env: Sequence[str] = ()
     requires_api_key = True
     # The provider settings this adapter takes as ``Client(...)`` keyword arguments
-    # (bedrock: ``region``; vertex: ``project``, ``location``, ``access_token``).
+    # (bedrock: ``region``; vertex: ``project``, ``location``, ``access_token``;
+    # azure_openai: ``api_version``, ``azure_ad_token_provider``).
     client_settings: Sequence[str] = ()
 
     # -- configuration -------------------------------------------------------------
@@ -217,6 +224,18 @@ class Adapter:
         """The continuation ``request`` failed with ``exc``: if another form of the same
         continuation avoids that failure (Anthropic: a model that takes no prefill), that
         request; else None. The recovery tries it once per stream."""
+        return None
+
+    def native_resume(self, request: HTTPRequest, state: Optional[Dict[str, Any]]) -> Optional[HTTPRequest]:
+        """After a break: the request that makes the provider replay the stream from
+        ``state`` (the last parser's ``resume_state()``) on, with nothing lost or repeated
+        (OpenAI's background responses); None where the provider cannot, and the recovery
+        strategy continues instead."""
+        return None
+
+    def cancel_request(self, request: HTTPRequest, state: Optional[Dict[str, Any]]) -> Optional[HTTPRequest]:
+        """The request that stops a generation the server runs on its own after the
+        consumer gave up (a background response); sent best effort. None: nothing to stop."""
         return None
 
     # Providers that continue an assistant prefix natively and reject one that ends in

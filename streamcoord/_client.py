@@ -78,7 +78,10 @@ class Client(LiveStreams):
         telemetry: Optional[bool] = None,
         **settings: Any,
     ) -> None:
-        self.adapter = _adapter_for(provider).configure(**settings)
+        """``settings``: the provider's own client settings (``adapter.client_settings``,
+        e.g. ``region=`` for bedrock, ``api_version=`` and ``azure_ad_token_provider=`` for
+        ``azure_openai``)."""
+        self.adapter = _configured(_adapter_for(provider), settings)
         self.provider = self.adapter.name
         self.__api_key = self.adapter.resolve_api_key(api_key)
         self.base_url = self.adapter.resolve_base_url(base_url)
@@ -167,7 +170,7 @@ class Client(LiveStreams):
                 f"cannot resume stream {stream_id!r}: its record in {stored.where} holds a request that is not "
                 f"valid ({exc}); delete it and start a new stream"
             ) from exc
-        resume = Resume(stored.text, offset, stored.completed)
+        resume = Resume(stored.text, offset, stored.completed, stored.resume_state)
         lease = (store, token) if isinstance(token, str) else None
         try:
             return self._stream(
@@ -267,6 +270,19 @@ def _has_outcome(store: RecoveryStore, stream_id: str) -> bool:
         return False
 
 
+def _configured(adapter: Adapter, settings: Dict[str, Any]) -> Adapter:
+    """The adapter with its provider settings applied; a setting it does not declare is a
+    TypeError naming those it does."""
+    unknown = sorted(set(settings) - set(adapter.client_settings))
+    if unknown:
+        known = ", ".join(f"{name}=" for name in adapter.client_settings)
+        raise TypeError(
+            f"Client({adapter.name!r}) got unexpected argument(s) {', '.join(unknown)}"
+            + (f"; its provider settings are {known}" if known else "; it takes no provider settings")
+        )
+    return adapter.configure(**settings)
+
+
 def stream_chat(
     provider: Union[str, Adapter],
     messages: List[Dict[str, Any]],
@@ -280,7 +296,7 @@ def stream_chat(
     **options: Any,
 ) -> ChatStream:
     """One call: ``for chunk in streamcoord.stream_chat("openai", messages, model=...)``.
-    The provider's settings (``region=``, ``project=``, ...) are taken from ``options``."""
+    The provider's settings (``region=``, ``api_version=``, ...) go to its Client, the rest to the stream."""
     adapter = _adapter_for(provider)
     settings = {name: options.pop(name) for name in adapter.client_settings if name in options}
     client = Client(

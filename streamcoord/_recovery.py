@@ -98,6 +98,11 @@ class Recovery:
         attach as soon as it returns); the worker's own ``start`` then writes nothing."""
         self.start(meta)
         self._started_early = True
+        # The parser of the attempt in flight: its resume_state() (where the provider could
+        # replay the stream itself) is stored once it is known, and again after a break.
+        self.resume_source: Any = None
+        self._resume_noted = False
+        self._meta_updates = True  # False: the store cannot update meta (update_meta)
 
     @property
     def text(self) -> str:
@@ -115,10 +120,27 @@ class Recovery:
         self.parts.append(text)
         if self._persisting:
             self._write(self.store.append, self.stream_id, text)
+            if not self._resume_noted and self.resume_source is not None:
+                self.note_resume_state(self.resume_source.resume_state())
+
+    def note_resume_state(self, state: Optional[Dict[str, Any]]) -> None:
+        """Store where the provider could replay the stream (``state``) and how much of
+        the stored text it covers, so a resume from another process can ask for exactly
+        the rest. Stores without ``update_meta`` are left to the strategy."""
+        if state is None or not self._persisting or not self._meta_updates:
+            return
+        self._resume_noted = True
+        try:
+            self.store.update_meta(self.stream_id, {"resume_state": dict(state, text_length=len(self.text))})
+        except NotImplementedError:
+            self._meta_updates = False
+        except Exception as exc:
+            self._store_failed(exc)
 
     def start_from(self, text: str, resumed: bool = False) -> None:
         """Go on from ``text``: after a break, or taking up a stored record (``resumed``)."""
         self.parts = [text] if text else []
+        self._resume_noted = False  # a continuation is a new generation: its own resume state
         self._write(self.store.replace_text, self.stream_id, text)
         if resumed:
             self._write(self.store.set_status, self.stream_id, "streaming")
@@ -134,18 +156,25 @@ class Recovery:
         kept = text[:cut]
         return kept.rstrip() if trim_trailing_space else kept
 
-    def plan(self, exc: BaseException, trim_trailing_space: bool) -> Tuple[str, int]:
-        """After a recoverable break: (text to keep, characters to rewind).
-
-        Raises RecoveryFailed (from ``exc``) once ``max_retries`` attempts were made.
-        """
-        text = self.text
+    def take_attempt(self, exc: BaseException) -> None:
+        """Count one recovery attempt; RecoveryFailed (from ``exc``) once ``max_retries``
+        attempts were made."""
         if self.attempts >= self.max_retries:
             self._write(self.store.set_status, self.stream_id, "failed")
             raise RecoveryFailed(
-                f"stream recovery gave up after {self.attempts} attempt(s): {exc}", partial_text=text
+                f"stream recovery gave up after {self.attempts} attempt(s): {exc}", partial_text=self.text
             ) from exc
         self.attempts += 1
+
+    def plan(self, exc: BaseException, trim_trailing_space: bool, count: bool = True) -> Tuple[str, int]:
+        """After a recoverable break: (text to keep, characters to rewind).
+
+        Raises RecoveryFailed (from ``exc``) once ``max_retries`` attempts were made;
+        ``count=False``: this break's attempt was counted already.
+        """
+        text = self.text
+        if count:
+            self.take_attempt(exc)
         kept = self.cut(text, trim_trailing_space)
         self.start_from(kept)
         return kept, len(text) - len(kept)
@@ -164,8 +193,13 @@ class Recovery:
         try:
             operation(*args)
         except Exception as exc:
-            self._persisting = False
-            logger.warning(
-                "the recovery store %r failed (%s: %s); this stream goes on but will not be resumable",
-                self.store, type(exc).__name__, exc, extra={"stream_id": self.stream_id, "provider": self.provider},
-            )
+            self._store_failed(exc)
+
+    def _store_failed(self, exc: Exception) -> None:
+        if not self._persisting:
+            return
+        self._persisting = False
+        logger.warning(
+            "the recovery store %r failed (%s: %s); this stream goes on but will not be resumable",
+            self.store, type(exc).__name__, exc, extra={"stream_id": self.stream_id, "provider": self.provider},
+        )

@@ -21,6 +21,7 @@ from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
 from streamcoord._recovery import Recovery
 from streamcoord._spec import Restart, StreamSpec
+from streamcoord.errors import APIError, StreamError
 
 __all__ = ["RecoveryController", "RewindMarks"]
 
@@ -53,6 +54,8 @@ class RecoveryController:
         self.metrics = metrics
         self.log = log
         self._refusal_retried = False
+        self._native: Optional[HTTPRequest] = None  # the native resume in flight, if any
+        self._native_failed = False  # the provider refused one: the strategy takes over for good
         if spec.options.transform_chunk is not None:
             pipeline.marks = RewindMarks()
 
@@ -65,7 +68,13 @@ class RecoveryController:
         if resume is None:
             recovery.start(spec.recovery_meta)
             return spec.request
-        kept = resume.text if resume.completed else recovery.cut(resume.text, spec.adapter.continuation_trims_space)
+        native = None if resume.completed else self._native_resume_of(resume)
+        if native is not None:  # the provider replays the rest: the stored text it covers is kept whole
+            kept = resume.text[: resume.state["text_length"]]  # type: ignore[index]
+        elif resume.completed:
+            kept = resume.text
+        else:
+            kept = recovery.cut(resume.text, spec.adapter.continuation_trims_space)
         recovery.start_from(kept, resumed=not resume.completed)
         pipeline.content_seen = bool(kept)
         if not resume.completed:
@@ -90,14 +99,28 @@ class RecoveryController:
             self._announce_rewind(resume.offset - len(replay.content))
         if resume.completed:
             return None
+        if native is not None:
+            self._native = native
+            self.log.info("resuming natively from the stored state")
+            return native
         return self.continuation(kept)
 
-    def plan(self, exc: BaseException) -> str:
+    def _native_resume_of(self, resume) -> Optional[HTTPRequest]:
+        """The native resume of a stored stream whose stored state covers its stored text."""
+        state = resume.state
+        covered = state.get("text_length") if isinstance(state, dict) else None
+        if isinstance(covered, bool) or not isinstance(covered, int) or not 0 <= covered <= len(resume.text):
+            return None
+        return self.spec.adapter.native_resume(self.spec.request, state)
+
+    def plan(self, exc: BaseException, count: bool = True) -> str:
         """After a recoverable break: cut back, rewind the consumer's side; returns the
-        kept text. Raises RecoveryFailed once the attempts are used up."""
+        kept text. Raises RecoveryFailed once the attempts are used up. ``count=False``:
+        the attempt was counted already (a native resume that was refused)."""
         recovery = self.recovery
-        kept, rewind = recovery.plan(exc, self.spec.adapter.continuation_trims_space)
-        self.metrics.recoveries += 1
+        kept, rewind = recovery.plan(exc, self.spec.adapter.continuation_trims_space, count)
+        if count:
+            self.metrics.recoveries += 1
         self.log.info(
             "recovering after %r: attempt %d of %d, strategy %s, rewind %d chars",
             exc, recovery.attempts, recovery.max_retries, recovery.strategy, rewind,
@@ -122,6 +145,34 @@ class RecoveryController:
         request = adapter.build_continuation(request, kept)
         # About four characters a token: shrink max_tokens by what was already produced.
         return adapter.reduce_max_tokens(request, (len(kept) + 3) // 4)
+
+    def native_resume(self, exc: BaseException, state: Optional[dict]) -> Optional[HTTPRequest]:
+        """After a break of the connection (not an error the provider reported): the
+        request with which the provider replays the stream from where it broke (no cut, no
+        rewind), when its adapter has one. Counts as a recovery attempt."""
+        if self._native_failed or not isinstance(exc, StreamError):
+            return None
+        request = self.spec.adapter.native_resume(self.spec.request, state)
+        if request is None:
+            return None
+        recovery = self.recovery
+        recovery.take_attempt(exc)  # raises RecoveryFailed
+        self.metrics.recoveries += 1
+        self.log.info("resuming natively after %r: attempt %d of %d", exc, recovery.attempts, recovery.max_retries)
+        self._native = request
+        return request
+
+    def after_native_refusal(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
+        """The native resume ``request`` failed with an answer of the provider (404: the
+        response expired, or is not a background one): the strategy's continuation, in
+        the same recovery attempt."""
+        if request is not self._native or not isinstance(exc, APIError):
+            return None
+        self._native = None
+        self._native_failed = True
+        self.log.info("the native resume was refused (%r); continuing with the %s strategy", exc, self.recovery.strategy)
+        kept = self.plan(exc, count=False)
+        return self.continuation(kept)
 
     def after_refusal(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
         """A continuation ``request`` the provider refused (``exc``) in a way its adapter

@@ -45,12 +45,14 @@ class Cancelled(Exception):
 
 
 class Resume:
-    """A stored stream to take up again: its text, what the consumer has (``offset``)."""
+    """A stored stream to take up again: its text, what the consumer has (``offset``), and
+    where the provider could replay it itself (``state``, see ``Adapter.native_resume``)."""
 
-    def __init__(self, text: str, offset: int, completed: bool) -> None:
+    def __init__(self, text: str, offset: int, completed: bool, state: Optional[Dict[str, Any]] = None) -> None:
         self.text = text
         self.offset = offset
         self.completed = completed
+        self.state = state
 
 
 class StreamSpec:

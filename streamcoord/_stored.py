@@ -84,6 +84,9 @@ class StoredStream:
         self.options = options
         self.recovery = recovery
         self.where = where  # the store, as errors name it
+        # Where the provider could replay the stream itself (see Adapter.native_resume).
+        state = record.meta.get("resume_state")
+        self.resume_state: Optional[Dict[str, Any]] = state if isinstance(state, dict) else None
 
 
 def load_stored(store: RecoveryStore, stream_id: str) -> Optional[StoredStream]:
@@ -167,6 +170,9 @@ class ScrubbedWrites:
         self._parts, self._held = [text], ""
         self._tail = text[-self._overlap:]
         self.store.replace_text(stream_id, self._scrubber.text(text))
+
+    def update_meta(self, stream_id: str, changes: Dict[str, Any]) -> None:
+        self.store.update_meta(stream_id, self._scrubber.value(changes))
 
     def set_status(self, stream_id: str, status: str) -> None:
         self._flush(stream_id)

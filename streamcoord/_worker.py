@@ -20,6 +20,7 @@ import time
 from typing import Any, Optional
 
 from streamcoord._adapter import HTTPRequest
+from streamcoord._keys import secrets_in_headers
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
@@ -39,6 +40,10 @@ from streamcoord.errors import (
 )
 
 __all__ = ["Worker"]
+
+# Connect and read bound of the best-effort request that stops a background generation
+# after a cancel (close() waits for the worker at most CLOSE_JOIN_SECONDS in all).
+STOP_GENERATION_SECONDS = 1.0
 
 
 class Worker:
@@ -63,6 +68,8 @@ class Worker:
             if spec.recovery is not None else None
         )
         self.telemetry = spec.telemetry
+        # Where the provider could replay this stream itself (the last parser's resume_state).
+        self.resume_state: Optional[dict] = spec.resume.state if spec.resume is not None else None
         self.thread = threading.Thread(target=self._run, name=f"streamcoord-{spec.stream_id}", daemon=True)
 
     # -- consumer side -----------------------------------------------------------------
@@ -134,6 +141,29 @@ class Worker:
                     self.connection.drain(DRAIN_SECONDS, DRAIN_BYTES)
             finally:
                 self.connection.close()
+                if status == "cancelled":
+                    self._stop_generation()
+
+    def _stop_generation(self) -> None:
+        """A generation the server runs on its own (a background response) is stopped
+        when the consumer gives up on it, best effort and bounded: it would run, and cost,
+        to its end. Not with recovery on: its stored record stays resumable."""
+        if self.recovery is not None:
+            return
+        request = self.spec.adapter.cancel_request(self.spec.request, self.resume_state)
+        if request is None:
+            return
+        try:
+            request = self._authorized(request)
+            response = self.spec.session.request(
+                request.method, request.url, json=request.json, headers=request.headers,
+                timeout=(STOP_GENERATION_SECONDS, STOP_GENERATION_SECONDS),
+                allow_redirects=False,  # credentials never follow a redirect to another origin
+            )
+            response.close()
+            self.log.debug("asked %s to stop the generation: HTTP %d", self.spec.provider, response.status_code)
+        except Exception as exc:  # best effort: the stream is closed either way
+            self.log.debug("could not ask %s to stop the generation: %r", self.spec.provider, self.spec.scrubber.exception(exc))
 
     def _outgoing(self, exc: BaseException) -> BaseException:
         """The error as the consumer gets it: a StreamcoordError (anything else that got this
@@ -158,6 +188,8 @@ class Worker:
                 return
             except StreamcoordError as exc:
                 refused = self.controller.after_refusal(request, exc) if self.controller is not None else None
+                if refused is None and self.controller is not None and not self.cancelled:
+                    refused = self.controller.after_native_refusal(request, exc)
                 if refused is not None and not self.cancelled:
                     request = refused
                     continue
@@ -175,6 +207,10 @@ class Worker:
         assert controller is not None and self.recovery is not None
         self.pipeline.flush_pending()
         self._count_error(exc)
+        native = controller.native_resume(exc, self.resume_state)  # raises RecoveryFailed
+        if native is not None:
+            self._sleep(retry_delay(self.spec.retry, exc, self.recovery.attempts))
+            return native
         kept = controller.plan(exc)  # raises RecoveryFailed
         self._sleep(retry_delay(self.spec.retry, exc, self.recovery.attempts))
         return controller.continuation(kept)
@@ -190,13 +226,27 @@ class Worker:
         pipeline.produced = False
         parser = self.spec.new_parser(request)
         parser.next_index = pipeline.next_index
+        if self.recovery is not None:
+            self.recovery.resume_source = parser
         try:
             self.reader.run(request, parser)
         except BaseException:
             self.connection.close()
+            state = parser.resume_state()
+            if state is not None:  # where a native resume starts, here or in another process
+                self.resume_state = state
+                if self.recovery is not None:
+                    self.recovery.note_resume_state(state)
             raise
         finally:
             pipeline.next_index = parser.next_index
+
+    def _authorized(self, request: HTTPRequest) -> HTTPRequest:
+        """The request with the credentials of this send (a token provider is asked each
+        time); a credential not seen before becomes one of the stream's secrets."""
+        sent = self.spec.adapter.before_send(request)
+        self.spec.scrubber.add(secrets_in_headers(sent.headers))
+        return sent
 
     def _should_retry(self, exc: BaseException) -> bool:
         return not self.pipeline.produced and not self.cancelled and is_retryable(exc, self.spec.retry)

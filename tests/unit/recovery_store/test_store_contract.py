@@ -262,3 +262,16 @@ def test_the_store_is_a_context_manager_that_closes(make_store):
         store.start("s1", META)
     with pytest.raises(ValueError, match="closed"):
         store.append("s1", "x")
+
+
+def test_update_meta_merges_into_the_meta_and_keeps_text_and_status(store):
+    store.start("s1", META)
+    store.append("s1", "Hello")
+    store.update_meta("s1", {"resume_state": {"response_id": "resp_1", "sequence_number": 7}})
+    store.update_meta("s1", {"resume_state": {"response_id": "resp_1", "sequence_number": 9}})
+    store.append("s1", " world")
+    record = store.load("s1")
+    assert record.meta == dict(META, resume_state={"response_id": "resp_1", "sequence_number": 9})
+    assert (record.text, record.status) == ("Hello world", "streaming")
+    with pytest.raises(KeyError):
+        store.update_meta("unknown", {"a": 1})
