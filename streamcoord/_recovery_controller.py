@@ -53,6 +53,8 @@ class RecoveryController:
         self.metrics = metrics
         self.log = log
         self._refusal_retried = False
+        # The whitespace a prefill continuation cut off the kept text (see after_refusal).
+        self._trimmed_space = ""
         if spec.options.transform_chunk is not None:
             pipeline.marks = RewindMarks()
 
@@ -65,7 +67,11 @@ class RecoveryController:
         if resume is None:
             recovery.start(spec.recovery_meta)
             return spec.request
-        kept = resume.text if resume.completed else recovery.cut(resume.text, spec.adapter.continuation_trims_space)
+        if resume.completed:
+            kept = resume.text
+        else:
+            kept = recovery.cut(resume.text, spec.adapter.continuation_trims_space(spec.request))
+            self._trimmed_space = recovery.cut(resume.text, False)[len(kept):]
         recovery.start_from(kept, resumed=not resume.completed)
         pipeline.content_seen = bool(kept)
         if not resume.completed:
@@ -96,7 +102,9 @@ class RecoveryController:
         """After a recoverable break: cut back, rewind the consumer's side; returns the
         kept text. Raises RecoveryFailed once the attempts are used up."""
         recovery = self.recovery
-        kept, rewind = recovery.plan(exc, self.spec.adapter.continuation_trims_space)
+        text = recovery.text
+        kept, rewind = recovery.plan(exc, self.spec.adapter.continuation_trims_space(self.spec.request))
+        self._trimmed_space = recovery.cut(text, False)[len(kept):]
         self.metrics.recoveries += 1
         self.log.info(
             "recovering after %r: attempt %d of %d, strategy %s, rewind %d chars",
@@ -124,11 +132,33 @@ class RecoveryController:
         once per stream; None otherwise."""
         if self._refusal_retried or request is self.spec.request:
             return None
-        other = self.spec.adapter.continuation_refused(request, exc)
+        adapter = self.spec.adapter
+        other = adapter.continuation_refused(request, exc)
         if other is not None:
             self._refusal_retried = True
             self.log.info("the continuation was refused (%r); continuing the other way", exc)
+            if self._trimmed_space and not adapter.continuation_trims_space(self.spec.request):
+                # The other way is a fresh turn, which does not start with the whitespace
+                # the prefill cut off: it is the kept text's again.
+                other = self._give_back_trimmed_space()
         return other
+
+    def _give_back_trimmed_space(self) -> HTTPRequest:
+        space, self._trimmed_space = self._trimmed_space, ""
+        kept = self.recovery.text + space
+        self.recovery.start_from(kept)
+        pipeline = self.pipeline
+        chunk = pipeline.control_chunk(space, {"replay": True})
+        if pipeline.marks is not None:
+            shown, error = pipeline.transform([chunk])
+            if error is not None:
+                raise error
+            chunk = shown[0] if shown else dataclasses.replace(chunk, content="")
+            pipeline.marks.record(len(space), pipeline.answer.length + len(chunk.content))
+        if chunk.content:
+            pipeline.answer.add_text(chunk.content)
+            pipeline.put([chunk])
+        return self.continuation(kept)
 
     def _rewind_transformed(self, kept: str) -> None:
         """Rewind the consumer's text to the last hand-over at or before the cut, then send

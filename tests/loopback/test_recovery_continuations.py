@@ -19,8 +19,9 @@ from tests.support.fakeserver import anthropic_text, error, mistral_text
 
 MESSAGES = [{"role": "user", "content": "Write two sentences."}]
 PIECES = ["The first", " sentence. The sec", "ond one ", "goes on"]
-KEPT = "The first sentence. The second one"  # exact strategy, trailing space trimmed
-REST = " goes on and ends."
+KEPT = "The first sentence. The second one "  # exact strategy: the whitespace after the cut is kept
+PREFILL = KEPT.rstrip()  # a prefill must not end in whitespace: the model writes it again
+REST = "goes on and ends."  # a fresh turn starts without the space
 PREFILL_REFUSED = error(400, {"type": "error", "error": {
     "type": "invalid_request_error",
     "message": "This model does not support assistant message prefill. The conversation must end with a user message."}})
@@ -61,6 +62,13 @@ def test_a_model_known_to_take_no_prefill_is_continued_through_a_user_turn(serve
         {"role": "assistant", "content": KEPT}, {"role": "user", "content": CONTINUE_INSTRUCTION}]
 
 
+def test_a_prefill_continuation_is_cut_before_the_space_the_model_writes_again(server, recovering):
+    server.enqueue(anthropic_text(PIECES, drop_after=3), anthropic_text([" " + REST]))
+    stream, chunks = recovering("claude-sonnet-4-5")
+    assert stream.text == consumer_view(chunks) == KEPT + REST
+    assert server.requests[1].json["messages"] == MESSAGES + [{"role": "assistant", "content": PREFILL}]
+
+
 def test_a_prefill_refused_with_400_is_retried_through_a_user_turn_and_remembered(server, recovering):
     model = f"claude-tomorrow-{uuid.uuid4().hex[:8]}"  # a model no table knows
     server.enqueue(anthropic_text(PIECES, drop_after=3), PREFILL_REFUSED, anthropic_text([REST]))
@@ -68,8 +76,8 @@ def test_a_prefill_refused_with_400_is_retried_through_a_user_turn_and_remembere
     assert stream.text == consumer_view(chunks) == KEPT + REST
     assert stream.finish_reason == "stop"
     prefilled, retried = server.requests[1].json["messages"], server.requests[2].json["messages"]
-    assert prefilled == MESSAGES + [{"role": "assistant", "content": KEPT}]
-    assert retried == prefilled + [{"role": "user", "content": CONTINUE_INSTRUCTION}]
+    assert prefilled == MESSAGES + [{"role": "assistant", "content": PREFILL}]
+    assert retried == MESSAGES + [{"role": "assistant", "content": KEPT}, {"role": "user", "content": CONTINUE_INSTRUCTION}]
 
     # The next stream on that model continues through a user turn at once.
     server.enqueue(anthropic_text(PIECES, drop_after=3), anthropic_text([REST]))
@@ -91,7 +99,7 @@ def test_a_continuation_refused_for_another_reason_is_not_retried(server, recove
 @pytest.mark.parametrize("echoed", [True, False])
 def test_mistral_continuation_that_repeats_its_prefix_is_not_given_twice(server, recovering, echoed):
     kept = "".join(PIECES[:3])  # Mistral keeps the trailing space
-    rest = REST.lstrip()
+    rest = REST
     answer = kept + rest if echoed else rest
     server.enqueue(mistral_text(PIECES, drop_after=3), mistral_text([answer[:7], answer[7:20], answer[20:]]))
     stream, chunks = recovering("mistral-small-latest", "mistral")
