@@ -32,7 +32,7 @@ from adapters.base import CONTINUE_INSTRUCTION, Adapter, EventParser, HTTPReques
 from streamcoord._chunk import Chunk, RawJSON, content_chunk, normalize_usage
 from streamcoord.errors import APIError, api_error_for_type
 
-__all__ = ["DEFAULT_MAX_TOKENS", "NO_PREFILL_MODELS", "AnthropicAdapter", "AnthropicParser", "takes_prefill"]
+__all__ = ["DEFAULT_MAX_TOKENS", "MIN_THINKING_BUDGET", "NO_PREFILL_MODELS", "AnthropicAdapter", "AnthropicParser", "takes_prefill"]
 
 API_VERSION = "2023-06-01"
 # The API requires max_tokens; this is what a request without max_tokens= asks for.
@@ -52,6 +52,9 @@ FINISH_REASONS = {
 # fetch, code execution, an MCP server): not calls for the caller to make, so they go to
 # metadata["server_tool_use"], never to stream.tool_calls.
 SERVER_TOOL_USES = frozenset({"server_tool_use", "mcp_tool_use"})
+
+# Extended thinking's smallest budget_tokens (the API refuses less).
+MIN_THINKING_BUDGET = 1024
 
 # Models that answer a prefill (a final assistant turn) with a 400, matched anywhere in
 # the model id so that the Bedrock and Vertex names (us.anthropic.claude-opus-4-6-v1,
@@ -311,6 +314,20 @@ class AnthropicAdapter(Adapter):
             messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
         body["messages"] = messages
         return request.with_json(body)
+
+    def reduce_max_tokens(self, request: HTTPRequest, used: int) -> HTTPRequest:
+        """As for every provider, but with extended thinking the API requires
+        ``1024 <= budget_tokens < max_tokens``: the budget is lowered with the limit, down
+        to its minimum, and the limit stays above the budget."""
+        reduced = super().reduce_max_tokens(request, used)
+        thinking = reduced.json.get("thinking")
+        limit = reduced.json.get("max_tokens")
+        budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+        if not (isinstance(budget, int) and isinstance(limit, int)) or budget < limit:
+            return reduced
+        budget = max(min(budget, limit - 1), MIN_THINKING_BUDGET)
+        body = dict(reduced.json, thinking=dict(thinking, budget_tokens=budget), max_tokens=max(limit, budget + 1))
+        return reduced.with_json(body)
 
     def continuation_refused(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
         """A prefill continuation answered with the 400 of a model that takes no prefill

@@ -105,3 +105,19 @@ def test_mistral_continuation_that_repeats_its_prefix_is_not_given_twice(server,
     stream, chunks = recovering("mistral-small-latest", "mistral")
     assert stream.text == consumer_view(chunks) == kept + rest
     assert server.requests[1].json["messages"][-1] == {"role": "assistant", "content": kept, "prefix": True}
+
+
+@pytest.mark.parametrize("max_tokens, budget, sent", [
+    (2048, 1500, (1024, 1025)),  # ~1100 tokens kept: the budget goes down to its minimum, the limit stays above it
+    (2048, 1024, (1024, 1025)),
+    (8000, 2000, (2000, 8000 - 1125)),  # room for both: only the limit shrinks
+])
+def test_a_thinking_continuation_keeps_max_tokens_above_the_thinking_budget(server, client, max_tokens, budget, sent):
+    pieces = ["word " * 100] * 9 + ["end"]  # 4500 characters kept: about 1125 tokens used
+    server.enqueue(anthropic_text(pieces, drop_after=9), anthropic_text(["end."]))
+    stream = client("anthropic", recovery_store=MemoryStore()).stream_chat(
+        MESSAGES, model="claude-sonnet-4-5", max_tokens=max_tokens, stream_recovery=True, recovery={"strategy": "exact"},
+        thinking={"type": "enabled", "budget_tokens": budget})
+    assert "".join(chunk.content for chunk in stream) == "".join(pieces[:9]) + "end."
+    body = server.requests[1].json
+    assert (body["thinking"]["budget_tokens"], body["max_tokens"]) == sent
