@@ -25,8 +25,11 @@ setup(
         # The Django and Flask examples (examples/): waitress serves them; 3.0.1+ for its
         # security fixes, and it has channel_request_lookahead (noticing a browser that left).
         "web": ["flask>=2.3", "django>=4.2", "waitress>=3.0.1"],
-        # selenium drives Debian's chromium for the browser test of the examples.
-        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10"] + DIFFERENTIAL,
+        # Content-Encoding br and zstd (gzip and deflate need nothing).
+        "compression": ["brotli>=1.1", "zstandard>=0.22"],
+        # selenium drives Debian's chromium for the browser test of the examples; trustme
+        # makes the local CA of the transport's HTTPS tests.
+        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10", "trustme>=1.1"] + DIFFERENTIAL,
         "differential": DIFFERENTIAL,
     },
     entry_points={"console_scripts": ["streamcoord=streamcoord.__main__:main"]},

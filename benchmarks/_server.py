@@ -1,11 +1,15 @@
 """A loopback server, run in its own process, that streams OpenAI-format chunks as fast as
 the socket allows. The body is built once; each request gets it with ``sendall``.
 
-    python benchmarks/_server.py N_CHUNKS [packed|per-event]  ->  prints the port, serves until killed
+    python benchmarks/_server.py N_CHUNKS [packed|per-event|gzip]  ->  prints the port, serves until killed
+
+``gzip`` sends the event stream gzip-compressed (``Content-Encoding: gzip``, as nginx with
+``gzip on`` or a corporate proxy would), in 64 KiB HTTP chunks.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import sys
@@ -15,6 +19,7 @@ HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
     b"Connection: close\r\n\r\n"
 )
+GZIP_HEAD = HEAD.replace(b"Connection: close\r\n", b"Connection: close\r\nContent-Encoding: gzip\r\n")
 
 
 def build_body(n_chunks: int, framing: str = "packed") -> bytes:
@@ -36,6 +41,8 @@ def build_body(n_chunks: int, framing: str = "packed") -> bytes:
         pieces = events
     else:
         raw = b"".join(events)
+        if framing == "gzip":
+            raw = gzip.compress(raw, compresslevel=6)
         pieces = [raw[start:start + 65536] for start in range(0, len(raw), 65536)]
     out = []
     for piece in pieces:
@@ -45,7 +52,7 @@ def build_body(n_chunks: int, framing: str = "packed") -> bytes:
 
 
 def serve(n_chunks: int, framing: str) -> None:
-    body = build_body(n_chunks, framing)
+    body = (GZIP_HEAD if framing == "gzip" else HEAD) + build_body(n_chunks, framing)
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -68,7 +75,7 @@ def serve(n_chunks: int, framing: str) -> None:
             while len(rest) < length:
                 rest += conn.recv(65536)
             try:
-                conn.sendall(HEAD + body)
+                conn.sendall(body)
             except OSError:
                 pass
 

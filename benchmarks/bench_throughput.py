@@ -167,13 +167,15 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-openai", action="store_true", help="skip openai-python (it is slow on big streams)")
-    parser.add_argument("--framing", choices=["packed", "per-event", "both"], default="both")
+    parser.add_argument("--framing", choices=["packed", "per-event", "gzip", "all"], default="all",
+                        help="gzip: the packed stream, gzip-compressed (Content-Encoding: gzip)")
     parser.add_argument("--no-recovery", action="store_true", help="skip the recovery (DiskStore) client")
     args = parser.parse_args()
     before = threading.active_count()
-    for framing in (["packed", "per-event"] if args.framing == "both" else [args.framing]):
+    for framing in (["packed", "per-event", "gzip"] if args.framing == "all" else [args.framing]):
         results = measure(args.chunks, args.rounds, not args.no_openai, framing, not args.no_recovery)
-        print(f"\n{args.chunks:,} chunks per stream, {framing} HTTP chunks, {args.rounds} rounds, "
+        shape = "gzip-compressed, packed" if framing == "gzip" else framing
+        print(f"\n{args.chunks:,} chunks per stream, {shape} HTTP chunks, {args.rounds} rounds, "
               f"Python {sys.version.split()[0]}")
         print(report(results))
     print(f"threads before {before}, after {threading.active_count()}")

@@ -14,13 +14,13 @@ from recovery_store import RecoveryStore
 from streamcoord import _registry
 from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
-from streamcoord._http import StreamingAdapter
 from streamcoord._keys import SCRUBBED, Scrubber, check_headers, secrets_in_headers
 from streamcoord._options import StreamOptions, split_options
 from streamcoord._recovery import Recovery, recovery_options
 from streamcoord._spec import Resume, StreamSpec
 from streamcoord._stored import ScrubbedWrites, load_stored, store_for_resume, store_for_stream
 from streamcoord._stream import ChatStream
+from streamcoord._transport import StreamingAdapter
 from streamcoord.errors import RecoveryFailed
 
 __all__ = ["Client", "new_session", "stream_chat"]

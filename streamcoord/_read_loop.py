@@ -4,39 +4,36 @@
 status, a JSON body where events were expected), then reads the body many HTTP chunks at a
 time, decodes it (SSE or NDJSON), parses the events into chunks and hands each read's
 chunks to the pipeline, until the provider's end of the answer. What the server sends
-after that is drained by the worker once the consumer has the end (``Connection.drain``).
+after that is drained by the worker once the consumer has the end (``Transport.drain``).
 
 **The idle timeout and the total deadline are measured here**, in ``ReadLoop._read``:
 each read gets the time left until the earlier of the two, and the idle clock restarts
 after each hand-over, so it counts only time spent waiting on the network, never time
 spent waiting for a slow consumer.
 
-``Connection`` is the only code that touches the response and its socket, behind four
-operations: ``open`` (send, headers received), ``read(time_limit)``, ``cancel`` (from any
-thread: shuts the socket down, which wakes a blocked ``recv`` at once) and ``close``.
+``Transport`` (``_transport.py``) is the only code that touches the response and its
+socket, behind a few operations: ``open`` (send, headers received), ``read(time_limit)``,
+``cancel`` (from any thread: wakes a blocked ``recv`` at once) and ``close``.
 """
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Any, List, Optional
 
-import requests
-
 from streamcoord._adapter import EventParser, HTTPRequest, error_message
 from streamcoord._chunk import Chunk
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
-from streamcoord._http import BodyReader, read_error_body, safe_url, send, translate_read_error
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
 from streamcoord._retry import retry_after_seconds, should_retry_header
 from streamcoord._spec import Cancelled, StreamSpec
+from streamcoord._transport import Transport, safe_url
 from streamcoord.errors import APIError, ProtocolError, StreamcoordError, StreamTimeout, api_error_for_type
 
-__all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "READ_SIZE", "Connection", "ReadLoop"]
+__all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "READ_SIZE", "ReadLoop"]
 
 # Bytes per read. Larger reads cut per-read costs but keep more objects alive at once,
 # which wakes the cyclic garbage collector; 16 KiB keeps a read's chunks under its
@@ -48,112 +45,13 @@ DRAIN_SECONDS = 1.0
 DRAIN_BYTES = 65536
 
 
-class Connection:
-    """One worker's HTTP exchanges, one at a time: send, read with a time limit, cancel, close."""
-
-    def __init__(self, session: requests.Session, provider: str) -> None:
-        self._session = session
-        self._provider = provider
-        self._response: Optional[requests.Response] = None
-        self._body: Optional[BodyReader] = None
-        self._sock: Optional[socket.socket] = None  # the socket cancel() may shut down
-        self._lock = threading.Lock()
-        self._cancelled = False
-
-    def open(self, request: HTTPRequest, connect: float, read: float) -> requests.Response:
-        """Send the request; returns the response once its headers have arrived."""
-        self._body = None
-        response = send(self._session, request, self._provider, connect, read, self._set_sock)
-        self._response = response
-        self._set_sock(getattr(getattr(response.raw, "connection", None), "sock", None))
-        return response
-
-    def error_body(self) -> Any:
-        """The body of an answer that is not a stream (bounded, JSON decoded when it is JSON)."""
-        assert self._response is not None
-        return read_error_body(self._response)
-
-    def start_body(self) -> None:
-        assert self._response is not None
-        self._body = BodyReader(self._response, READ_SIZE, on_release=lambda: self._set_sock(None))
-
-    @property
-    def complete(self) -> bool:
-        """The body ended the way HTTP says it must (the connection may be reused)."""
-        return self._body is not None and self._body.complete
-
-    def read(self, time_limit: float) -> bytes:
-        """The next piece of the decoded body, waiting at most ``time_limit`` seconds for
-        it (where the socket is known); ``b""`` at the end of the body."""
-        sock = self._sock
-        if sock is not None:
-            sock.settimeout(time_limit)
-        return self._body.read()  # type: ignore[union-attr]
-
-    def drain(self, seconds: float, max_bytes: int) -> None:
-        """After the end of the answer: read what is left of the body, briefly and only a
-        little, so the connection can be reused; a server that goes on sending or stays
-        silent gets its connection closed instead."""
-        body = self._body
-        if body is None:
-            return
-        deadline = time.monotonic() + seconds
-        left = max_bytes
-        try:
-            while not body.complete and left > 0:
-                remaining = deadline - time.monotonic()
-                with self._lock:
-                    if self._sock is None or remaining <= 0:
-                        break
-                    self._sock.settimeout(remaining)
-                data = body.read()
-                if not data:
-                    break
-                left -= len(data)
-        except Exception:  # noqa: S110 - the answer is complete; only reuse is lost
-            pass
-        if not body.complete:
-            self.close()
-
-    def cancel(self) -> None:
-        """From any thread: wake a blocked read or a request in flight. Idempotent."""
-        with self._lock:
-            self._cancelled = True
-            if self._sock is not None:
-                _shutdown(self._sock)
-
-    def close(self) -> None:
-        response, self._response = self._response, None
-        self._body = None
-        self._set_sock(None)
-        if response is not None:
-            try:
-                response.close()
-            except Exception:  # noqa: S110 - closing a broken connection may fail; it is gone either way
-                pass
-
-    def _set_sock(self, sock: Optional[socket.socket]) -> None:
-        """The request's socket, as soon as it is known (also while the request is in flight)."""
-        with self._lock:
-            self._sock = sock
-            if sock is not None and self._cancelled:  # closed meanwhile: cancel() missed it
-                _shutdown(sock)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
-
-
 class ReadLoop:
     """One attempt's request, from sending it to the end of its body."""
 
     def __init__(
         self,
         spec: StreamSpec,
-        connection: Connection,
+        connection: Transport,
         pipeline: Pipeline,
         metrics: MetricsTracker,
         log: StreamLogger,
@@ -188,9 +86,11 @@ class ReadLoop:
         self.log.debug("request %s %s", request.method, safe_url(request.url))
         try:
             response = self.connection.open(request, connect, read_timeout)
-        except StreamcoordError:
+        except StreamcoordError as exc:
             if self.cancelled.is_set():
                 raise Cancelled() from None
+            if isinstance(exc, APIError):  # a redirect the transport does not follow: a non-2xx answer
+                self.report_error(exc.status, exc.body)
             raise
         if self.cancelled.is_set():  # closed while the request was being sent
             raise Cancelled()
@@ -269,6 +169,12 @@ class ReadLoop:
                 raise self._timeout_error()
             try:
                 data = read(limit - now)
+            except StreamTimeout as exc:
+                if self.cancelled.is_set():
+                    raise Cancelled() from exc
+                if parser.done:
+                    break  # the answer is complete; only what follows its end is missing
+                raise self._timeout_error() from exc  # idle timeout or total deadline
             except Exception as exc:
                 if self.cancelled.is_set():
                     raise Cancelled() from exc
@@ -277,9 +183,7 @@ class ReadLoop:
                     # costs at most a trailing usage event, not a continuation.
                     self.log.debug("the connection broke after the end of the answer: %r", exc)
                     break
-                if isinstance(exc, StreamcoordError):
-                    raise
-                raise translate_read_error(exc, self.spec.provider, self._timeout_error) from exc
+                raise
             if not data:
                 clean_end = True
                 break

@@ -65,7 +65,8 @@ def is_retryable(exc: BaseException, policy: Optional[Retry] = None) -> bool:
         if exc.should_retry is not None:
             return exc.should_retry
         return exc.status in RETRY_STATUSES
-    return isinstance(exc, (ConnectionLost, StreamTimeout))
+    # A ConnectionLost that no retry can help (a refused certificate) says so.
+    return isinstance(exc, (ConnectionLost, StreamTimeout)) and getattr(exc, "retryable", True)
 
 
 def retry_delay(policy: Retry, exc: Optional[BaseException], attempt: int) -> float:

@@ -4,7 +4,8 @@ The worker owns the thread, the retries (tenacity, before the first chunk), the 
 to recover after a break, and cancel. Its parts each have one job:
 
 * ``ReadLoop`` (``_read_loop``): network to parsed chunks for one attempt, the idle
-  timeout and the total deadline; its ``Connection`` is the only code touching the socket.
+  timeout and the total deadline; its ``Transport`` (``_transport``) is the only code
+  touching the response and its socket.
 * ``Pipeline`` (``_pipeline``): validate, persist, transform, accumulate, buffer, hand over.
 * ``RecoveryController`` (``_recovery_controller``): plan, rewind, replay, continuation.
 
@@ -22,11 +23,12 @@ from streamcoord._adapter import HTTPRequest
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
-from streamcoord._read_loop import DRAIN_BYTES, DRAIN_SECONDS, Connection, ReadLoop
+from streamcoord._read_loop import DRAIN_BYTES, DRAIN_SECONDS, READ_SIZE, ReadLoop
 from streamcoord._recovery import is_recoverable
 from streamcoord._recovery_controller import RecoveryController
 from streamcoord._retry import is_retryable, make_retrying, retry_delay
 from streamcoord._spec import Cancelled, End, StreamSpec
+from streamcoord._transport import Transport
 from streamcoord.errors import (
     APIError,
     ChunkValidationError,
@@ -53,7 +55,7 @@ class Worker:
         self.pipeline = Pipeline(spec, self.metrics, self.log, self._cancelled)
         self.queue = self.pipeline.queue
         self.answer = self.pipeline.answer  # what the stream has produced, for stream.text & co.
-        self.connection = Connection(spec.session, spec.provider)
+        self.connection = Transport(spec.session, spec.provider, READ_SIZE)
         self.reader = ReadLoop(spec, self.connection, self.pipeline, self.metrics, self.log, self._cancelled)
         self.recovery = spec.recovery
         self.controller = (
