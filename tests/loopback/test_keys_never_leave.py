@@ -231,3 +231,13 @@ def test_an_ordinary_header_value_stays_in_the_stored_answer_and_its_resume(serv
     assert store.load("plain-header").text == "The weather in Paris is sunny."
     assert "".join(chunk.content for chunk in c.resume("plain-header")) == "The weather in Paris is sunny."
     assert server.requests[0].headers["x-cache-key"] == "weather"
+
+
+def test_a_gateway_key_in_a_header_secret_by_name_is_scrubbed_from_the_error_and_the_log(server, client, records):
+    server.enqueue(error(403, {"error": {"message": f"gateway key {KEY} may not do this"}}))
+    stream = client("openai", api_key="sk-other-key-1234").stream_chat(
+        MESSAGES, model="m", extra_headers={"X-Gateway-Token": KEY})
+    exc = _run(stream)
+    assert isinstance(exc, streamcoord.AuthenticationError)
+    assert exc.body == {"error": {"message": "gateway key *** may not do this"}}
+    assert_no_key(exc, records, [stream])
