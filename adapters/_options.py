@@ -15,8 +15,17 @@ __all__ = ["check_options", "merge_stream_options", "require_model"]
 # SDKs (extra_body, extra_headers; extra_query is not accepted: no adapter needs a query).
 COMMON_OPTIONS = frozenset({"model", "extra_body", "extra_headers", "stream"})
 
-# Names that look like a credential: never suggest sending them in the request body.
-_CREDENTIAL = re.compile(r"key|token|secret|password|passwd|auth|credential|bearer", re.IGNORECASE)
+# Words (whole words of a snake_case, kebab-case or camelCase name) that make an option
+# look like a credential or an account header: no request option is like it, so no
+# closest name is suggested, only where it goes. "token" is a credential except next to
+# a word that makes it a count (max_token, maxTokens, budget_tokens are limits).
+_CREDENTIAL_WORDS = frozenset({
+    "apikey", "auth", "authorization", "bearer", "credential", "credentials", "key", "organization",
+    "passwd", "password", "secret", "token",
+})
+_COUNT_WORDS = frozenset({"budget", "count", "limit", "max", "min", "num"})
+# A lower-case letter or digit followed by an upper-case one: a camelCase word boundary.
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def check_options(provider: str, options: Dict[str, Any], allowed: Iterable[str]) -> None:
@@ -37,18 +46,33 @@ def check_options(provider: str, options: Dict[str, Any], allowed: Iterable[str]
                 f"{name!r} is an argument of the client, not of one request: pass it as "
                 f"streamcoord.Client({provider!r}, {name}=...) (or to streamcoord.stream_chat)"
             )
-        close = difflib.get_close_matches(name, sorted(allowed) + sorted(STREAM_OPTIONS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        if _CREDENTIAL.search(name):
+        words = _words(name)
+        if _looks_like_credential(words):
             raise TypeError(
-                f"unknown option {name!r} for provider {provider!r}.{hint} Credentials go to "
-                f"streamcoord.Client({provider!r}, api_key=...) or to extra_headers, never into "
-                "the request body."
+                f"unknown option {name!r} for provider {provider!r}: credentials are not request "
+                f"options. Pass the key to streamcoord.Client({provider!r}, api_key=...); any other "
+                "account header to extra_headers={...}, never into the request body."
             )
+        # camelCase compared as snake_case: topP is top_p, not stop.
+        close = difflib.get_close_matches("_".join(words), sorted(allowed) + sorted(STREAM_OPTIONS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise TypeError(
             f"unknown option {name!r} for provider {provider!r}.{hint} To send a provider "
             f"parameter streamcoord does not know, pass extra_body={{{name!r}: ...}}."
         )
+
+
+def _words(name: str) -> List[str]:
+    """The lower-case words of an option name: ``maxTokens`` and ``max-tokens`` are
+    ``['max', 'tokens']``."""
+    return [word for word in re.split(r"[_\-\s]+", _CAMEL_BOUNDARY.sub("_", name).lower()) if word]
+
+
+def _looks_like_credential(words: List[str]) -> bool:
+    credential = _CREDENTIAL_WORDS.intersection(words)
+    if credential == {"token"}:
+        return not _COUNT_WORDS.intersection(words)
+    return bool(credential)
 
 
 def _client_arguments(provider: str) -> List[str]:

@@ -32,7 +32,7 @@ from adapters.base import CONTINUE_INSTRUCTION, Adapter, EventParser, HTTPReques
 from streamcoord._chunk import Chunk, RawJSON, content_chunk, normalize_usage
 from streamcoord.errors import APIError, api_error_for_type
 
-__all__ = ["DEFAULT_MAX_TOKENS", "NO_PREFILL_MODELS", "AnthropicAdapter", "AnthropicParser", "takes_prefill"]
+__all__ = ["DEFAULT_MAX_TOKENS", "MIN_THINKING_BUDGET", "NO_PREFILL_MODELS", "AnthropicAdapter", "AnthropicParser", "takes_prefill"]
 
 API_VERSION = "2023-06-01"
 # The API requires max_tokens; this is what a request without max_tokens= asks for.
@@ -52,6 +52,9 @@ FINISH_REASONS = {
 # fetch, code execution, an MCP server): not calls for the caller to make, so they go to
 # metadata["server_tool_use"], never to stream.tool_calls.
 SERVER_TOOL_USES = frozenset({"server_tool_use", "mcp_tool_use"})
+
+# Extended thinking's smallest budget_tokens (the API refuses less).
+MIN_THINKING_BUDGET = 1024
 
 # Models that answer a prefill (a final assistant turn) with a 400, matched anywhere in
 # the model id so that the Bedrock and Vertex names (us.anthropic.claude-opus-4-6-v1,
@@ -232,7 +235,6 @@ class AnthropicParser(EventParser):
 
 
 class AnthropicAdapter(Adapter):
-    continuation_trims_space = True
     max_tokens_paths = (("max_tokens",),)
     name = "anthropic"
     wire_format = "sse"
@@ -280,15 +282,20 @@ class AnthropicAdapter(Adapter):
     def new_parser(self, request: HTTPRequest) -> EventParser:
         return AnthropicParser()
 
+    def continuation_trims_space(self, request: HTTPRequest) -> bool:
+        """Only a prefill (a final assistant turn) must not end in whitespace."""
+        return _prefills(request.json)
+
     def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
         """Continue natively: the partial answer becomes a final assistant turn (a prefill),
         or, for a model that takes no prefill (:func:`takes_prefill`), an assistant turn
         followed by a user turn that asks to go on.
 
-        The API rejects a final assistant turn that ends in whitespace, so the prefix is
-        ``rstrip()``-ed: the model's continuation then starts with the whitespace that was
-        stripped (or its own), and the caller must not expect it to be re-sent verbatim;
-        ``len(partial_text) - len(partial_text.rstrip())`` characters were dropped.
+        The API rejects a final assistant turn that ends in whitespace, so a prefill is
+        ``rstrip()``-ed (:meth:`continuation_trims_space`: the kept text was cut before its
+        trailing whitespace, and the model's continuation starts with it again); an
+        assistant turn followed by a user turn is sent intact, as a fresh turn does not
+        start with the whitespace.
         A prefill of the user's own (a last assistant message) is extended, not repeated.
         With extended thinking on (``thinking=``), which takes no prefill either, the
         continuation goes through a user turn too.
@@ -298,16 +305,29 @@ class AnthropicAdapter(Adapter):
         prefix = partial_text
         if messages and messages[-1].get("role") == "assistant" and isinstance(messages[-1].get("content"), str):
             prefix = messages.pop()["content"] + partial_text
-        prefix = prefix.rstrip()
+        prefill = _prefills(body)
+        if prefill:
+            prefix = prefix.rstrip()
         if prefix:
             messages.append({"role": "assistant", "content": prefix})
-        thinking = body.get("thinking")
-        thinking_on = isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
-        if thinking_on or not takes_prefill(body.get("model")):
-            # Neither those models nor extended thinking take a prefill.
+        if not prefill:
             messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
         body["messages"] = messages
         return request.with_json(body)
+
+    def reduce_max_tokens(self, request: HTTPRequest, used: int) -> HTTPRequest:
+        """As for every provider, but with extended thinking the API requires
+        ``1024 <= budget_tokens < max_tokens``: the budget is lowered with the limit, down
+        to its minimum, and the limit stays above the budget."""
+        reduced = super().reduce_max_tokens(request, used)
+        thinking = reduced.json.get("thinking")
+        limit = reduced.json.get("max_tokens")
+        budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+        if not (isinstance(budget, int) and isinstance(limit, int)) or budget < limit:
+            return reduced
+        budget = max(min(budget, limit - 1), MIN_THINKING_BUDGET)
+        body = dict(reduced.json, thinking=dict(thinking, budget_tokens=budget), max_tokens=max(limit, budget + 1))
+        return reduced.with_json(body)
 
     def continuation_refused(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
         """A prefill continuation answered with the 400 of a model that takes no prefill
@@ -324,6 +344,15 @@ class AnthropicAdapter(Adapter):
             _REFUSED_PREFILL.add(model)
         body = dict(request.json, messages=list(messages) + [{"role": "user", "content": CONTINUE_INSTRUCTION}])
         return request.with_json(body)
+
+
+def _prefills(body: Dict[str, Any]) -> bool:
+    """Whether the continuation of a request with ``body`` is a prefill: not for a model
+    that takes none (:func:`takes_prefill`), nor with extended thinking on (``thinking=``),
+    which takes none either."""
+    thinking = body.get("thinking")
+    thinking_on = isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
+    return not thinking_on and takes_prefill(body.get("model"))
 
 
 def takes_prefill(model: Any) -> bool:

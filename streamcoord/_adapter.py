@@ -238,9 +238,13 @@ class Adapter:
         consumer gave up (a background response); sent best effort. None: nothing to stop."""
         return None
 
-    # Providers that continue an assistant prefix natively and reject one that ends in
-    # whitespace (Anthropic) set this: the prefix is cut before its trailing whitespace.
-    continuation_trims_space = False
+    def continuation_trims_space(self, request: HTTPRequest) -> bool:
+        """Whether the continuation of ``request`` ends in a prefix the provider rejects
+        with trailing whitespace (an Anthropic prefill): then the kept text is cut before
+        its trailing whitespace and the model writes it again. A continuation through a
+        fresh turn keeps it: a fresh turn does not start with the whitespace."""
+        return False
+
     # Where each provider keeps its output-token limit in the request body, tried in order.
     max_tokens_paths: Sequence[Sequence[str]] = (("max_completion_tokens",), ("max_tokens",))
 

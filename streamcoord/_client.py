@@ -193,9 +193,12 @@ class Client(LiveStreams):
         recovery = None
         meta = None
         live = None
-        # The key, the secret headers (extra_headers too) and a password in base_url.
+        # The key, the secret headers (extra_headers too) and a password in base_url: what
+        # the stored text is scrubbed of. What the library says (errors, logs) is scrubbed
+        # of the values of headers secret by their name too.
         secrets = [self.__api_key or "", *secrets_in_headers(request.headers), urllib.parse.urlsplit(self.base_url).password]
         scrubber = Scrubber(secrets, live=False)
+        said_secrets = [*scrubber.secrets, *secrets_in_headers(request.headers, by_name=True)]
         if opts.stream_recovery:
             strategy, max_retries, keep = recovery_options(opts.recovery)
             # What a resume needs, and only that: never headers or keys.
@@ -240,7 +243,7 @@ class Client(LiveStreams):
             recovery_meta=meta,
             resume=resume,
             telemetry=telemetry,
-            secrets=scrubber.secrets,
+            secrets=said_secrets,
             live=live,
         )
         return ChatStream(spec)

@@ -161,7 +161,7 @@ class StreamingCoordinator:
             retry=Retry.coerce(max_retries),
             wire_format=wire_format,
             callback=callback,
-            secrets=secrets_in_headers(headers),
+            secrets=secrets_in_headers(headers, by_name=True),
         )
         worker = Worker(spec)
         worker.start()

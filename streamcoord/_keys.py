@@ -38,13 +38,16 @@ SECRET_HEADERS = frozenset(
     {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie"}
 )
 # Words that make any other header name a secret one too (``X-Proxy-Token``,
-# ``X-Custom-Api-Key``, ``X-Auth-Secret``): a value wrongly taken for a secret is only
-# redacted, a secret wrongly taken for a plain value would be shown.
+# ``X-Custom-Api-Key``, ``X-Auth-Secret``) where headers are shown (reprs, logs): a value
+# wrongly taken for a secret is only redacted there, a secret wrongly taken for a plain
+# value would be shown. Never for scrubbing text: ``X-Cache-Key: weather`` would turn the
+# model's "The weather in Paris" into "The *** in Paris" in the store and on resume.
 _SECRET_WORDS = ("key", "token", "secret", "auth", "password", "cookie", "credential")
 
 
 def is_secret_header(name: str) -> bool:
-    """Whether a header's value is a credential, by its name."""
+    """Whether a header's value may be a credential, by its name: for redacting headers
+    where they are shown."""
     lower = name.lower()
     return lower in SECRET_HEADERS or any(word in lower for word in _SECRET_WORDS)
 
@@ -124,12 +127,16 @@ def check_headers(headers: Any, where: str) -> Dict[str, str]:
     return checked
 
 
-def secrets_in_headers(headers: Mapping[str, str]) -> List[str]:
-    """The secret values among ``headers``: whole values of secret headers, and the
-    credentials after an auth scheme (``Bearer sk-...`` gives ``sk-...`` too)."""
+def secrets_in_headers(headers: Mapping[str, str], *, by_name: bool = False) -> List[str]:
+    """The secret values among ``headers``: whole values of the :data:`SECRET_HEADERS`,
+    and the credentials after an auth scheme (``Bearer sk-...`` gives ``sk-...`` too).
+    ``by_name`` adds the headers that look like secrets by name (:func:`is_secret_header`:
+    ``X-Gateway-Token``), for what the library itself says (errors, logs); never for the
+    model's text, where ``X-Cache-Key: weather`` is an ordinary word."""
+    is_secret = is_secret_header if by_name else (lambda name: name.lower() in SECRET_HEADERS)
     found = []
     for name, value in headers.items():
-        if value and is_secret_header(name):
+        if value and is_secret(name):
             found.append(value)
             scheme, _, credentials = value.partition(" ")
             if credentials.strip() and scheme.isalpha():

@@ -6,13 +6,16 @@ The counters are always kept (a few integer additions per network read), so
 turns on: ``on_metrics(snapshot)`` about once a second while the stream runs, also while
 nothing arrives (waiting for headers, a retry wait, a stall), and exactly once at the end;
 with ``track_metrics=True`` and no ``on_metrics``, the same snapshots are logged at INFO.
-The periodic calls come from one timer thread for all streams (``_Ticker``), started with
-the first reporting stream and gone with the last, so a thousand streams cost no extra
-threads; the final call comes from the stream's worker, after the last periodic one.
+The periodic calls are scheduled by one timer thread for all streams (``_Ticker``) and
+made by a few caller threads, all started with the first reporting stream and gone with
+the last, so a thousand streams cost no thread each, and one slow callback delays only
+its own stream's reports; the final call comes from the stream's worker, after the last
+periodic one.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import itertools
@@ -20,14 +23,19 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
-__all__ = ["METRICS_INTERVAL", "MetricsTracker", "StreamMetrics", "on_metrics_thread"]
+__all__ = ["CALLER_IDLE_SECONDS", "MAX_CALLERS", "METRICS_INTERVAL", "MetricsTracker", "StreamMetrics", "on_metrics_thread"]
 
 logger = logging.getLogger("streamcoord")
 
 # on_metrics is called about this often while a stream runs (seconds).
 METRICS_INTERVAL = 1.0
+# Periodic on_metrics calls that may run at once (each stream has at most one running):
+# this many streams can have a slow callback before the others' reports wait for one.
+MAX_CALLERS = 8
+# A caller thread with no call to make for this long ends (seconds).
+CALLER_IDLE_SECONDS = 2 * METRICS_INTERVAL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,11 +163,16 @@ class MetricsTracker:
 
 
 class _Ticker:
-    """The one timer thread that makes every reporting stream's periodic call.
+    """The one timer thread that schedules every reporting stream's periodic call, and
+    the few caller threads that make the calls.
 
-    A heap of (when, sequence, tracker); the thread sleeps until the earliest, reports it
-    and schedules it again. An ended tracker is dropped when it comes up. The thread
-    exits when no reporting stream is left and is started again by the next one.
+    A heap of (when, sequence, tracker); the timer sleeps until the earliest, hands it to
+    a caller thread and schedules it again. A stream whose previous call still runs is
+    skipped, not queued; so one slow ``on_metrics`` delays only its own stream's reports,
+    while the others' go on from another caller thread (up to ``MAX_CALLERS`` at once
+    slow; started on demand, gone after ``CALLER_IDLE_SECONDS`` without work or with the
+    last stream). An ended tracker is dropped when it comes up. The timer exits when no
+    reporting stream is left and is started again by the next one.
     """
 
     def __init__(self) -> None:
@@ -168,6 +181,10 @@ class _Ticker:
         self._order = itertools.count()
         self._live = 0
         self.thread: Optional[threading.Thread] = None
+        self._jobs: Deque[MetricsTracker] = collections.deque()
+        self._calling: Set[int] = set()  # id() of each tracker whose call is pending or running
+        self._callers = 0  # caller threads alive
+        self._idle = 0  # of them, waiting for a job
 
     def add(self, tracker: MetricsTracker) -> None:
         with self._cond:
@@ -177,14 +194,14 @@ class _Ticker:
                 self.thread = threading.Thread(target=self._run, name="streamcoord-metrics", daemon=True)
                 self.thread.start()
             else:
-                self._cond.notify()
+                self._cond.notify_all()
 
     def remove(self, tracker: MetricsTracker) -> None:
         with self._cond:
             self._live -= 1
             if self._live == 0:
                 self._heap.clear()
-                self._cond.notify()  # nothing left to report: let the thread go
+                self._cond.notify_all()  # nothing left to report: let the threads go
 
     def _run(self) -> None:
         heap = self._heap
@@ -199,25 +216,51 @@ class _Ticker:
                     self._cond.wait(due - now)
                     continue
                 heapq.heappop(heap)
-                self._cond.release()
-                try:
-                    going_on = tracker.report()
-                except BaseException:  # the timer serves every stream: never lose it to one callback
-                    logger.exception("on_metrics raised; the stream goes on without periodic metrics")
-                    going_on = False
-                finally:
-                    self._cond.acquire()
-                if going_on and tracker.ended is None:
-                    # A slow callback must not make the reports pile up: at most one per interval.
-                    interval = METRICS_INTERVAL
-                    heapq.heappush(heap, (max(due + interval, time.monotonic() + interval / 2), next(self._order), tracker))
+                if tracker.ended is not None:
+                    continue
+                if id(tracker) not in self._calling:  # else its last call still runs: skip this one
+                    self._calling.add(id(tracker))
+                    self._jobs.append(tracker)
+                    if len(self._jobs) > self._idle and self._callers < MAX_CALLERS:
+                        self._callers += 1
+                        threading.Thread(target=self._call_reports, name="streamcoord-metrics-call", daemon=True).start()
+                    self._cond.notify_all()
+                # At most one report per interval, however late this one was.
+                interval = METRICS_INTERVAL
+                heapq.heappush(heap, (max(due + interval, now + interval / 2), next(self._order), tracker))
+
+    def _call_reports(self) -> None:
+        _caller.active = True
+        with self._cond:
+            while True:
+                if self._jobs:
+                    tracker = self._jobs.popleft()
+                    self._cond.release()
+                    try:
+                        tracker.report()
+                    except BaseException:  # a caller serves every stream: never lose it to one callback
+                        logger.exception("on_metrics raised; the stream goes on")
+                    finally:
+                        self._cond.acquire()
+                        self._calling.discard(id(tracker))
+                    continue
+                if self._live == 0:
+                    break
+                self._idle += 1
+                woken = self._cond.wait(CALLER_IDLE_SECONDS)
+                self._idle -= 1
+                if not woken and not self._jobs:
+                    break
+            self._callers -= 1
 
 
 _TICKER = _Ticker()
+# Marks the caller threads (on_metrics_thread).
+_caller = threading.local()
 # A forked child (a WSGI server's worker) has no timer thread: it starts its own.
 os.register_at_fork(after_in_child=_TICKER.__init__)
 
 
 def on_metrics_thread() -> bool:
-    """Whether the caller runs on the metrics timer thread (inside an on_metrics call)."""
-    return threading.current_thread() is _TICKER.thread
+    """Whether the caller runs inside a periodic on_metrics call."""
+    return getattr(_caller, "active", False)

@@ -39,10 +39,14 @@ class Answer:
 
     ``length`` is the number of characters of the text. Each piece of reasoning remembers
     the length at which it arrived, so that a recovery can keep what came before its cut.
+    Once a recovery kept text, ``reasoning_closed``: the continuation's reasoning is its
+    thinking about going on, which an unbroken answer does not have, so it stays out of
+    ``stream.reasoning`` (the chunks still carry it in their metadata).
     """
 
     __slots__ = (
-        "finish_reason", "length", "model", "reasoning_at", "reasoning_parts", "text_parts", "tool_calls", "usage",
+        "finish_reason", "length", "model", "reasoning_at", "reasoning_closed", "reasoning_parts", "text_parts",
+        "tool_calls", "usage",
     )
 
     def __init__(self) -> None:
@@ -50,6 +54,7 @@ class Answer:
         self.length = 0
         self.reasoning_parts: List[str] = []
         self.reasoning_at: List[int] = []  # the text length when each reasoning part arrived
+        self.reasoning_closed = False
         self.finish_reason: Optional[str] = None
         self.usage: Optional[Dict[str, Any]] = None
         self.model: Optional[str] = None
@@ -72,7 +77,7 @@ class Answer:
         if chunk.tool_calls:
             self.tool_calls.add(chunk.tool_calls)
         reasoning = chunk.metadata.get("reasoning")
-        if reasoning:
+        if reasoning and not self.reasoning_closed:
             self.reasoning_parts.append(reasoning)
             self.reasoning_at.append(self.length)  # read granularity: the text is added after the read's chunks
         if self.model is None and chunk.model:
@@ -89,10 +94,13 @@ class Answer:
         only the kept text, so the provider sends every tool call again (a fresh
         accumulator, so a call cut mid-arguments is rebuilt, never concatenated) and the
         reasoning that came after the kept text again (dropped here; what came before the
-        kept text's end stays)."""
+        kept text's end stays). With text kept, the continuation's own reasoning stays out
+        (``reasoning_closed``); with none, the original request goes out again and its
+        reasoning is the answer's."""
         self.tool_calls = ToolCallAccumulator()
         keep = bisect.bisect_left(self.reasoning_at, self.length)
         del self.reasoning_parts[keep:], self.reasoning_at[keep:]
+        self.reasoning_closed = self.length > 0
 
 
 class Pipeline:

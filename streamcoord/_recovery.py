@@ -92,17 +92,17 @@ class Recovery:
         self.parts: List[str] = []  # the model's text (before transform_chunk), in order
         self._persisting = True
         self._started_early = False
+        # The parser of the attempt in flight: its resume_state() (where the provider could
+        # replay the stream itself) is stored once it is known, and again after a break.
+        self.resume_source: Any = None
+        self._resume_noted = False
+        self._meta_updates = True  # False: the store cannot update meta (update_meta)
 
     def start_early(self, meta: Dict[str, Any]) -> None:
         """Write the record now, before the worker runs (``client.start``: readers may
         attach as soon as it returns); the worker's own ``start`` then writes nothing."""
         self.start(meta)
         self._started_early = True
-        # The parser of the attempt in flight: its resume_state() (where the provider could
-        # replay the stream itself) is stored once it is known, and again after a break.
-        self.resume_source: Any = None
-        self._resume_noted = False
-        self._meta_updates = True  # False: the store cannot update meta (update_meta)
 
     @property
     def text(self) -> str:

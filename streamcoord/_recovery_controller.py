@@ -56,6 +56,8 @@ class RecoveryController:
         self._refusal_retried = False
         self._native: Optional[HTTPRequest] = None  # the native resume in flight, if any
         self._native_failed = False  # the provider refused one: the strategy takes over for good
+        # The whitespace a prefill continuation cut off the kept text (see after_refusal).
+        self._trimmed_space = ""
         if spec.options.transform_chunk is not None:
             pipeline.marks = RewindMarks()
 
@@ -74,7 +76,8 @@ class RecoveryController:
         elif resume.completed:
             kept = resume.text
         else:
-            kept = recovery.cut(resume.text, spec.adapter.continuation_trims_space)
+            kept = recovery.cut(resume.text, spec.adapter.continuation_trims_space(spec.request))
+            self._trimmed_space = recovery.cut(resume.text, False)[len(kept):]
         recovery.start_from(kept, resumed=not resume.completed)
         pipeline.content_seen = bool(kept)
         if not resume.completed:
@@ -118,7 +121,9 @@ class RecoveryController:
         kept text. Raises RecoveryFailed once the attempts are used up. ``count=False``:
         the attempt was counted already (a native resume that was refused)."""
         recovery = self.recovery
-        kept, rewind = recovery.plan(exc, self.spec.adapter.continuation_trims_space, count)
+        text = recovery.text
+        kept, rewind = recovery.plan(exc, self.spec.adapter.continuation_trims_space(self.spec.request), count)
+        self._trimmed_space = recovery.cut(text, False)[len(kept):]
         if count:
             self.metrics.recoveries += 1
         self.log.info(
@@ -180,11 +185,33 @@ class RecoveryController:
         once per stream; None otherwise."""
         if self._refusal_retried or request is self.spec.request:
             return None
-        other = self.spec.adapter.continuation_refused(request, exc)
+        adapter = self.spec.adapter
+        other = adapter.continuation_refused(request, exc)
         if other is not None:
             self._refusal_retried = True
             self.log.info("the continuation was refused (%r); continuing the other way", exc)
+            if self._trimmed_space and not adapter.continuation_trims_space(self.spec.request):
+                # The other way is a fresh turn, which does not start with the whitespace
+                # the prefill cut off: it is the kept text's again.
+                other = self._give_back_trimmed_space()
         return other
+
+    def _give_back_trimmed_space(self) -> HTTPRequest:
+        space, self._trimmed_space = self._trimmed_space, ""
+        kept = self.recovery.text + space
+        self.recovery.start_from(kept)
+        pipeline = self.pipeline
+        chunk = pipeline.control_chunk(space, {"replay": True})
+        if pipeline.marks is not None:
+            shown, error = pipeline.transform([chunk])
+            if error is not None:
+                raise error
+            chunk = shown[0] if shown else dataclasses.replace(chunk, content="")
+            pipeline.marks.record(len(space), pipeline.answer.length + len(chunk.content))
+        if chunk.content:
+            pipeline.answer.add_text(chunk.content)
+            pipeline.put([chunk])
+        return self.continuation(kept)
 
     def _rewind_transformed(self, kept: str) -> bool:
         """Rewind the consumer's text to the last hand-over at or before the cut, then send

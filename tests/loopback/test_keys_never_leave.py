@@ -18,7 +18,7 @@ import pytest
 import requests
 
 import streamcoord
-from recovery_store import DiskStore
+from recovery_store import DiskStore, MemoryStore
 from streamcoord import StreamingCoordinator
 from tests.conftest import MESSAGES
 from tests.support.fakeserver import Drop, Gate, Response, anthropic_text, error, openai_text, sse
@@ -217,3 +217,27 @@ def test_a_password_in_base_url_is_scrubbed_and_left_out_of_the_clients_repr(ser
     assert "gateway:***@" in repr(c)
     leaks = [text[:300] for text in _texts(exc, records, [c]) if password in text]
     assert leaks == [], leaks
+
+
+def test_an_ordinary_header_value_stays_in_the_stored_answer_and_its_resume(server, client):
+    # "key" in a header's name makes its value redacted where headers are shown, not a
+    # secret to cut out of what the model said.
+    server.enqueue(openai_text(["The weather in Paris ", "is sunny."]))
+    store = MemoryStore()
+    c = client("openai", api_key=KEY, recovery_store=store)
+    stream = c.stream_chat(MESSAGES, model="m", extra_headers={"X-Cache-Key": "weather"}, stream_recovery=True,
+                           recovery={"keep": True}, stream_id="plain-header")
+    assert "".join(chunk.content for chunk in stream) == "The weather in Paris is sunny."
+    assert store.load("plain-header").text == "The weather in Paris is sunny."
+    assert "".join(chunk.content for chunk in c.resume("plain-header")) == "The weather in Paris is sunny."
+    assert server.requests[0].headers["x-cache-key"] == "weather"
+
+
+def test_a_gateway_key_in_a_header_secret_by_name_is_scrubbed_from_the_error_and_the_log(server, client, records):
+    server.enqueue(error(403, {"error": {"message": f"gateway key {KEY} may not do this"}}))
+    stream = client("openai", api_key="sk-other-key-1234").stream_chat(
+        MESSAGES, model="m", extra_headers={"X-Gateway-Token": KEY})
+    exc = _run(stream)
+    assert isinstance(exc, streamcoord.AuthenticationError)
+    assert exc.body == {"error": {"message": "gateway key *** may not do this"}}
+    assert_no_key(exc, records, [stream])

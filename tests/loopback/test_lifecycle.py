@@ -187,6 +187,40 @@ def test_reporting_streams_share_one_timer_thread_that_ends_with_them(server, cl
     assert not timers[0].is_alive()
 
 
+def test_a_slow_on_metrics_does_not_stop_another_streams_reports(server, client):
+    server.default = openai_text(PIECES, stall_after=1, stall=Stall(threading.Event(), timeout=10))
+    slow_called, slow_release = threading.Event(), threading.Event()
+    slow_calls, other_calls = [], []
+    two_more = threading.Semaphore(0)
+
+    def slow(metrics):  # stuck in its first periodic call until the test lets it go
+        slow_calls.append(metrics.status)
+        if metrics.status == "streaming":
+            slow_called.set()
+            slow_release.wait(10)
+
+    def other(metrics):
+        other_calls.append((time.monotonic(), metrics.status))
+        two_more.release()
+
+    stuck = client().stream_chat(MESSAGES, model="m", timeout=30, on_metrics=slow)
+    going = client().stream_chat(MESSAGES, model="m", timeout=30, on_metrics=other)
+    try:
+        assert next(stuck).content == next(going).content == "Hello"
+        assert slow_called.wait(3)
+        blocked_at = time.monotonic()
+        for _ in range(2 + len(other_calls)):  # two reports after the slow call began, within 3.5 s
+            assert two_more.acquire(timeout=max(blocked_at + 3.5 - time.monotonic(), 0)), other_calls
+        assert len([t for t, _ in other_calls if t > blocked_at]) >= 2
+    finally:
+        slow_release.set()
+        stuck.close()
+        going.close()
+    assert slow_calls.count("streaming") == 1  # skipped while its call ran, not queued up
+    assert slow_calls[-1] == "cancelled" and slow_calls.count("cancelled") == 1
+    assert [status for _, status in other_calls].count("cancelled") == 1 and other_calls[-1][1] == "cancelled"
+
+
 def test_close_from_inside_on_metrics_ends_the_stream_at_once(server, client):
     server.enqueue(openai_text(PIECES, stall_after=1))
     called = []
@@ -219,17 +253,19 @@ def test_end_of_answer_reaches_the_consumer_at_once_when_the_body_stays_open(ser
     answer = BUILDERS[provider](PIECES)
     kept_open = threading.Event()
     server.enqueue(Response(parts=answer.parts + (Stall(kept_open, timeout=10),), content_type=answer.content_type))
+    started = time.monotonic()
     stream = client(provider).stream_chat(MESSAGES, model=MODELS[provider], timeout=30)
-    last = None
     for _chunk in stream:
-        last = time.monotonic()
+        pass
     ended = time.monotonic()
     kept_open.set()
     assert stream.text == "Hello, world!"
     assert stream.finish_reason == "stop"
-    assert ended - last < 0.1
+    # From the moment the server sent the end event (the body stays open after it).
+    assert ended - server.stalled_at < 0.1
     assert stream.metrics.status == "completed"
-    assert stream.metrics.duration_ms < (ended - last) * 1000 + 500  # the drain is not in it
+    # duration_ms ends at the end event, not after the drain (up to DRAIN_SECONDS later).
+    assert stream.metrics.duration_ms < (server.stalled_at - started) * 1000 + 100
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])

@@ -187,3 +187,14 @@ def test_recovery_inside_a_tool_call_gives_the_unbroken_answer(server, answer_of
     assert outcome(stream) == unbroken
     assert stream.metrics.recoveries == 1
     assert "".join(TEXT) in json.dumps(server.requests[-1].json)  # a continuation of the kept text
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_reasoning_of_a_continuation_after_kept_text_stays_out_of_stream_reasoning(server, answer_of, provider):
+    full = PARTS[provider](tool=False)
+    # Broken after the text, before the end; the continuation thinks again, then ends.
+    rest = PARTS[provider](reasoning=["Going on from the kept text."], text=[], tool=False)
+    server.enqueue(response(provider, cut_after(full, b"the weather.")), response(provider, rest))
+    stream = answer_of(provider, stream_recovery=True, recovery={"strategy": "exact"})
+    assert stream.reasoning == "".join(REASONING)  # what the unbroken answer gives
+    assert stream.text == "".join(TEXT) and stream.metrics.recoveries == 1

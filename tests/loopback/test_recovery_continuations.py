@@ -19,8 +19,9 @@ from tests.support.fakeserver import anthropic_text, error, mistral_text
 
 MESSAGES = [{"role": "user", "content": "Write two sentences."}]
 PIECES = ["The first", " sentence. The sec", "ond one ", "goes on"]
-KEPT = "The first sentence. The second one"  # exact strategy, trailing space trimmed
-REST = " goes on and ends."
+KEPT = "The first sentence. The second one "  # exact strategy: the whitespace after the cut is kept
+PREFILL = KEPT.rstrip()  # a prefill must not end in whitespace: the model writes it again
+REST = "goes on and ends."  # a fresh turn starts without the space
 PREFILL_REFUSED = error(400, {"type": "error", "error": {
     "type": "invalid_request_error",
     "message": "This model does not support assistant message prefill. The conversation must end with a user message."}})
@@ -61,6 +62,13 @@ def test_a_model_known_to_take_no_prefill_is_continued_through_a_user_turn(serve
         {"role": "assistant", "content": KEPT}, {"role": "user", "content": CONTINUE_INSTRUCTION}]
 
 
+def test_a_prefill_continuation_is_cut_before_the_space_the_model_writes_again(server, recovering):
+    server.enqueue(anthropic_text(PIECES, drop_after=3), anthropic_text([" " + REST]))
+    stream, chunks = recovering("claude-sonnet-4-5")
+    assert stream.text == consumer_view(chunks) == KEPT + REST
+    assert server.requests[1].json["messages"] == MESSAGES + [{"role": "assistant", "content": PREFILL}]
+
+
 def test_a_prefill_refused_with_400_is_retried_through_a_user_turn_and_remembered(server, recovering):
     model = f"claude-tomorrow-{uuid.uuid4().hex[:8]}"  # a model no table knows
     server.enqueue(anthropic_text(PIECES, drop_after=3), PREFILL_REFUSED, anthropic_text([REST]))
@@ -68,8 +76,8 @@ def test_a_prefill_refused_with_400_is_retried_through_a_user_turn_and_remembere
     assert stream.text == consumer_view(chunks) == KEPT + REST
     assert stream.finish_reason == "stop"
     prefilled, retried = server.requests[1].json["messages"], server.requests[2].json["messages"]
-    assert prefilled == MESSAGES + [{"role": "assistant", "content": KEPT}]
-    assert retried == prefilled + [{"role": "user", "content": CONTINUE_INSTRUCTION}]
+    assert prefilled == MESSAGES + [{"role": "assistant", "content": PREFILL}]
+    assert retried == MESSAGES + [{"role": "assistant", "content": KEPT}, {"role": "user", "content": CONTINUE_INSTRUCTION}]
 
     # The next stream on that model continues through a user turn at once.
     server.enqueue(anthropic_text(PIECES, drop_after=3), anthropic_text([REST]))
@@ -91,9 +99,25 @@ def test_a_continuation_refused_for_another_reason_is_not_retried(server, recove
 @pytest.mark.parametrize("echoed", [True, False])
 def test_mistral_continuation_that_repeats_its_prefix_is_not_given_twice(server, recovering, echoed):
     kept = "".join(PIECES[:3])  # Mistral keeps the trailing space
-    rest = REST.lstrip()
+    rest = REST
     answer = kept + rest if echoed else rest
     server.enqueue(mistral_text(PIECES, drop_after=3), mistral_text([answer[:7], answer[7:20], answer[20:]]))
     stream, chunks = recovering("mistral-small-latest", "mistral")
     assert stream.text == consumer_view(chunks) == kept + rest
     assert server.requests[1].json["messages"][-1] == {"role": "assistant", "content": kept, "prefix": True}
+
+
+@pytest.mark.parametrize("max_tokens, budget, sent", [
+    (2048, 1500, (1024, 1025)),  # ~1100 tokens kept: the budget goes down to its minimum, the limit stays above it
+    (2048, 1024, (1024, 1025)),
+    (8000, 2000, (2000, 8000 - 1125)),  # room for both: only the limit shrinks
+])
+def test_a_thinking_continuation_keeps_max_tokens_above_the_thinking_budget(server, client, max_tokens, budget, sent):
+    pieces = ["word " * 100] * 9 + ["end"]  # 4500 characters kept: about 1125 tokens used
+    server.enqueue(anthropic_text(pieces, drop_after=9), anthropic_text(["end."]))
+    stream = client("anthropic", recovery_store=MemoryStore()).stream_chat(
+        MESSAGES, model="claude-sonnet-4-5", max_tokens=max_tokens, stream_recovery=True, recovery={"strategy": "exact"},
+        thinking={"type": "enabled", "budget_tokens": budget})
+    assert "".join(chunk.content for chunk in stream) == "".join(pieces[:9]) + "end."
+    body = server.requests[1].json
+    assert (body["thinking"]["budget_tokens"], body["max_tokens"]) == sent

@@ -172,6 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 else:
                     if isinstance(part, Stall):
+                        owner.stalled_at = time.monotonic()  # everything before it is on the wire
                         owner.stalled.set()
                     outcome = self._wait(owner, part.event, part.timeout)
                     if outcome != "complete":
@@ -267,6 +268,7 @@ class FakeProvider:
         self.errors: list = []    # unexpected exceptions in handlers (should stay empty)
         self.default: Optional[Response] = None
         self.stalled = threading.Event()
+        self.stalled_at: Optional[float] = None  # time.monotonic() when a Stall last began
         self.connection_closed = threading.Event()
         self._closing = threading.Event()
         self._conns: set = set()
