@@ -22,8 +22,9 @@ setup(
         # The Django and Flask examples (examples/): waitress serves them; 3.0.1+ for its
         # security fixes, and it has channel_request_lookahead (noticing a browser that left).
         "web": ["flask>=2.3", "django>=4.2", "waitress>=3.0.1"],
-        # selenium drives Debian's chromium for the browser test of the examples.
-        "test": ["pytest>=7", "hypothesis>=6.80", "openai>=1.40", "selenium>=4.10"],
+        # selenium drives Debian's chromium for the browser test of the examples; pyte (a VT100
+        # emulator) shows the CLI tests the screen a user sees.
+        "test": ["pytest>=7", "hypothesis>=6.80", "openai>=1.40", "selenium>=4.10", "pyte>=0.8"],
     },
     entry_points={"console_scripts": ["streamcoord=streamcoord.__main__:main"]},
     classifiers=[
