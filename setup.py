@@ -2,6 +2,9 @@
 
 from setuptools import setup
 
+# The official SDKs the differential tests (tests/differential/) compare streamcoord with.
+DIFFERENTIAL = ["openai>=1.40", "anthropic>=0.40", "google-genai>=1.0", "mistralai>=1.0", "ollama>=0.4"]
+
 setup(
     name="streamcoord",
     version="0.1.0",
@@ -24,7 +27,8 @@ setup(
         "web": ["flask>=2.3", "django>=4.2", "waitress>=3.0.1"],
         # selenium drives Debian's chromium for the browser test of the examples; pyte (a VT100
         # emulator) shows the CLI tests the screen a user sees.
-        "test": ["pytest>=7", "hypothesis>=6.80", "openai>=1.40", "selenium>=4.10", "pyte>=0.8"],
+        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10", "pyte>=0.8"] + DIFFERENTIAL,
+        "differential": DIFFERENTIAL,
     },
     entry_points={"console_scripts": ["streamcoord=streamcoord.__main__:main"]},
     classifiers=[

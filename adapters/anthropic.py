@@ -5,6 +5,17 @@ The stream is a sequence of typed events: ``message_start`` (model, id, input us
 ``message_delta`` (stop reason and cumulative usage), ``message_stop``, ``ping`` and
 ``error``. There is no ``[DONE]``: ``message_stop`` is the end signal.
 
+Only ``tool_use`` blocks are the caller's tool calls (``stream.tool_calls``). What the
+server tools (web search, web fetch, code execution, MCP) do is kept in chunk metadata:
+
+* ``metadata["server_tool_use"]``: a ``server_tool_use`` / ``mcp_tool_use`` block as sent
+  (``type``, ``id``, ``name``) with its streamed ``input`` parsed, on the chunk of the
+  block's end;
+* ``metadata["server_tool_result"]``: a ``*_tool_result`` block as sent (e.g.
+  ``web_search_tool_result`` with its ``content`` list of results, or an error);
+* ``metadata["citations"]``: a list of the citations of the text that follows (from a
+  ``citations_delta``, or a text block that starts with citations).
+
 Chat messages in the common ``{"role", "content"}`` form are mapped here: ``system`` (and
 ``developer``) messages go to the top-level ``system`` field, OpenAI-style assistant
 ``tool_calls`` become ``tool_use`` blocks and ``tool`` messages ``tool_result`` blocks.
@@ -13,14 +24,15 @@ Chat messages in the common ``{"role", "content"}`` form are mapped here: ``syst
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence
+import re
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from adapters._options import check_options, require_model
-from adapters.base import Adapter, EventParser, HTTPRequest, error_message, json_object
+from adapters.base import CONTINUE_INSTRUCTION, Adapter, EventParser, HTTPRequest, error_message, json_object
 from streamcoord._chunk import Chunk, RawJSON, content_chunk, normalize_usage
-from streamcoord.errors import api_error_for_type
+from streamcoord.errors import APIError, api_error_for_type
 
-__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicAdapter", "AnthropicParser"]
+__all__ = ["DEFAULT_MAX_TOKENS", "NO_PREFILL_MODELS", "AnthropicAdapter", "AnthropicParser", "takes_prefill"]
 
 API_VERSION = "2023-06-01"
 # The API requires max_tokens; this is what a request without max_tokens= asks for.
@@ -36,8 +48,24 @@ FINISH_REASONS = {
     "refusal": "content_filter",
 }
 
-# Options copied into the body under the same name.
-PASSTHROUGH = ("temperature", "top_p", "top_k", "thinking", "metadata", "service_tier")
+# Blocks in which the model calls a tool that Anthropic's side runs (web search, web
+# fetch, code execution, an MCP server): not calls for the caller to make, so they go to
+# metadata["server_tool_use"], never to stream.tool_calls.
+SERVER_TOOL_USES = frozenset({"server_tool_use", "mcp_tool_use"})
+
+# Models that answer a prefill (a final assistant turn) with a 400, matched anywhere in
+# the model id so that the Bedrock and Vertex names (us.anthropic.claude-opus-4-6-v1,
+# claude-opus-4-6@...) match too.
+NO_PREFILL_MODELS = re.compile(r"claude-(?:opus|sonnet|haiku)-4-6")
+# Models seen refusing a prefill in this process; a set add is atomic, so no lock.
+_REFUSED_PREFILL: Set[str] = set()
+
+# Options copied into the body under the same name: the body parameters of the official
+# SDK's messages.create() that need no mapping.
+PASSTHROUGH = (
+    "temperature", "top_p", "top_k", "thinking", "metadata", "service_tier", "cache_control", "container",
+    "diagnostics", "inference_geo", "output_config", "speed", "user_profile_id", "workspace_id",
+)
 
 _TOOL_CHOICE = {"auto": {"type": "auto"}, "required": {"type": "any"}, "any": {"type": "any"}, "none": {"type": "none"}}
 
@@ -58,6 +86,8 @@ class AnthropicParser(EventParser):
         self.message_id: Optional[str] = None
         self.usage: Dict[str, Any] = {}  # message_start usage, overlaid by message_delta's
         self._tool_blocks: Dict[int, bool] = {}  # block index -> arguments seen
+        # block index -> (the server_tool_use / mcp_tool_use block, its input fragments)
+        self._server_uses: Dict[int, Tuple[Dict[str, Any], List[str]]] = {}
 
     def parse(self, event: Any) -> Optional[Chunk]:
         obj = json_object(event.data, "anthropic")
@@ -104,27 +134,47 @@ class AnthropicParser(EventParser):
             return self._chunk(obj, metadata={"reasoning": thinking}) if thinking else None
         if kind == "input_json_delta":
             partial = delta.get("partial_json")
-            if not partial:
+            if not partial or not isinstance(partial, str):
                 return None  # the first fragment is often ""
             index = obj.get("index", 0)
+            server_use = self._server_uses.get(index)
+            if server_use is not None:
+                server_use[1].append(partial)  # reported whole at the block's end
+                return None
+            if index not in self._tool_blocks:
+                return None  # a block that is not a tool_use: not a call of the caller's
             self._tool_blocks[index] = True
             return self._chunk(obj, tool_calls=[{"index": index, "function": {"arguments": partial}}])
         if kind == "signature_delta":
             # Needed to send a thinking block back in a later turn; not text.
             return self._chunk(obj, metadata={"thinking_signature": delta.get("signature")})
-        return None  # citations_delta and future delta types
+        if kind == "citations_delta" and delta.get("citation") is not None:
+            return self._chunk(obj, metadata={"citations": [delta["citation"]]})
+        return None  # future delta types
 
     def _block_start(self, obj: Dict[str, Any]) -> Optional[Chunk]:
         block = obj.get("content_block") or {}
         kind = block.get("type")
+        index = obj.get("index", 0)
         if kind == "tool_use":
-            index = obj.get("index", 0)
-            self._tool_blocks[index] = False
+            given = block.get("input")
+            # Streamed input starts as {} and comes in fragments; input given whole at the
+            # start (not seen in streams so far) is taken as it is.
+            arguments = json.dumps(given, ensure_ascii=False) if isinstance(given, dict) and given else ""
+            self._tool_blocks[index] = bool(arguments)
             call = {"index": index, "id": block.get("id"), "type": "function",
-                    "function": {"name": block.get("name") or "", "arguments": ""}}
+                    "function": {"name": block.get("name") or "", "arguments": arguments}}
             return self._chunk(obj, tool_calls=[call])
-        if kind == "text" and block.get("text"):
-            return self._chunk(obj, block["text"])
+        if kind in SERVER_TOOL_USES:
+            self._server_uses[index] = (block, [])
+            return None
+        if kind and kind.endswith("_tool_result"):
+            return self._chunk(obj, metadata={"server_tool_result": block})
+        if kind == "text":
+            metadata = {"citations": list(block["citations"])} if block.get("citations") else None
+            if block.get("text") or metadata:
+                return self._chunk(obj, block.get("text") or "", metadata=metadata)
+            return None
         if kind == "thinking" and block.get("thinking"):
             return self._chunk(obj, metadata={"reasoning": block["thinking"]})
         if kind == "redacted_thinking":
@@ -133,6 +183,16 @@ class AnthropicParser(EventParser):
 
     def _block_stop(self, obj: Dict[str, Any]) -> Optional[Chunk]:
         index = obj.get("index", 0)
+        server_use = self._server_uses.pop(index, None)
+        if server_use is not None:
+            block, fragments = server_use
+            given = block.get("input")
+            text = "".join(fragments)
+            try:
+                tool_input = json.loads(text) if text else (given if given is not None else {})
+            except ValueError:
+                tool_input = text  # as the model wrote it
+            return self._chunk(obj, metadata={"server_tool_use": dict(block, input=tool_input)})
         if self._tool_blocks.get(index) is False:
             # A tool without parameters streams no argument fragments: make its
             # arguments the JSON object "{}" (as OpenAI does), not an empty string.
@@ -152,10 +212,11 @@ class AnthropicParser(EventParser):
             metadata["stop_sequence"] = delta["stop_sequence"]
         usage = None
         delta_usage = obj.get("usage")
-        if delta_usage:
+        if delta_usage and isinstance(delta_usage, dict):
             # message_delta usage is cumulative; fields it leaves out (cache_creation,
             # service_tier, ...) keep their message_start values.
-            self.usage.update(delta_usage)
+            # Nulls ("input_tokens": null) leave the message_start value too.
+            self.usage.update({k: v for k, v in delta_usage.items() if v is not None})
         if self.usage:
             # prompt_tokens is input_tokens alone: cache reads/writes are reported apart
             # (cache_read_input_tokens, cache_creation_input_tokens, in raw_usage).
@@ -183,9 +244,13 @@ class AnthropicAdapter(Adapter):
     def build_request(
         self, messages: List[Dict[str, Any]], options: Dict[str, Any], *, base_url: str, api_key: Optional[str]
     ) -> HTTPRequest:
-        check_options(self.name, options, PASSTHROUGH + ("max_tokens", "stop", "stop_sequences", "tools", "tool_choice"))
+        check_options(self.name, options, PASSTHROUGH + ("max_tokens", "stop", "stop_sequences", "tools", "tool_choice", "system"))
         model = require_model(self.name, options, self.example_model)
         system, turns = _split_system(messages)
+        if options.get("system") is not None:
+            if system is not None:
+                raise ValueError("pass the system prompt either as a system message or as system=..., not both")
+            system = options["system"]
         max_tokens = options.get("max_tokens")
         body: Dict[str, Any] = {
             "model": model,
@@ -216,14 +281,17 @@ class AnthropicAdapter(Adapter):
         return AnthropicParser()
 
     def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
-        """Continue natively: the partial answer becomes a final assistant turn (a prefill).
+        """Continue natively: the partial answer becomes a final assistant turn (a prefill),
+        or, for a model that takes no prefill (:func:`takes_prefill`), an assistant turn
+        followed by a user turn that asks to go on.
 
         The API rejects a final assistant turn that ends in whitespace, so the prefix is
         ``rstrip()``-ed: the model's continuation then starts with the whitespace that was
         stripped (or its own), and the caller must not expect it to be re-sent verbatim;
         ``len(partial_text) - len(partial_text.rstrip())`` characters were dropped.
         A prefill of the user's own (a last assistant message) is extended, not repeated.
-        (Prefill is not accepted together with extended thinking.)
+        With extended thinking on (``thinking=``), which takes no prefill either, the
+        continuation goes through a user turn too.
         """
         body = dict(request.json)
         messages = list(body.get("messages") or [])
@@ -233,8 +301,38 @@ class AnthropicAdapter(Adapter):
         prefix = prefix.rstrip()
         if prefix:
             messages.append({"role": "assistant", "content": prefix})
+        thinking = body.get("thinking")
+        thinking_on = isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
+        if thinking_on or not takes_prefill(body.get("model")):
+            # Neither those models nor extended thinking take a prefill.
+            messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
         body["messages"] = messages
         return request.with_json(body)
+
+    def continuation_refused(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
+        """A prefill continuation answered with the 400 of a model that takes no prefill
+        ("This model does not support assistant message prefill. The conversation must end
+        with a user message."): the model is remembered for this process and the same
+        continuation goes through a user turn instead."""
+        messages = request.json.get("messages") or []
+        if not (isinstance(exc, APIError) and exc.status == 400 and messages and messages[-1].get("role") == "assistant"):
+            return None
+        if "prefill" not in error_message(exc.body).lower():
+            return None
+        model = request.json.get("model")
+        if isinstance(model, str):
+            _REFUSED_PREFILL.add(model)
+        body = dict(request.json, messages=list(messages) + [{"role": "user", "content": CONTINUE_INSTRUCTION}])
+        return request.with_json(body)
+
+
+def takes_prefill(model: Any) -> bool:
+    """Whether ``model`` continues a final assistant turn: not the models Anthropic's
+    migration guide lists ("Prefilling assistant messages returns a 400 error on Claude 4.6
+    models"), nor one seen refusing it in this process (a model newer than this table)."""
+    if not isinstance(model, str):
+        return True
+    return NO_PREFILL_MODELS.search(model) is None and model not in _REFUSED_PREFILL
 
 
 def _split_system(messages: List[Dict[str, Any]]):

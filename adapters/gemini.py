@@ -58,9 +58,23 @@ GENERATION_CONFIG = {
     "response_mime_type": "responseMimeType",
     "response_schema": "responseSchema",
     "thinking_config": "thinkingConfig",
+    # The official SDK's GenerateContentConfig names for the same and further fields.
+    "max_output_tokens": "maxOutputTokens",
+    "stop_sequences": "stopSequences",
+    "candidate_count": "candidateCount",
+    "response_json_schema": "responseJsonSchema",
+    "response_logprobs": "responseLogprobs",
+    "logprobs": "logprobs",
+    "response_modalities": "responseModalities",
+    "media_resolution": "mediaResolution",
+    "speech_config": "speechConfig",
+    "image_config": "imageConfig",
 }
 # Option name -> top-level body field.
-TOP_LEVEL = {"safety_settings": "safetySettings", "cached_content": "cachedContent", "tool_config": "toolConfig"}
+TOP_LEVEL = {
+    "safety_settings": "safetySettings", "cached_content": "cachedContent", "tool_config": "toolConfig",
+    "labels": "labels",
+}
 
 _MODES = {"auto": "AUTO", "required": "ANY", "any": "ANY", "none": "NONE"}
 
@@ -181,7 +195,7 @@ class GeminiAdapter(Adapter):
         for option, field in GENERATION_CONFIG.items():
             value = options.get(option)
             if value is not None:
-                config[field] = [value] if option == "stop" and isinstance(value, str) else value
+                config[field] = [value] if field == "stopSequences" and isinstance(value, str) else value
         if config:
             body["generationConfig"] = config
         for option, field in TOP_LEVEL.items():

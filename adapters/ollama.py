@@ -35,7 +35,7 @@ MODEL_OPTIONS = {
     "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
 }
 # Options copied into the body under the same name.
-PASSTHROUGH = ("tools", "format", "keep_alive", "think")
+PASSTHROUGH = ("tools", "format", "keep_alive", "think", "logprobs", "top_logprobs")
 
 # Token counts and durations (ns) of the final line: the raw usage.
 USAGE_KEYS = ("prompt_eval_count", "eval_count", "total_duration", "load_duration", "prompt_eval_duration", "eval_duration")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from adapters._options import check_options, require_model
+from adapters._options import check_options, merge_stream_options, require_model
 from adapters.base import Adapter, EventParser, HTTPRequest, bearer_headers, error_message, json_object, json_scan_once
 from streamcoord._chunk import Chunk, RawJSON, content_chunk, normalize_usage
 from streamcoord.errors import api_error_for_type
@@ -23,12 +23,19 @@ FINISH_REASONS = {
     "content_filter": "content_filter",
 }
 
-# Request parameters passed through to the body unchanged.
+# The accumulator slot of a legacy ``delta.function_call`` (never a real tool-call index).
+LEGACY_FUNCTION_CALL = "function_call"
+
+# Request parameters passed through to the body unchanged: the body parameters of the
+# official SDK's chat.completions.create() (functions and function_call are deprecated but
+# still served).
 PASSTHROUGH = (
     "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format", "n",
     "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias", "user",
     "parallel_tool_calls", "reasoning_effort", "metadata", "service_tier", "store",
-    "prediction", "modalities", "audio", "verbosity",
+    "prediction", "modalities", "audio", "verbosity", "functions", "function_call", "moderation",
+    "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention", "safety_identifier",
+    "web_search_options",
 )
 
 
@@ -57,6 +64,8 @@ class OpenAIParser(EventParser):
         self.provider = provider
 
     def parse(self, event: Any) -> Optional[Chunk]:
+        """The first chunk of one event (an event with several choices makes several:
+        the stream uses :meth:`parse_into`, which keeps them all)."""
         out: List[Chunk] = []
         self.parse_into((event,), out)
         return out[0] if out else None
@@ -89,65 +98,80 @@ class OpenAIParser(EventParser):
                         self.next_index = index + 1
                         append(content_chunk(text, obj.get("model"), obj.get("id"), index, RawJSON(data)))
                         continue
-            chunk = parse_object(obj)
-            if chunk is not None:
-                append(chunk)
+            before = len(out)
+            parse_object(obj, out)
+            if len(out) != before:
                 plain = False
         self.plain = plain
 
-    def parse_object(self, obj: Dict[str, Any]) -> Optional[Chunk]:
-        """One decoded ``chat.completion.chunk``; separate from :meth:`parse` so that
-        OpenAI-like parsers (Mistral) can reshape the object first."""
-        finish_reasons = self.finish_reasons
+    def parse_object(self, obj: Dict[str, Any], out: List[Chunk]) -> None:
+        """One decoded ``chat.completion.chunk``, appended to ``out`` as chunks; separate
+        from :meth:`parse_into` so that OpenAI-like parsers (Mistral) can reshape the object
+        first.
+
+        Choice 0 (with the event's usage) makes one chunk. With ``n > 1`` an event can hold
+        several choices: every other choice makes a chunk of its own, tagged
+        ``metadata["choice"]`` (its index), which stays out of ``stream.text``,
+        ``stream.tool_calls`` and ``stream.finish_reason``.
+        """
         if "error" in obj and obj["error"]:
             raise_error_event(self.provider, obj)
-        content = ""
-        finish_reason = None
-        tool_calls = None
-        metadata: Dict[str, Any] = {}
-        for choice in obj.get("choices") or ():
-            delta = choice.get("delta") or {}
-            index = choice.get("index") or 0
-            if index:
-                # n > 1: other choices ride along, tagged, and stay out of stream.text.
-                text = delta.get("content")
-                raw_finish = choice.get("finish_reason")
-                if text or raw_finish:
-                    chunk_meta: Dict[str, Any] = {"choice": index}
-                    if raw_finish:
-                        chunk_meta["raw_finish_reason"] = raw_finish
-                    return self._chunk(
-                        obj, text or "", finish_reasons.get(raw_finish, "stop") if raw_finish else None,
-                        None, None, chunk_meta,
-                    )
+        main: Optional[Dict[str, Any]] = None
+        others: List[Dict[str, Any]] = []
+        choices = obj.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
                 continue
-            text = delta.get("content")
-            if text:
-                content = text
-            calls = delta.get("tool_calls")
-            if calls:
-                tool_calls = calls
-            refusal = delta.get("refusal")
-            if refusal:
-                metadata["refusal"] = refusal
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning and isinstance(reasoning, str):
-                metadata["reasoning"] = reasoning
-            raw_finish = choice.get("finish_reason")
-            if raw_finish:
-                finish_reason = finish_reasons.get(raw_finish, "stop")
-                metadata["raw_finish_reason"] = raw_finish
-                self.done = True
+            if choice.get("index") or 0:
+                others.append(choice)
+            elif main is None:
+                main = choice
+        content, finish_reason, tool_calls, metadata = self._choice(main) if main is not None else ("", None, None, {})
         usage = None
         raw_usage = obj.get("usage")
-        if raw_usage:
+        if raw_usage and isinstance(raw_usage, dict):
             usage = normalize_usage(
                 raw_usage.get("prompt_tokens"), raw_usage.get("completion_tokens"), raw_usage.get("total_tokens")
             )
             metadata["raw_usage"] = raw_usage
-        if not (content or finish_reason or usage or tool_calls or metadata):
-            return None  # role-only first delta, Azure prompt_filter_results, keep-alives
-        return self._chunk(obj, content, finish_reason, usage, tool_calls, metadata)
+        if finish_reason is not None:
+            self.done = True
+        if content or finish_reason or usage or tool_calls or metadata:
+            out.append(self._chunk(obj, content, finish_reason, usage, tool_calls, metadata))
+        # (else: a role-only first delta, Azure prompt_filter_results, a keep-alive)
+        for choice in others:
+            content, finish_reason, tool_calls, metadata = self._choice(choice)
+            if content or finish_reason or tool_calls or metadata:
+                metadata["choice"] = choice["index"]
+                out.append(self._chunk(obj, content, finish_reason, None, tool_calls, metadata))
+
+    def _choice(self, choice: Dict[str, Any]):
+        """(content, finish_reason, tool-call deltas, metadata) of one choice's delta."""
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = {}
+        metadata: Dict[str, Any] = {}
+        text = delta.get("content")
+        content = text if isinstance(text, str) else ""
+        calls = delta.get("tool_calls")
+        tool_calls = list(calls) if isinstance(calls, list) and calls else None
+        legacy = delta.get("function_call")
+        if isinstance(legacy, dict) and legacy:
+            # The deprecated single function call: assembled as a tool call without id,
+            # in a slot of its own.
+            tool_calls = (tool_calls or []) + [{"index": LEGACY_FUNCTION_CALL, "type": "function", "function": legacy}]
+        refusal = delta.get("refusal")
+        if refusal and isinstance(refusal, str):
+            metadata["refusal"] = refusal
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning and isinstance(reasoning, str):
+            metadata["reasoning"] = reasoning
+        finish_reason = None
+        raw_finish = choice.get("finish_reason")
+        if raw_finish:
+            finish_reason = self.finish_reasons.get(raw_finish, "stop")
+            metadata["raw_finish_reason"] = raw_finish
+        return content, finish_reason, tool_calls, metadata
 
     def _chunk(self, obj, content, finish_reason, usage, tool_calls, metadata) -> Chunk:
         index = self.next_index
@@ -170,10 +194,11 @@ class OpenAIAdapter(Adapter):
     def build_request(
         self, messages: List[Dict[str, Any]], options: Dict[str, Any], *, base_url: str, api_key: Optional[str]
     ) -> HTTPRequest:
-        check_options(self.name, options, PASSTHROUGH + ("max_tokens", "max_completion_tokens"))
+        check_options(self.name, options, PASSTHROUGH + ("max_tokens", "max_completion_tokens", "stream_options"))
         body: Dict[str, Any] = {"model": require_model(self.name, options, self.example_model), "messages": messages, "stream": True}
-        if self.include_usage:
-            body["stream_options"] = {"include_usage": True}
+        stream_options = merge_stream_options(options, {"include_usage": True} if self.include_usage else {})
+        if stream_options:
+            body["stream_options"] = stream_options
         for key in PASSTHROUGH:
             if options.get(key) is not None:
                 body[key] = options[key]

@@ -182,6 +182,12 @@ class Adapter:
         body["messages"] = messages
         return request.with_json(body)
 
+    def continuation_refused(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
+        """The continuation ``request`` failed with ``exc``: if another form of the same
+        continuation avoids that failure (Anthropic: a model that takes no prefill), that
+        request; else None. The recovery tries it once per stream."""
+        return None
+
     # Providers that continue an assistant prefix natively and reject one that ends in
     # whitespace (Anthropic) set this: the prefix is cut before its trailing whitespace.
     continuation_trims_space = False

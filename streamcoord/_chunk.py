@@ -126,39 +126,60 @@ def normalize_usage(
 
 
 class ToolCallAccumulator:
-    """Assembles tool-call deltas (OpenAI form) into complete calls, keyed by ``index``.
+    """Assembles tool-call deltas (OpenAI form) into complete calls.
 
-    The first delta of a call brings ``id`` and ``function.name``; later ones append to
-    ``function.arguments``. A delta without ``index`` is a complete call (Mistral, Gemini)
-    and gets the next free index.
+    A delta's ``index`` names the slot it continues: the first delta of a call brings
+    ``id`` and ``function.name``, later ones append to ``function.arguments``. What real
+    servers do beyond that is handled too:
+
+    * a delta without ``index`` is a complete call of its own (Mistral, Gemini, Ollama);
+    * a delta with another ``id`` than the call open at its index starts a new call there
+      (OpenAI-compatible servers that send every call at ``"index": 0``), and so does a
+      delta that names a function after the open call's arguments are already complete
+      JSON (the same, without ids);
+    * a repeated ``id`` or name (servers that send them in every fragment) is not
+      appended to itself;
+    * ``arguments`` given as a JSON object (allowed by Mistral's schema) is serialized.
+
+    ``result()[i]["index"]`` is ``i``, the call's position in the list, whatever slot
+    numbers the provider used (Anthropic's are content-block indexes).
     """
 
-    __slots__ = ("_calls",)
+    __slots__ = ("_calls", "_open")
 
     def __init__(self) -> None:
-        self._calls: Dict[int, Dict[str, Any]] = {}
+        self._calls: List[Dict[str, Any]] = []
+        self._open: Dict[Any, Dict[str, Any]] = {}  # provider's index -> the call it continues
 
     def add(self, deltas: List[Dict[str, Any]]) -> None:
         for delta in deltas:
-            index = delta.get("index")
-            if index is None:
-                index = max(self._calls, default=-1) + 1
-            call = self._calls.get(index)
-            function = delta.get("function") or {}
+            if not isinstance(delta, dict):
+                continue
+            function = delta.get("function")
+            if not isinstance(function, dict):
+                function = {}
+            call_id = delta.get("id") if isinstance(delta.get("id"), str) else None
+            name = function.get("name") if isinstance(function.get("name"), str) else None
+            arguments = _arguments_text(function.get("arguments"))
+            slot = delta.get("index")
+            call = None if slot is None else self._open.get(slot)
+            if call is not None and _starts_new_call(call, call_id, name, arguments):
+                call = None
             if call is None:
                 call = {
-                    "index": index,
-                    "id": delta.get("id"),
+                    "index": len(self._calls),
+                    "id": call_id,
                     "type": delta.get("type") or "function",
-                    "function": {"name": function.get("name") or "", "arguments": ""},
+                    "function": {"name": name or "", "arguments": ""},
                 }
-                self._calls[index] = call
+                self._calls.append(call)
+                if slot is not None:
+                    self._open[slot] = call
             else:
-                if delta.get("id") and not call["id"]:
-                    call["id"] = delta["id"]
-                if function.get("name") and not call["function"]["name"]:
-                    call["function"]["name"] = function["name"]
-            arguments = function.get("arguments")
+                if call_id and not call["id"]:
+                    call["id"] = call_id
+                if name and not call["function"]["name"]:
+                    call["function"]["name"] = name
             if arguments:
                 call["function"]["arguments"] += arguments
             for key, value in delta.items():
@@ -168,4 +189,29 @@ class ToolCallAccumulator:
 
     def result(self) -> List[Dict[str, Any]]:
         """Copies: the worker goes on adding to its own while the caller reads these."""
-        return copy.deepcopy([self._calls[i] for i in sorted(self._calls)])
+        return copy.deepcopy(self._calls)
+
+
+def _arguments_text(arguments: Any) -> str:
+    if arguments is None:
+        return ""
+    if isinstance(arguments, str):
+        return arguments
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def _starts_new_call(call: Dict[str, Any], call_id: Optional[str], name: Optional[str], arguments: str) -> bool:
+    """Whether a delta at the index of ``call`` is the start of another call."""
+    if call_id and call["id"]:
+        return call_id != call["id"]
+    if name and arguments and call["function"]["arguments"]:
+        return _is_complete_json(call["function"]["arguments"])
+    return False
+
+
+def _is_complete_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

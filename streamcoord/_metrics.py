@@ -17,6 +17,7 @@ import dataclasses
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -62,7 +63,7 @@ class MetricsTracker:
 
     __slots__ = (
         "stream_id", "provider", "status", "started", "ended", "chunks_received", "bytes_received",
-        "errors", "first_chunk_at", "retries", "recoveries", "on_metrics", "_lock",
+        "errors", "first_chunk_at", "retries", "recoveries", "on_metrics", "_lock", "_timed",
     )
 
     def __init__(
@@ -84,6 +85,7 @@ class MetricsTracker:
             on_metrics = self._log
         self.on_metrics = on_metrics
         self._lock = threading.Lock()
+        self._timed = False  # registered with the timer
 
     def snapshot(self) -> StreamMetrics:
         end = self.ended if self.ended is not None else time.monotonic()
@@ -107,7 +109,8 @@ class MetricsTracker:
     def start(self) -> None:
         """The stream's worker has started: report periodically from now on."""
         self.started = time.monotonic()
-        if self.on_metrics is not None:
+        if self.on_metrics is not None and not self._timed:
+            self._timed = True
             _TICKER.add(self)
 
     def report(self) -> bool:
@@ -127,7 +130,7 @@ class MetricsTracker:
             self.status = status
             snap = self.snapshot()
             self._call(snap)
-        if self.on_metrics is not None:
+        if self._timed:
             _TICKER.remove(self)
         return snap
 
@@ -199,6 +202,9 @@ class _Ticker:
                 self._cond.release()
                 try:
                     going_on = tracker.report()
+                except BaseException:  # the timer serves every stream: never lose it to one callback
+                    logger.exception("on_metrics raised; the stream goes on without periodic metrics")
+                    going_on = False
                 finally:
                     self._cond.acquire()
                 if going_on and tracker.ended is None:
@@ -208,6 +214,8 @@ class _Ticker:
 
 
 _TICKER = _Ticker()
+# A forked child (a WSGI server's worker) has no timer thread: it starts its own.
+os.register_at_fork(after_in_child=_TICKER.__init__)
 
 
 def on_metrics_thread() -> bool:

@@ -12,6 +12,7 @@ failure are never lost.
 
 from __future__ import annotations
 
+import bisect
 import queue
 import threading
 import time
@@ -34,13 +35,21 @@ Result = Tuple[List[Chunk], Optional[BaseException]]
 
 
 class Answer:
-    """What the stream has produced so far: ``stream.text``, ``tool_calls``, ``reasoning``..."""
+    """What the stream has produced so far: ``stream.text``, ``tool_calls``, ``reasoning``...
 
-    __slots__ = ("finish_reason", "model", "reasoning_parts", "text_parts", "tool_calls", "usage")
+    ``length`` is the number of characters of the text. Each piece of reasoning remembers
+    the length at which it arrived, so that a recovery can keep what came before its cut.
+    """
+
+    __slots__ = (
+        "finish_reason", "length", "model", "reasoning_at", "reasoning_parts", "text_parts", "tool_calls", "usage",
+    )
 
     def __init__(self) -> None:
         self.text_parts: List[str] = []
+        self.length = 0
         self.reasoning_parts: List[str] = []
+        self.reasoning_at: List[int] = []  # the text length when each reasoning part arrived
         self.finish_reason: Optional[str] = None
         self.usage: Optional[Dict[str, Any]] = None
         self.model: Optional[str] = None
@@ -49,6 +58,10 @@ class Answer:
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    def add_text(self, text: str) -> None:
+        self.text_parts.append(text)
+        self.length += len(text)
 
     def note(self, chunk: Chunk) -> None:
         """Take in what a chunk says beyond its text."""
@@ -61,6 +74,7 @@ class Answer:
         reasoning = chunk.metadata.get("reasoning")
         if reasoning:
             self.reasoning_parts.append(reasoning)
+            self.reasoning_at.append(self.length)  # read granularity: the text is added after the read's chunks
         if self.model is None and chunk.model:
             self.model = chunk.model
 
@@ -68,6 +82,17 @@ class Answer:
         """Drop the last ``rewind`` characters of the text (a recovery's rewind)."""
         text = self.text
         self.text_parts = [text[: max(len(text) - rewind, 0)]]
+        self.length = len(self.text_parts[0])
+
+    def restart_after_cut(self) -> None:
+        """After a recovery's cut, before its continuation: the continuation request carries
+        only the kept text, so the provider sends every tool call again (a fresh
+        accumulator, so a call cut mid-arguments is rebuilt, never concatenated) and the
+        reasoning that came after the kept text again (dropped here; what came before the
+        kept text's end stays)."""
+        self.tool_calls = ToolCallAccumulator()
+        keep = bisect.bisect_left(self.reasoning_at, self.length)
+        del self.reasoning_parts[keep:], self.reasoning_at[keep:]
 
 
 class Pipeline:
@@ -89,7 +114,6 @@ class Pipeline:
         self.answer = Answer()
         self.recovery = spec.recovery
         self.next_index = 0  # chunk indexes go on across retries and recoveries
-        self.shown_len = 0  # characters of stream.text
         # With recovery and transform_chunk, the recovery controller's RewindMarks: where
         # the model's text and the consumer's line up after each hand-over.
         self.marks: Any = None
@@ -135,11 +159,9 @@ class Pipeline:
         if texts:
             # One string per read, not per chunk: a str object costs ~50 bytes beyond its
             # text, which over a million chunks is most of the memory stream.text holds.
-            joined = "".join(texts)
-            answer.text_parts.append(joined)
-            self.shown_len += len(joined)
+            answer.add_text("".join(texts))
         if self.marks is not None:
-            self.marks.record(persisted, self.shown_len)
+            self.marks.record(persisted, answer.length)
         if chunks:
             self._hand_over(chunks)
         if error is not None:

@@ -32,7 +32,7 @@ from streamcoord._http import BodyReader, read_error_body, safe_url, send, trans
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
-from streamcoord._retry import retry_after_seconds
+from streamcoord._retry import retry_after_seconds, should_retry_header
 from streamcoord._spec import Cancelled, StreamSpec
 from streamcoord.errors import APIError, ProtocolError, StreamcoordError, StreamTimeout, api_error_for_type
 
@@ -199,7 +199,9 @@ class ReadLoop:
         if not 200 <= status < 300:
             body = self.connection.error_body()
             self.report_error(status, body)
-            raise spec.adapter.error_from_response(status, body, retry_after_seconds(response.headers))
+            failure = spec.adapter.error_from_response(status, body, retry_after_seconds(response.headers))
+            failure.should_retry = should_retry_header(response.headers)  # the provider's verdict
+            raise failure
         if spec.wire_format == "sse" and response.headers.get("content-type", "").startswith("application/json"):
             # A 200 JSON answer where an event stream was expected is an error body in
             # disguise (some proxies and compatible servers do this).
@@ -240,7 +242,7 @@ class ReadLoop:
         has_end_marker = hasattr(decoder, "done")
         # A provider that sends events after the one that sets parser.done (OpenAI: usage,
         # then [DONE]) is read on for them; for the others that event is the end.
-        trailing = parser.trailing_events
+        trailing = getattr(parser, "trailing_events", False)
         metrics = self.metrics
         idle = self.spec.options.timeout.idle
         deadline = self.deadline

@@ -52,6 +52,7 @@ class RecoveryController:
         self.pipeline = pipeline
         self.metrics = metrics
         self.log = log
+        self._refusal_retried = False
         if spec.options.transform_chunk is not None:
             pipeline.marks = RewindMarks()
 
@@ -78,10 +79,11 @@ class RecoveryController:
             if error is not None:
                 raise error
             replay = shown[0] if shown else dataclasses.replace(replay, content="")
-        pipeline.answer.text_parts = [replay.content] if replay.content else []
-        pipeline.shown_len = len(replay.content)
+        answer = pipeline.answer
+        answer.text_parts = [replay.content] if replay.content else []
+        answer.length = len(replay.content)
         if pipeline.marks is not None:
-            pipeline.marks = RewindMarks(len(kept), pipeline.shown_len)
+            pipeline.marks = RewindMarks(len(kept), answer.length)
         if resume.offset < len(replay.content):
             pipeline.put([dataclasses.replace(replay, content=replay.content[resume.offset:])])
         elif resume.offset > len(replay.content):
@@ -105,6 +107,7 @@ class RecoveryController:
         elif rewind:
             self.pipeline.answer.cut_text(rewind)
             self._announce_rewind(rewind)
+        self.pipeline.answer.restart_after_cut()
         return kept
 
     def continuation(self, kept: str) -> HTTPRequest:
@@ -115,19 +118,31 @@ class RecoveryController:
         # About four characters a token: shrink max_tokens by what was already produced.
         return adapter.reduce_max_tokens(request, (len(kept) + 3) // 4)
 
+    def after_refusal(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
+        """A continuation ``request`` the provider refused (``exc``) in a way its adapter
+        knows another form of it avoids (a model that takes no prefill): that other form,
+        once per stream; None otherwise."""
+        if self._refusal_retried or request is self.spec.request:
+            return None
+        other = self.spec.adapter.continuation_refused(request, exc)
+        if other is not None:
+            self._refusal_retried = True
+            self.log.info("the continuation was refused (%r); continuing the other way", exc)
+        return other
+
     def _rewind_transformed(self, kept: str) -> None:
         """Rewind the consumer's text to the last hand-over at or before the cut, then send
         the model's text between that point and the cut again, transformed, so nothing
         kept is missing on the consumer's side."""
         pipeline = self.pipeline
+        answer = pipeline.answer
         marks: RewindMarks = pipeline.marks
         model, shown = marks.model, marks.shown
         i = bisect.bisect_right(model, len(kept)) - 1
-        rewind = pipeline.shown_len - shown[i]
+        rewind = answer.length - shown[i]
         if rewind:
-            pipeline.answer.cut_text(rewind)
+            answer.cut_text(rewind)
             self._announce_rewind(rewind)
-        pipeline.shown_len = shown[i]
         gap = kept[model[i]:]
         del model[i + 1:], shown[i + 1:]
         if gap:
@@ -135,11 +150,10 @@ class RecoveryController:
             if error is not None:
                 raise error
             if replay and replay[0].content:
-                pipeline.answer.text_parts.append(replay[0].content)
-                pipeline.shown_len += len(replay[0].content)
+                answer.add_text(replay[0].content)
                 pipeline.put(replay)
         model.append(len(kept))
-        shown.append(pipeline.shown_len)
+        shown.append(answer.length)
 
     def _announce_rewind(self, rewind: int) -> None:
         recovery = self.recovery

@@ -11,7 +11,9 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 from streamcoord._config import Retry
 from streamcoord.errors import APIError, ConnectionLost, StreamTimeout
 
-__all__ = ["RETRY_STATUSES", "is_retryable", "make_retrying", "retry_after_seconds", "retry_delay"]
+__all__ = [
+    "RETRY_STATUSES", "is_retryable", "make_retrying", "retry_after_seconds", "retry_delay", "should_retry_header",
+]
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
@@ -42,13 +44,26 @@ def retry_after_seconds(headers: Any) -> Optional[float]:
     return max(when.timestamp() - time.time(), 0.0)
 
 
+def should_retry_header(headers: Any) -> Optional[bool]:
+    """The provider's ``x-should-retry: true|false`` verdict (OpenAI and Anthropic send
+    it; their SDKs obey it before looking at the status), or None."""
+    value = headers.get("x-should-retry") if headers else None
+    if not isinstance(value, str):
+        return None
+    value = value.strip().lower()
+    return True if value == "true" else False if value == "false" else None
+
+
 def is_retryable(exc: BaseException, policy: Optional[Retry] = None) -> bool:
-    """Connection errors, timeouts and 408/409/425/429/5xx/529; never 400/401/403/404,
-    nor an answer that asks for a longer wait than ``policy.max_retry_after``."""
+    """What the provider's ``x-should-retry`` header says; else connection errors,
+    timeouts and 408/409/425/429/5xx/529, never 400/401/403/404. Never an answer that asks
+    for a longer wait than ``policy.max_retry_after``."""
     if isinstance(exc, APIError):
         after = exc.retry_after
         if policy is not None and after is not None and after > policy.max_retry_after:
             return False
+        if exc.should_retry is not None:
+            return exc.should_retry
         return exc.status in RETRY_STATUSES
     return isinstance(exc, (ConnectionLost, StreamTimeout))
 

@@ -81,7 +81,8 @@ class ChatStream:
 
     def batches(self) -> Iterator[List[Chunk]]:
         """Yield the chunks as the lists they were handed over in (groups of
-        ``buffer_chunks`` when buffering, else one list per network read)."""
+        ``buffer_chunks`` when buffering, else one list per network read). Leaving the
+        loop early closes the stream, as with ``for chunk in stream``."""
         try:
             rest = list(self._it)
             if rest:

@@ -76,8 +76,8 @@ class Worker:
         spec = self.spec
         error: Optional[BaseException] = None
         status = "failed"
-        self.metrics.start()
         try:
+            self.metrics.start()
             if spec.options.timeout.total is not None:
                 self.reader.deadline = time.monotonic() + spec.options.timeout.total
             self._run_stream()
@@ -126,6 +126,10 @@ class Worker:
                 self._run_with_retries(request)
                 return
             except StreamcoordError as exc:
+                refused = self.controller.after_refusal(request, exc) if self.controller is not None else None
+                if refused is not None and not self.cancelled:
+                    request = refused
+                    continue
                 # Before any content, a failure is the plain retries' business (they have
                 # run out by now): there is nothing to continue from.
                 if (

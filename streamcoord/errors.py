@@ -54,7 +54,9 @@ class APIError(StreamcoordError):
     ``status`` is the HTTP status (for an in-stream error event, the status its error type
     stands for, e.g. 529 for Anthropic's ``overloaded_error``); ``body`` is the provider's
     error body, decoded from JSON when it is JSON; ``retry_after`` is the delay in seconds
-    the provider asked for, if it asked.
+    the provider asked for, if it asked; ``should_retry`` is the provider's own verdict from
+    its ``x-should-retry`` header (True, False, or None when it sent none), which the
+    retries follow before the status, as the official SDKs do.
     """
 
     def __init__(
@@ -65,12 +67,14 @@ class APIError(StreamcoordError):
         body: Any = None,
         provider: Optional[str] = None,
         retry_after: Optional[float] = None,
+        should_retry: Optional[bool] = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
         self.provider = provider
         self.retry_after = retry_after
+        self.should_retry = should_retry
 
 
 class AuthenticationError(APIError):

@@ -3,6 +3,7 @@ network, on_metrics runs on a timer, and the end of the answer reaches the consu
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -151,6 +152,55 @@ def test_on_metrics_runs_about_once_a_second_during_a_stall_and_once_at_the_end(
     time.sleep(1.2)  # a report due after the end would have come by now
     assert [status for _, status in calls].count("completed") == 1
     assert calls[-1][1] == "completed"
+
+
+def test_waiting_for_headers_reports_metrics_and_ends_at_the_total_deadline(client):
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    try:
+        base_url = "http://127.0.0.1:%d/v1" % silent.getsockname()[1]
+        calls = []
+        stream = client(base_url=base_url).stream_chat(
+            MESSAGES, model="m", timeout=streamcoord.Timeout(idle=30, total=2.5),
+            on_metrics=lambda m: calls.append((time.monotonic(), m.status)),
+        )
+        started = time.monotonic()
+        with pytest.raises(streamcoord.StreamTimeout):
+            list(stream)
+        assert 2.5 <= time.monotonic() - started < 2.5 + 0.2
+    finally:
+        silent.close()
+    statuses = [status for _, status in calls]
+    assert statuses == ["streaming", "streaming", "failed"], calls
+    assert [round(t - started) for t, _ in calls[:2]] == [1, 2]
+
+
+def test_reporting_streams_share_one_timer_thread_that_ends_with_them(server, client):
+    server.default = openai_text(PIECES, stall_after=1)
+    streams = [client().stream_chat(MESSAGES, model="m", timeout=30, on_metrics=lambda m: None) for _ in range(20)]
+    for stream in streams:
+        assert next(stream).content == "Hello"
+    timers = [t for t in threading.enumerate() if t.name == "streamcoord-metrics"]
+    assert len(timers) == 1
+    for stream in streams:
+        stream.close()
+    timers[0].join(1)
+    assert not timers[0].is_alive()
+
+
+def test_close_from_inside_on_metrics_ends_the_stream_at_once(server, client):
+    server.enqueue(openai_text(PIECES, stall_after=1))
+    called = []
+
+    def stop(metrics):
+        if not called:
+            called.append(time.monotonic())
+            stream.close()
+
+    stream = client().stream_chat(MESSAGES, model="m", timeout=30, on_metrics=stop)
+    assert [c.content for c in stream] == ["Hello"]
+    assert time.monotonic() - called[0] < 0.5
+    assert stream.metrics.status == "cancelled"
+    assert server.connection_closed.wait(1)
 
 
 def test_track_metrics_alone_logs_the_metrics(server, client, caplog):
