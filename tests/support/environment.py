@@ -21,12 +21,16 @@ __all__ = [
     "check_conformance_dir",
     "redis_missing",
     "report_lines",
+    "sdks_missing",
 ]
 
 CONFORMANCE_ENV = "STREAMCOORD_CONFORMANCE_DIR"
 # The recordings live in the repository (tests/conformance/), so every clone runs them;
 # the variable points the suite at another copy.
 CONFORMANCE_DIR = Path(os.environ.get(CONFORMANCE_ENV) or Path(__file__).resolve().parents[1] / "conformance")
+# The official SDKs tests/differential/ compares with (each module's tests skip without it).
+OFFICIAL_SDKS = {"openai": "openai", "anthropic": "anthropic", "google-genai": "google.genai",
+                 "mistralai": "mistralai", "ollama": "ollama"}
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
@@ -62,14 +66,29 @@ def browser_missing() -> Optional[str]:
     return None
 
 
+def sdks_missing() -> Optional[str]:
+    missing = [name for name, module in OFFICIAL_SDKS.items() if not _importable(module)]
+    if missing:
+        return f"{', '.join(missing)} not installed (extra streamcoord[differential])"
+    return None
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package (google) that is not there
+        return False
+
+
 def report_lines() -> List[str]:
     """The run's header: what the conformance tests read, and what is skipped and why."""
     lines = ["conformance: " + check_conformance_dir()]
     skipped = [(what, reason) for what, reason in (
         ("RedisStore tests", redis_missing()), ("browser test of the web examples", browser_missing()),
+        ("differential tests against the official SDKs", sdks_missing()),
     ) if reason]
     if skipped:
         lines += [f"SKIPPED here: {what}: {reason}" for what, reason in skipped]
     else:
-        lines.append("nothing skipped for a missing service (redis-server, chromium found)")
+        lines.append("nothing skipped for a missing service or SDK (redis-server, chromium, the SDKs found)")
     return lines
