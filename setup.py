@@ -40,8 +40,9 @@ setup(
         # Content-Encoding br and zstd (gzip and deflate need nothing).
         "compression": ["brotli>=1.1", "zstandard>=0.22"],
         # selenium drives Debian's chromium for the browser test of the examples; trustme
-        # makes the local CA of the transport's HTTPS tests.
-        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10", "trustme>=1.1", "jiter>=0.5",
+        # makes the local CA of the transport's HTTPS tests; pyte (a VT100 emulator) shows the
+        # CLI tests the screen a user sees.
+        "test": ["pytest>=7", "hypothesis>=6.82", "selenium>=4.10", "trustme>=1.1", "pyte>=0.8", "jiter>=0.5",
                  "opentelemetry-sdk>=1.27"] + DIFFERENTIAL + BEDROCK + VERTEX,
         "differential": DIFFERENTIAL,
         "bedrock": BEDROCK,

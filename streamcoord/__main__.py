@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from typing import List, Optional
+from typing import Callable, List, NoReturn, Optional, Sequence
 
 import streamcoord
 from recovery_store import DiskStore
 from streamcoord import _registry
 from streamcoord._demo import DemoProvider
+from streamcoord._terminal import StatusLine, WordWrapper, describe_metrics
 
 __all__ = ["main"]
 
@@ -21,42 +22,87 @@ DEFAULT_MODELS = {
     "mistral": "mistral-small-latest",
     "ollama": "llama3",
 }
+DEFAULT_DEMO_DELAY = 0.02
+API_KEY_OPTION = "--api-key"
+
+DESCRIPTION = """\
+Stream a chat answer to the terminal.
+
+  demo   streams from a provider embedded in this command (no API key, no network),
+         through the whole stack, including one recovery from a dropped connection
+  chat   streams the answer to PROMPT from a real provider; the answer goes to stdout
+         (pipeable), errors and metrics to stderr
+"""
+EPILOG = """\
+examples:
+  python -m streamcoord demo
+  export OPENAI_API_KEY=...
+  python -m streamcoord chat --provider openai "Write a haiku about rivers."
+  python -m streamcoord chat --provider ollama --model llama3 --metrics "Hi" > answer.txt
+"""
 
 
-def _metrics_line(metrics: streamcoord.StreamMetrics) -> str:
-    first = "-" if metrics.time_to_first_chunk_ms is None else f"{metrics.time_to_first_chunk_ms:.0f} ms"
-    return (
-        f"[{metrics.status}] {metrics.chunks_received} chunks, {metrics.bytes_received} bytes, "
-        f"{metrics.duration_ms:.0f} ms, first chunk {first}, {metrics.chunks_per_second:.1f} chunks/s, "
-        f"{metrics.errors} errors, {metrics.retries} retries, {metrics.recoveries} recoveries"
-    )
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors never repeat a key: not the value given to
+    ``--api-key``, nor a value after a mistyped option (``--api-kye sk-...``)."""
+
+    secrets: Sequence[str] = ()
+
+    def parse_args(self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None
+                   ) -> argparse.Namespace:  # type: ignore[override]
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            shown = " ".join(arg if arg.startswith("-") else "***" for arg in unknown)
+            self.error(f"unrecognized arguments: {shown} (see --help)")
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        for secret in self.secrets:
+            message = message.replace(secret, "***")
+        super().error(message)
 
 
-def _live_metrics(metrics: streamcoord.StreamMetrics) -> None:
-    """``--metrics``: about once a second while streaming, and once at the end, on stderr
-    (stdout keeps only the answer, so it can be piped)."""
-    sys.stderr.write("\n" + _metrics_line(metrics) + "\n")
-    sys.stderr.flush()
+def _secrets_in(argv: Sequence[str]) -> List[str]:
+    found = []
+    for i, arg in enumerate(argv):
+        if arg == API_KEY_OPTION and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif arg.startswith(API_KEY_OPTION + "="):
+            found.append(arg.split("=", 1)[1])
+    return [s for s in found if s]
 
 
-def _print_stream(stream: streamcoord.ChatStream) -> None:
-    with stream:
-        for chunk in stream:
-            recovery = chunk.metadata.get("recovery")
-            if recovery:
-                # A terminal cannot take text back: say what the recovery did instead.
-                sys.stdout.write(
-                    f"\n\n[connection lost; recovered (attempt {recovery['attempt']}, strategy "
-                    f"{recovery['strategy']}): the {recovery['rewind']} characters after the last "
-                    f"{recovery['strategy']} break are written again]\n\n"
-                )
-            sys.stdout.write(chunk.content)
-            sys.stdout.flush()
-    sys.stdout.write("\n")
+def _stream_to(stream: streamcoord.ChatStream, write: Callable[[str], object]) -> None:
+    """The answer as it streams, ended with a newline (also when the stream fails part-way,
+    so that what follows on the terminal starts on a line of its own)."""
+    started = False
+    try:
+        with stream:
+            for chunk in stream:
+                recovery = chunk.metadata.get("recovery")
+                if recovery:
+                    # A terminal cannot take text back: say what the recovery did instead.
+                    write(
+                        f"\n\n[connection lost; recovered (attempt {recovery['attempt']}, strategy "
+                        f"{recovery['strategy']}): the {recovery['rewind']} characters after the last "
+                        f"{recovery['strategy']} break are written again]\n\n"
+                    )
+                if chunk.content:
+                    started = True
+                    write(chunk.content)
+    finally:
+        if started:
+            write("\n")
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def demo(args: argparse.Namespace) -> int:
-    print("streamcoord demo: streaming from an embedded local provider (no key, no network)\n")
+    wrapper = WordWrapper(_write_stdout)
+    wrapper.feed("streamcoord demo: streaming from an embedded local provider (no key, no network)\n\n")
     with DemoProvider(delay=args.delay) as provider, tempfile.TemporaryDirectory() as store_dir:
         with DiskStore(store_dir) as store:
             client = streamcoord.Client(
@@ -67,52 +113,108 @@ def demo(args: argparse.Namespace) -> int:
                 [{"role": "user", "content": "What does streamcoord do?"}], model="demo-model",
                 track_metrics=True, stream_recovery=True, recovery={"strategy": "paragraph", "max_retries": 3},
             )
-            _print_stream(stream)
-    print("\n" + _metrics_line(stream.metrics))
-    print(f"finish_reason={stream.finish_reason} usage={stream.usage}")
-    print("\nThe final text (stream.text), coherent after the recovery:\n")
-    print(stream.text)
+            _stream_to(stream, wrapper.feed)
+            wrapper.flush()
+    print()
+    wrapper.feed(describe_metrics(stream.metrics) + "\n")
+    wrapper.feed(f"finish_reason={stream.finish_reason} usage={stream.usage}\n")
+    wrapper.feed("\nThe final text (stream.text), coherent after the recovery:\n\n")
+    wrapper.feed(stream.text + "\n")
+    wrapper.flush()
     return 0
 
 
 def chat(args: argparse.Namespace) -> int:
     model = args.model or DEFAULT_MODELS.get(args.provider)
     if model is None:
-        raise ValueError(f"pass --model for provider {args.provider!r}")
+        raise ValueError(f"pass --model: {args.provider!r} has no default model")
+    client = streamcoord.Client(args.provider, api_key=args.api_key, base_url=args.base_url)
     options = {"model": model}
-    if args.metrics:
-        options.update(track_metrics=True, on_metrics=_live_metrics)
-    client = streamcoord.Client(args.provider, base_url=args.base_url)
-    _print_stream(client.stream_chat([{"role": "user", "content": args.prompt}], **options))
+    status = StatusLine(sys.stdout, sys.stderr) if args.metrics else None
+    if status is not None:
+        options.update(track_metrics=True, on_metrics=status.update)
+    stream = client.stream_chat([{"role": "user", "content": args.prompt}], **options)
+    try:
+        _stream_to(stream, status.write if status is not None else _write_stdout)
+    finally:
+        if status is not None:
+            status.finish(stream.metrics)  # after the last word, also when the stream failed
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamcoord", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    p_demo = commands.add_parser("demo", help="stream from an embedded local provider")
-    p_demo.add_argument("--delay", type=float, default=0.02, help="seconds between pieces (default 0.02)")
-    p_demo.add_argument("--trace", action="store_true", help="print the OpenTelemetry span tree (needs opentelemetry-sdk)")
+def _build_parser(secrets: Sequence[str]) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m streamcoord", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.secrets = secrets
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,chat}", parser_class=_Parser)
+    p_demo = commands.add_parser(
+        "demo", help="stream from an embedded local provider (no key, no network)",
+        description="Stream an answer from a provider embedded in this command, through one recovery.",
+    )
+    p_demo.secrets = secrets
+    p_demo.add_argument(
+        "--delay", type=float, default=DEFAULT_DEMO_DELAY, metavar="SECONDS",
+        help=f"pause between the answer's word-sized pieces (default: {DEFAULT_DEMO_DELAY})",
+    )
+    p_demo.add_argument(
+        "--trace", action="store_true",
+        help="print the OpenTelemetry span tree of the demo's stream (needs opentelemetry-sdk)",
+    )
     p_demo.set_defaults(run=demo)
-    p_chat = commands.add_parser("chat", help="stream an answer from a real provider")
-    p_chat.add_argument("--provider", required=True, choices=_registry.names())
-    p_chat.add_argument("--model")
-    p_chat.add_argument("--base-url")
-    p_chat.add_argument("--metrics", action="store_true", help="live metrics on stderr")
-    p_chat.add_argument("prompt")
+
+    defaults = ", ".join(f"{model} for {name}" for name, model in DEFAULT_MODELS.items())
+    p_chat = commands.add_parser(
+        "chat", help="stream the answer to PROMPT from a real provider", allow_abbrev=False,
+        description="Stream the answer to PROMPT from a provider: the answer to stdout, errors and metrics to stderr.",
+    )
+    p_chat.secrets = secrets
+    p_chat.add_argument(
+        "--provider", required=True, choices=_registry.names(), metavar="NAME",
+        help=f"the provider to ask (required), one of: {', '.join(_registry.names())}",
+    )
+    p_chat.add_argument(
+        "--model", help=f"the model (default: {defaults}; other providers need --model)",
+    )
+    p_chat.add_argument(
+        "--base-url", metavar="URL",
+        help="the provider's API address, e.g. a proxy or a local server (default: the provider's "
+             "public address; for ollama $OLLAMA_HOST or http://localhost:11434)",
+    )
+    p_chat.add_argument(
+        API_KEY_OPTION, metavar="KEY",
+        help="the API key (default: the provider's environment variable, e.g. OPENAI_API_KEY; prefer "
+             "it: a key on the command line shows in ps and in your shell history). Never printed",
+    )
+    p_chat.add_argument(
+        "--metrics", action="store_true",
+        help="metrics on stderr: a live status line while streaming (on a terminal), then a summary "
+             "line (default: off)",
+    )
+    p_chat.add_argument("prompt", metavar="PROMPT", help="the user message to send")
     p_chat.set_defaults(run=chat)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    secrets = _secrets_in(argv)
+    args = _build_parser(secrets).parse_args(argv)
     try:
         if getattr(args, "trace", False):
             from streamcoord._trace_demo import traced_run
 
-            return traced_run(args.run, args)
-        return args.run(args)
+            return int(traced_run(args.run, args))
+        return int(args.run(args))
     except KeyboardInterrupt:
         return 130
     except (ImportError, ValueError, TypeError, streamcoord.StreamcoordError) as exc:
         # One clear line for a missing key, an unreachable server, a provider error.
-        print(f"\nerror: {exc}", file=sys.stderr)
+        message = str(exc)
+        for secret in secrets:
+            message = message.replace(secret, "***")
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a loopback fake provider and a check that no thread outlives a test."""
+"""Shared fixtures: a loopback fake provider and a check that no thread outlives a test; the
+run's header says what the conformance tests read and what is skipped here, and why."""
 
 from __future__ import annotations
 
@@ -7,10 +8,22 @@ import threading
 import pytest
 
 import streamcoord
+from tests.support.environment import check_conformance_dir, report_lines
 from tests.support.fakeserver import FakeProvider
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 API_KEY = "sk-test-SECRET-0123456789"
+
+
+def pytest_configure(config):
+    try:
+        check_conformance_dir()
+    except ValueError as exc:  # part of the repository: a missing corpus is an error, not a skip
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config):
+    return [f"streamcoord {line}" for line in report_lines()]
 
 
 def streamcoord_threads():

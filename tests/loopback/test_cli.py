@@ -1,58 +1,182 @@
-"""The command line, run as a user would: ``python -m streamcoord ...`` in a subprocess."""
+"""The command line, run as a user would: ``python -m streamcoord ...`` in a subprocess, its
+output on a pipe, or on a pseudo-terminal whose screen a VT100 emulator shows."""
 
 from __future__ import annotations
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
+import threading
 
 from streamcoord._demo import DEMO_ANSWER
-from tests.support.fakeserver import openai_text
+from tests.support.fakeserver import Gate, error, openai_text
+from tests.support.terminal import Terminal
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+KEY = "sk-cli-SECRET-0123456789"
+SUMMARY = re.compile(r"\[completed\] 4 chunks, \d+ bytes, \d+\.\d s, \d+\.\d chunks/s, first chunk after \d+ ms, "
+                     r"no errors")
+
+
+def environ(**extra):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for name in ("OPENAI_API_KEY", "COLUMNS", "LINES"):
+        env.pop(name, None)
+    env.update(extra)
+    return env
 
 
 def run(*args, env=None, timeout=60):
-    environ = dict(os.environ, PYTHONPATH=str(ROOT))
-    environ.pop("OPENAI_API_KEY", None)
-    environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "streamcoord", *args], capture_output=True, text=True, timeout=timeout,
-        cwd=str(ROOT), env=environ,
+        cwd=str(ROOT), env=environ(**(env or {})),
     )
 
 
-def test_demo_streams_the_answer_through_one_recovery():
-    result = run("demo", "--delay", "0")
-    assert result.returncode == 0, result.stderr
-    assert "[connection lost; recovered" in result.stdout
-    assert "[completed]" in result.stdout and "1 recoveries" in result.stdout
-    assert result.stdout.rstrip().endswith(DEMO_ANSWER)  # stream.text, coherent after the recovery
+def chat_args(server, *extra):
+    return ["chat", "--provider", "openai", "--base-url", server.base_url + "/v1", *extra, "Hi"]
 
 
-def test_chat_prints_the_answer_and_live_metrics_on_stderr(server):
-    server.enqueue(openai_text(["Hello", " there"], usage=True))
-    result = run("chat", "--provider", "openai", "--base-url", server.base_url + "/v1", "--metrics", "Hi",
-                 env={"OPENAI_API_KEY": "sk-cli-test"})
+def terminal(args, env=None, **kwargs):
+    return Terminal([sys.executable, "-m", "streamcoord", *args], env=environ(**(env or {})), cwd=str(ROOT), **kwargs)
+
+
+# -- help -------------------------------------------------------------------------------------
+def option_help(help_text):
+    """{"--model": "the model (default: ...)", ...} from argparse's option listing."""
+    entries, current = {}, None
+    for line in help_text.splitlines():
+        match = re.match(r"  (-\S+(?:, -\S+)?)(?: [A-Z]+)?(?:\s{2,}(.*))?$", line)
+        if match:
+            current = match.group(1).split(",")[-1].strip()
+            entries[current] = match.group(2) or ""
+        elif current and line.startswith("      "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return entries
+
+
+def test_help_explains_every_chat_option_with_its_default():
+    result = run("chat", "--help")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "Hello there"
-    assert "[completed] 4 chunks" in result.stderr
+    options = option_help(result.stdout)
+    assert set(options) == {"--help", "--provider", "--model", "--base-url", "--api-key", "--metrics"}
+    for name in options.keys() - {"--help"}:
+        assert "default" in options[name] or "required" in options[name], (name, options[name])
+    assert "gpt-4o-mini for openai" in options["--model"]
+    assert "OPENAI_API_KEY" in options["--api-key"]
+    assert "PROMPT" in result.stdout and "the user message to send" in result.stdout
+
+
+def test_help_is_plain_text_and_names_both_commands():
+    for args in (["--help"], ["demo", "--help"], ["chat", "--help"]):
+        result = run(*args)
+        assert result.returncode == 0, result.stderr
+        assert "`" not in result.stdout, args
+    top = run("--help").stdout
+    assert "demo" in top and "chat" in top and "python -m streamcoord demo" in top
+    assert "(default: 0.02)" in " ".join(run("demo", "--help").stdout.split())
+
+
+# -- chat: stdout is the answer, stderr the rest --------------------------------------------
+def test_chat_stdout_is_the_answer_alone_with_and_without_metrics_on_a_pipe(server):
+    server.enqueue(openai_text(["Hello", " there"], usage=True), openai_text(["Hello", " there"], usage=True))
+    plain = run(*chat_args(server), env={"OPENAI_API_KEY": KEY})
+    with_metrics = run(*chat_args(server, "--metrics"), env={"OPENAI_API_KEY": KEY})
+    assert plain.returncode == 0 and with_metrics.returncode == 0, (plain.stderr, with_metrics.stderr)
+    assert plain.stdout == with_metrics.stdout == "Hello there\n"
+    assert plain.stderr == ""
+    # stderr is no terminal: no live line, no control characters, one summary line.
+    assert SUMMARY.fullmatch(with_metrics.stderr.rstrip("\n")), with_metrics.stderr
     assert server.requests[0].json["messages"] == [{"role": "user", "content": "Hi"}]
+    assert server.requests[0].json["model"] == "gpt-4o-mini"
+
+
+def test_metrics_status_line_is_redrawn_in_place_on_a_terminal_stderr(server):
+    release = threading.Event()
+    server.enqueue(openai_text(["Hello", " there"], usage=True, stall_after=1, stall=Gate(release)))
+    with terminal(chat_args(server, "--api-key", KEY, "--metrics"), stdout="pipe", stderr="tty", columns=120) as term:
+        try:
+            # on_metrics runs about once a second: two live redraws, then the rest of the answer.
+            assert term.wait_for(lambda t: t.text().count("[streaming]") >= 2), term.text()
+        finally:
+            release.set()
+    assert term.returncode == 0, term.text()
+    assert bytes(term.piped_stdout) == b"Hello there\n"
+    out = term.text()
+    assert out.count("\r\x1b[K[streaming] 1 chunk,") >= 2 and out.count("\n") == 1  # one line, redrawn
+    assert [SUMMARY.fullmatch(line) is not None for line in term.display()] == [True]
+
+
+def test_metrics_keep_the_answer_intact_when_stdout_shares_the_terminal(server):
+    release = threading.Event()
+    server.enqueue(openai_text(["Hello", " there"], usage=True, stall_after=1, stall=Gate(release)))
+    with terminal(chat_args(server, "--metrics"), env={"OPENAI_API_KEY": KEY}, columns=100) as term:
+        try:
+            # While the answer waits, the status line sits below it.
+            assert term.wait_for(lambda t: t.display()[-1:] != [] and t.display()[-1].startswith("[streaming]")
+                                 and t.display()[0] == "Hello"), term.display()
+        finally:
+            release.set()
+    assert term.returncode == 0, term.text()
+    screen = term.display()
+    assert screen[0] == "Hello there" and len(screen) == 2 and SUMMARY.fullmatch(screen[1]), screen
+
+
+# -- chat: keys and errors -------------------------------------------------------------------
+def test_api_key_option_reaches_the_provider_and_is_never_printed(server):
+    server.enqueue(openai_text(["ok"]), error(401, {"error": {"message": "Incorrect API key provided"}}))
+    ok = run(*chat_args(server, "--api-key", KEY))
+    assert ok.returncode == 0 and ok.stdout == "ok\n", ok.stderr
+    assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"
+    refused = run(*chat_args(server, f"--api-key={KEY}"))
+    unreachable = run("chat", "--provider", "openai", "--base-url", "http://127.0.0.1:9/v1", "--api-key", KEY, "Hi")
+    misuse = run("chat", "--provider", "openai", "Hi", "--api-kye", KEY)  # a typo: argparse would echo it
+    assert refused.returncode == 1 and unreachable.returncode == 1 and misuse.returncode == 2
+    for result in (ok, refused, unreachable, misuse):
+        assert KEY not in result.stdout + result.stderr
+    assert "unrecognized arguments: --api-kye ***" in misuse.stderr
 
 
 def test_chat_without_a_key_is_one_clear_line():
     result = run("chat", "--provider", "openai", "Hi")
-    assert result.returncode == 1
-    assert result.stderr.strip() == (
-        "error: no API key for 'openai': pass api_key=... or set OPENAI_API_KEY in the environment"
-    )
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no API key for 'openai'") and "OPENAI_API_KEY" in lines[0]
 
 
 def test_chat_with_an_unreachable_server_is_one_clear_line():
     result = run("chat", "--provider", "openai", "--base-url", "http://127.0.0.1:9/v1", "Hi",
-                 env={"OPENAI_API_KEY": "sk-cli-test"})
+                 env={"OPENAI_API_KEY": KEY})
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: could not reach openai")
-    assert "sk-cli-test" not in result.stderr
+
+
+def test_chat_without_a_default_model_asks_for_one():
+    result = run("chat", "--provider", "groq", "--api-key", KEY, "Hi")
+    assert result.returncode == 1
+    assert result.stderr == "error: pass --model: 'groq' has no default model\n"
+
+
+# -- demo ---------------------------------------------------------------------------------------
+def test_demo_wraps_at_word_boundaries_to_the_terminal_and_recovers():
+    columns = 60
+    with terminal(["demo", "--delay", "0"], columns=columns, rows=200) as term:
+        pass
+    assert term.returncode == 0, term.text()
+    text = term.text().replace("\r\n", "\n")
+    assert max(len(line) for line in text.split("\n")) <= columns
+    streamed, rest = text.split("[completed]", 1)
+    assert "[connection lost; recovered" in streamed
+    words = set(DEMO_ANSWER.split()) | set("streamcoord demo: streaming from an embedded local provider "
+                                           "(no key, no network)".split())
+    streamed = re.sub(r"\[connection lost;.*?\]", "", streamed, flags=re.S)
+    assert [w for w in streamed.split() if w not in words] == []  # no word broken across lines
+    summary = " ".join(rest[:rest.index("finish_reason=")].split())
+    assert summary.endswith(", 1 error, recovered (1 recovery)"), summary
+    final = text.split("The final text (stream.text), coherent after the recovery:\n\n", 1)[1].strip()
+    assert "\n\n".join(" ".join(p.split("\n")) for p in final.split("\n\n")) == DEMO_ANSWER

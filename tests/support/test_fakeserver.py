@@ -1,13 +1,12 @@
 """Self-tests of the fake provider server, driven with plain ``requests`` (not streamcoord)."""
 import json
-import os
-import pathlib
 import socket
 import threading
 
 import pytest
 import requests
 
+from tests.support.environment import CONFORMANCE_DIR
 from tests.support.fakeserver import (
     Drop,
     FakeProvider,
@@ -24,15 +23,9 @@ from tests.support.fakeserver import (
     sse,
 )
 
-# the recorded provider streams live in shared/ beside the checkout (override with the env var)
-CONFORMANCE = pathlib.Path(os.environ.get("STREAMCOORD_CONFORMANCE_DIR")
-                           or pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "conformance")
-
 
 def conformance_file(name):
-    if not (CONFORMANCE / name).is_file():
-        pytest.skip("%s not found (set STREAMCOORD_CONFORMANCE_DIR)" % (CONFORMANCE / name))
-    return str(CONFORMANCE / name)
+    return str(CONFORMANCE_DIR / name)
 
 
 @pytest.fixture

@@ -6,16 +6,13 @@ page's own connection (EventSource reconnects with Last-Event-ID, the server res
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from recovery_store import MemoryStore
 from streamcoord._demo import DEMO_ANSWER
+from tests.support.environment import CHROMEDRIVER, CHROMIUM, browser_missing
 from tests.web.support import serve, wait_for_no_worker_threads
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 # No background traffic: this machine has no network, and Chromium would keep trying.
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -27,9 +24,9 @@ WAIT_SECONDS = 60
 
 @pytest.fixture
 def browser(tmp_path):
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+    missing = browser_missing()
     if missing:
-        pytest.skip(f"{' and '.join(missing)} missing: install Debian's chromium and chromium-driver (.ci/run does)")
+        pytest.skip(missing)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -18,17 +18,12 @@ import pytest
 import adapters
 from streamcoord._chunk import ToolCallAccumulator
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
+from tests.support.environment import CONFORMANCE_DIR
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-CONFORMANCE = os.environ.get("STREAMCOORD_CONFORMANCE_DIR") or next(
-    (p for p in (os.path.join(_HERE, "..", "..", "conformance"),
-                 os.path.join(_HERE, "..", "..", "..", "..", "shared", "conformance"))
-     if os.path.isfile(os.path.join(p, "MANIFEST.json"))), None)
+CONFORMANCE = str(CONFORMANCE_DIR)
 
 
 def manifest_entries() -> List[Dict[str, Any]]:
-    if CONFORMANCE is None:
-        return []
     with open(os.path.join(CONFORMANCE, "MANIFEST.json"), encoding="utf-8") as f:
         return json.load(f)["files"]
 

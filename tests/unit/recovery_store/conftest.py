@@ -17,6 +17,7 @@ import uuid
 import pytest
 
 from recovery_store import DiskStore, MemoryStore
+from tests.support.environment import redis_missing
 
 
 class FakeClock:
@@ -45,13 +46,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
-    pytest.importorskip("redis", reason="the redis package (extra streamcoord[redis]) is not installed")
+    missing = redis_missing()
+    if missing:
+        pytest.skip(f"{missing}: RedisStore tests skipped")
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
     server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("no redis-server on PATH and no $REDIS_URL: RedisStore tests skipped")
     import redis
 
     port = _free_port()

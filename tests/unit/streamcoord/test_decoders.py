@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pathlib
 import re
 
 import pytest
@@ -12,14 +11,12 @@ from hypothesis import strategies as st
 
 from streamcoord._decoders import NDJSONDecoder, ServerSentEvent, SSEDecoder
 from streamcoord.errors import ProtocolError
+from tests.support.environment import CONFORMANCE_DIR
 
-SHARED = pathlib.Path(__file__).resolve().parents[3].parent / "shared"
-SSE_CASES_MD = SHARED / "conformance" / "SSE_CASES.md"
+SSE_CASES_MD = CONFORMANCE_DIR / "SSE_CASES.md"
 
 
 def load_cases():
-    if not SSE_CASES_MD.exists():
-        return []
     text = SSE_CASES_MD.read_text(encoding="utf-8")
     return json.loads(re.search(r"```json\n(.*?)\n```", text, re.S).group(1))
 
@@ -45,7 +42,6 @@ def as_dicts(events):
     return [{"type": e.event, "data": e.data, "lastEventId": e.id} for e in events]
 
 
-@pytest.mark.skipif(not CASES, reason="../shared/conformance/SSE_CASES.md is not beside the checkout")
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 @pytest.mark.parametrize("sizes", [None, [1], [2, 3], [7]], ids=["whole", "bytewise", "2-3", "7"])
 def test_eventsource_case(case, sizes):
