@@ -35,7 +35,8 @@ __all__ = [
 
 # Header names whose values are secrets; compared lower-case.
 SECRET_HEADERS = frozenset(
-    {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie"}
+    {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie",
+     "x-amz-security-token"}  # an AWS session token, sent beside a SigV4 signature
 )
 # Words that make any other header name a secret one too (``X-Proxy-Token``,
 # ``X-Custom-Api-Key``, ``X-Auth-Secret``) where headers are shown (reprs, logs): a value

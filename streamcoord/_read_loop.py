@@ -90,7 +90,7 @@ class ReadLoop:
         # Signed (SigV4) or given a fresh token here, so every retry and continuation
         # carries its own signature and time; the new secrets are scrubbed like the key.
         request = spec.adapter.before_send(request)
-        spec.scrubber.add(secrets_in_headers(request.headers))
+        spec.scrubber.add(secrets_in_headers(request.headers, by_name=True))  # errors and logs
         self.log.debug("request %s %s", request.method, safe_url(request.url))
         try:
             response = self.connection.open(request, connect, read_timeout)

@@ -245,7 +245,7 @@ class Worker:
         """The request with the credentials of this send (a token provider is asked each
         time); a credential not seen before becomes one of the stream's secrets."""
         sent = self.spec.adapter.before_send(request)
-        self.spec.scrubber.add(secrets_in_headers(sent.headers))
+        self.spec.scrubber.add(secrets_in_headers(sent.headers, by_name=True))  # errors and logs
         return sent
 
     def _should_retry(self, exc: BaseException) -> bool:

@@ -141,7 +141,7 @@ def test_addresses_project_and_location_from_arguments_or_the_environment(monkey
         streamcoord.Client("vertex", access_token=TOKEN)
     with pytest.raises(ValueError, match="access_token="):
         streamcoord.Client("vertex", api_key="AIza-not-for-vertex-0123", project="p")
-    with pytest.raises(TypeError, match="not a setting of provider 'vertex'"):
+    with pytest.raises(TypeError, match=r"Client\('vertex'\) got unexpected argument\(s\) region; its provider settings are project="):
         streamcoord.Client("vertex", region="us-east-1", project="p")
 
 
