@@ -294,3 +294,25 @@ def test_closing_a_background_stream_with_recovery_keeps_the_response_resumable(
                 break
     assert server.connection_closed.wait(5)
     assert [r.method for r in server.requests] == ["POST"]
+
+
+@pytest.mark.parametrize("how", ["cancel_stream", "handle.cancel"])
+def test_cancelling_a_live_background_stream_cancels_the_response(server, make, how):
+    # A live stream has recovery on (its record stays resumable when a consumer merely
+    # closes it); an explicit cancel still stops the generation on the server.
+    wire = background_stream()
+    server.enqueue(dataclasses.replace(wire.response(), parts=_stall_after_delta(wire.response().parts, 2)),
+                   Response(parts=(json.dumps({"id": "resp_bg", "status": "cancelled"}).encode(),),
+                            content_type="application/json"))
+    client = make(recovery_store=MemoryStore())
+    handle = client.start(MESSAGES, stream_id="bg-1", model="m", background=True)
+    assert server.stalled.wait(5)
+    if how == "cancel_stream":
+        client.cancel_stream("bg-1")
+    else:
+        handle.cancel()
+    assert handle.wait(5)
+    assert server.wait_for_requests(2)
+    cancel = server.requests[1]
+    assert (cancel.method, cancel.path) == ("POST", "/v1/responses/resp_bg/cancel")
+    assert cancel.headers["authorization"] == f"Bearer {API_KEY}"
