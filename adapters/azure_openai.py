@@ -62,6 +62,7 @@ class _Azure:
     """Azure's settings, addresses and auth, shared by both APIs (a mixin: first base)."""
 
     name = "azure_openai"
+    otel_provider_name = "azure.ai.openai"
     api_key_env: Sequence[str] = ("AZURE_OPENAI_API_KEY",)
     client_settings: Sequence[str] = ("api_version", TOKEN_PROVIDER)
     api_version: Optional[str] = None

@@ -185,6 +185,7 @@ class ResponsesParser(EventParser):
 
 class OpenAIResponsesAdapter(Adapter):
     name = "openai_responses"
+    otel_provider_name = "openai"
     wire_format = "sse"
     default_base_url = "https://api.openai.com/v1"
     api_key_env: Sequence[str] = ("OPENAI_API_KEY",)

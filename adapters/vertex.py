@@ -45,6 +45,7 @@ def google_auth_available() -> bool:
 
 class VertexAdapter(GeminiAdapter):
     name = "vertex"
+    otel_provider_name = "gcp.vertex_ai"
     api_key_env: Sequence[str] = ()
     requires_api_key = False  # a Bearer token from access_token= or google-auth instead
     client_settings = ("project", "location", "access_token")

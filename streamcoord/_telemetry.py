@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 __all__ = [
     "CAPTURE_CONTENT_ENV",
     "DURATION_BUCKETS",
-    "PROVIDER_NAMES",
     "TOKEN_BUCKETS",
+    "TOKEN_COUNTS",
     "Instruments",
     "StreamTelemetry",
     "instrument",
@@ -45,13 +45,8 @@ __all__ = [
 logger = logging.getLogger("streamcoord")
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-# streamcoord's provider names -> gen_ai.provider.name's well-known values; any other name
-# (an OpenAI-compatible server, a custom adapter) is used as it is.
-PROVIDER_NAMES = {
-    "openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "vertex": "gcp.vertex_ai",
-    "bedrock": "aws.bedrock", "azure_openai": "azure.ai.openai", "mistral": "mistral_ai", "ollama": "ollama",
-    "groq": "groq", "deepseek": "deepseek",
-}
+# gen_ai.token.type -> the usage key of its count.
+TOKEN_COUNTS = (("input", "prompt_tokens"), ("output", "completion_tokens"))
 # The bucket boundaries the GenAI metrics conventions ask for.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
@@ -160,7 +155,7 @@ class StreamTelemetry:
         self.parent = instruments.context.get_current()
         model = options.get("model")
         self.name = f"chat {model}" if model else "chat"
-        common: Dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": PROVIDER_NAMES.get(provider, provider)}
+        common: Dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider}
         if model:
             common["gen_ai.request.model"] = str(model)
         address = urlsplit(url)
@@ -236,9 +231,9 @@ class StreamTelemetry:
                 end["gen_ai.response.id"] = self.response_id
             if answer.finish_reason:
                 end["gen_ai.response.finish_reasons"] = [answer.finish_reason]
-            if usage:
-                end["gen_ai.usage.input_tokens"] = int(usage.get("prompt_tokens") or 0)
-                end["gen_ai.usage.output_tokens"] = int(usage.get("completion_tokens") or 0)
+            for kind, key in TOKEN_COUNTS:  # a count the provider did not give is left out, not 0
+                if isinstance(usage.get(key), int):
+                    end[f"gen_ai.usage.{kind}_tokens"] = usage[key]
             if self.messages is not None:
                 end.update(content_attributes(self.messages, answer))
             if error is not None:
@@ -254,9 +249,9 @@ class StreamTelemetry:
         if self.first_read is not None and self.last_read is not None and metrics.chunks_received > 1:
             per_chunk = (self.last_read - self.first_read) / (metrics.chunks_received - 1)
             instruments.per_chunk.record(per_chunk, common)
-        if usage:
-            for kind, key in (("input", "prompt_tokens"), ("output", "completion_tokens")):
-                instruments.tokens.record(int(usage.get(key) or 0), dict(common, **{"gen_ai.token.type": kind}))
+        for kind, key in TOKEN_COUNTS:  # "MUST NOT be reported" when the provider gave none
+            if isinstance(usage.get(key), int):
+                instruments.tokens.record(usage[key], dict(common, **{"gen_ai.token.type": kind}))
 
 
 def _parts(content: Any) -> List[Dict[str, Any]]:
