@@ -28,6 +28,7 @@ from streamcoord._read_loop import DRAIN_BYTES, DRAIN_SECONDS, READ_SIZE, ReadLo
 from streamcoord._recovery import is_recoverable
 from streamcoord._recovery_controller import RecoveryController
 from streamcoord._retry import is_retryable, make_retrying, retry_delay
+from streamcoord._send_budget import send_budget
 from streamcoord._spec import Cancelled, End, StreamSpec
 from streamcoord._transport import Transport
 from streamcoord.errors import (
@@ -160,7 +161,8 @@ class Worker:
         # and redirect policy (same origin only), headers and body each within the bound.
         transport = Transport(self.spec.session, self.spec.provider)
         try:
-            request = self._authorized(request)
+            with send_budget(STOP_GENERATION_SECONDS, threading.Event()):  # this stream is cancelled already
+                request = self._authorized(request)
             response = transport.open(request, STOP_GENERATION_SECONDS, STOP_GENERATION_SECONDS)
             self.log.debug("asked %s to stop the generation: HTTP %d", self.spec.provider, response.status_code)
         except Exception as exc:  # best effort: the stream is closed either way
