@@ -19,7 +19,7 @@ import copy
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union, cast
 from urllib.parse import quote
 
 from adapters.base import EventParser, HTTPRequest
@@ -66,8 +66,11 @@ class VertexAdapter(GeminiAdapter):
         self._lock = threading.Lock()
         self._credentials: Any = None  # google-auth's, found on the first request
 
-    def apply_settings(self, project: Optional[str] = None, location: Optional[str] = None,
-                       access_token: Optional[TokenSource] = None) -> None:
+    # configure() calls this with the names in client_settings only, by keyword: narrower
+    # than the base's **settings on purpose.
+    def apply_settings(  # type: ignore[override]
+        self, project: Optional[str] = None, location: Optional[str] = None, access_token: Optional[TokenSource] = None
+    ) -> None:
         for name, value in (("project", project), ("location", location)):
             if value is not None and (not isinstance(value, str) or not value.strip() or "/" in value):
                 raise ValueError(f"{name} must be a Google Cloud {name} name such as 'my-project', got {value!r:.80}")
@@ -149,7 +152,8 @@ class VertexAdapter(GeminiAdapter):
                 "access_token",
             )
         try:
-            return check_api_key(token, "the token from the access_token provider")
+            # Never None: the token is non-empty after strip(), checked above.
+            return cast(str, check_api_key(token, "the token from the access_token provider"))
         except ValueError as exc:  # names the position of the bad character, never the token
             raise CallbackError(str(exc), "access_token") from None
 
@@ -211,7 +215,7 @@ def _refreshed(credentials: Any, budget: Optional[SendBudget]) -> Any:
 
         left = until - time.monotonic()
         if left <= 0 or cancelled.is_set():  # between google-auth's retries
-            raise google.auth.exceptions.TransportError("no time left to refresh the credentials")
+            raise google.auth.exceptions.TransportError("no time left to refresh the credentials")  # type: ignore[no-untyped-call]
         # A little past the budget, so that the waiting stream, not this timeout, decides
         # when the budget is spent (a StreamTimeout, not a lost connection).
         kwargs["timeout"] = left + REFRESH_ABANDON_SECONDS
