@@ -8,6 +8,7 @@ from streamcoord._adapter import (  # noqa: F401
     Adapter,
     EventParser,
     HTTPRequest,
+    ProviderSetting,
     __all__,  # noqa: F401
     bearer_headers,
     error_message,
