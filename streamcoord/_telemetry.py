@@ -67,7 +67,7 @@ MISSING = (
 
 _lock = threading.Lock()
 _cache: Dict[Any, "Instruments"] = {}
-_instrumented: Optional[tuple] = None  # (tracer_provider, meter_provider) after instrument()
+_instrumented: Optional[Tuple[Any, Any]] = None  # (tracer_provider, meter_provider) after instrument()
 
 
 def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
@@ -126,7 +126,7 @@ class Instruments:
         self.tracer = trace.get_tracer("streamcoord", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("streamcoord", __version__, meter_provider=meter_provider)
 
-        def histogram(name: str, unit: str, description: str, buckets: tuple) -> Any:
+        def histogram(name: str, unit: str, description: str, buckets: Tuple[float, ...]) -> Any:
             return meter.create_histogram(
                 name, unit=unit, description=description, explicit_bucket_boundaries_advisory=list(buckets)
             )
