@@ -109,6 +109,7 @@ class Client(LiveStreams):
         stream_options, request_options = split_options(options)
         messages = validate_messages(messages)
         check_extra_headers(request_options)
+        _check_no_settings(self.adapter, request_options)
         request = self._build_request(messages, request_options)
         return self._stream(request, StreamOptions(stream_options, self.timeout), messages, request_options)
 
@@ -270,6 +271,18 @@ def _has_outcome(store: RecoveryStore, stream_id: str) -> bool:
         return store.outcome(stream_id) is not None
     except Exception:  # a store without live streams, or one that fails: resume as before
         return False
+
+
+def _check_no_settings(adapter: Adapter, request_options: Dict[str, Any]) -> None:
+    """A provider setting belongs to the client (its address, signature or token depend on
+    it), never to one request: given to ``stream_chat`` it is a TypeError saying where it goes
+    (checked here, so for custom adapters too)."""
+    for name in request_options:
+        if name in adapter.client_settings:
+            raise TypeError(
+                f"{name!r} is an argument of the client, not of one request: pass it as "
+                f"streamcoord.Client({adapter.name!r}, {name}=...) (or to streamcoord.stream_chat)"
+            )
 
 
 def _configured(adapter: Adapter, settings: Dict[str, Any]) -> Adapter:
