@@ -139,6 +139,9 @@ class AttachReader:
             if record is None:
                 if store.outcome(sid) is not None:
                     continue  # it ended between our reads: the next round reads how
+                if store.leased(sid):  # its producer has the lease and is writing the record now
+                    store.wait_for(sid, revision, WAIT_SLICE_SECONDS)
+                    continue
                 raise RecoveryFailed(
                     f"live stream {sid!r} is gone (deleted or expired) before its end was recorded",
                     partial_text=self._shown,
@@ -168,6 +171,7 @@ class AttachReader:
         keep = len(shown) if text.startswith(shown) else _common_prefix(shown, text)
         rewind = len(shown) - keep
         if rewind:
+            self.metrics.recoveries += 1  # what this reader saw of the producer's recoveries
             self.answer.cut_text(rewind)
             info = {"attempt": None, "strategy": None, "rewind": rewind}
             pipeline.put([pipeline.control_chunk("", {"recovery": info})])
