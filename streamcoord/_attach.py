@@ -45,6 +45,7 @@ class AttachSpec:
         store: RecoveryStore,
         shown: str,
         take_over: Callable[[], bool],
+        whole_text: bool = False,
     ) -> None:
         self.options = options
         self.stream_id = options.stream_id
@@ -52,6 +53,7 @@ class AttachSpec:
         self.store = store
         self.shown = shown  # what the caller has: the stored text up to its offset, at attach time
         self.take_over = take_over  # True if this process now produces the stream
+        self.whole_text = whole_text  # stream.text starts with what the caller has (a resume)
         self.recovery = None  # a reader persists nothing
         self.callback = None
         self.telemetry = None  # the producer's span covers the generation; a reader has none
@@ -86,6 +88,8 @@ class AttachReader:
         self.queue = self.pipeline.queue
         self.answer = self.pipeline.answer
         self._shown = spec.shown  # the producer's text as this reader's consumer has it
+        if spec.whole_text and spec.shown:
+            self.answer.add_text(spec.shown)
         self.thread = threading.Thread(target=self._run, name=f"streamcoord-attach-{spec.stream_id}", daemon=True)
 
     @property

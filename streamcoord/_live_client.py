@@ -103,7 +103,13 @@ class LiveStreams:
         character ``offset``, then each piece as the producer persists it (rewinds
         included), ending with its finish reason and usage, or raising its error. Closing
         it never stops the generation. If the producer died (its lease expired on an
-        unfinished record), this process takes the generation over, exactly once."""
+        unfinished record), this process takes the generation over, exactly once.
+        ``stream.text`` is what this stream got: the text from ``offset`` on."""
+        return self._attach(stream_id, offset, False, stream_options)
+
+    def _attach(self, stream_id: str, offset: int, whole_text: bool, stream_options: Dict[str, Any]) -> ChatStream:
+        """``attach``; ``whole_text``: ``stream.text`` is the whole text, the part before
+        ``offset`` included (a ``resume`` that follows a live producer, as a resume does)."""
         validate_stream_id(stream_id)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
@@ -139,7 +145,7 @@ class LiveStreams:
         stream_options["stream_id"] = stream_id
         spec = AttachSpec(
             options=StreamOptions(stream_options, self.timeout), provider=self.provider, store=store,
-            shown=shown, take_over=lambda: self._take_over(store, stream_id),
+            shown=shown, take_over=lambda: self._take_over(store, stream_id), whole_text=whole_text,
         )
         return ChatStream(spec, worker_type=AttachReader)  # type: ignore[arg-type]
 
@@ -190,7 +196,7 @@ class LiveStreams:
             opts = StreamOptions(
                 {"stream_id": stream_id, "stream_recovery": True, "recovery": stored.recovery}, self.timeout
             )
-            resume = Resume(stored.text, len(stored.text), False)
+            resume = Resume(stored.text, len(stored.text), False, stored.resume_state)  # natively where it can
             stream = self._stream(request, opts, stored.messages, stored.options, resume, (store, token))
         except BaseException:
             store.release_lease(stream_id, token)
