@@ -8,7 +8,7 @@ transactions and its head helpers.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import diskcache
 
@@ -31,10 +31,10 @@ class DiskLiveStreams:
     def _txn(self) -> Any:
         raise NotImplementedError
 
-    def _head(self, sid: str) -> Optional[dict]:
+    def _head(self, sid: str) -> Optional[Dict[str, Any]]:
         raise NotImplementedError
 
-    def _write_head(self, sid: str, head: dict) -> None:
+    def _write_head(self, sid: str, head: Dict[str, Any]) -> None:
         raise NotImplementedError
 
     def read_text(self, stream_id: str, cursor: Any = None) -> Optional[Tuple[str, bool, Any]]:
@@ -119,7 +119,7 @@ class DiskLiveStreams:
             raise _closed(self)
         return self._cache.get("x:" + stream_id, retry=True) is not None
 
-    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+    def set_outcome(self, stream_id: str, outcome: Dict[str, Any], ttl: float) -> None:
         validate_stream_id(stream_id)
         dump_meta(outcome)
         ttl = validate_ttl(ttl)
@@ -131,7 +131,7 @@ class DiskLiveStreams:
             else:  # the record is gone: a new store-wide revision still tells pollers
                 self._cache.set("revision", self._cache.get("revision", 0) + 1, expire=2 * self.ttl)
 
-    def outcome(self, stream_id: str) -> Optional[dict]:
+    def outcome(self, stream_id: str) -> Optional[Dict[str, Any]]:
         validate_stream_id(stream_id)
         if self._closed:
             raise _closed(self)
