@@ -8,6 +8,13 @@ through the answer, so the page shows a recovery. With a key, a real provider:
     ANTHROPIC_API_KEY=sk-ant-...   Anthropic, model claude-sonnet-4-5
     STREAMCOORD_PROVIDER=ollama    any registered provider (its key from its usual variable)
     STREAMCOORD_MODEL=...          another model; STREAMCOORD_BASE_URL=... another server
+
+Answers are detached from the browser's connection (``web.open_stream(detach=True)``): one
+generation per answer, followed by every connection of the page, in whichever server
+process it lands. The processes share the recovery store:
+
+    REDIS_URL=redis://host:6379/0      a RedisStore (several machines); needs the redis extra
+    STREAMCOORD_RECOVERY_DIR=/path     else a DiskStore in this directory (processes of one machine)
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ PAGE_PATH = Path(__file__).with_name("chat_page.html")
 MAX_PROMPT_CHARS = 4000
 # Seconds between metrics events while an answer streams (the page shows them live).
 METRICS_INTERVAL = 1.0
+# Answers outlive the browser's connection (see the module docstring). False ties each
+# answer to its connection instead: a reconnect resumes it (one process, or sticky sessions).
+DETACH = True
 
 DEFAULT_MODELS = {
     "openai": "gpt-4o-mini",
@@ -53,8 +63,14 @@ class Backend:
         self.description = description
         self._demo = demo
 
+    def stop(self, stream_id: str) -> None:
+        """The page's Stop button: end the answer's generation, wherever it runs."""
+        self.client.cancel_stream(stream_id)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, recovery_store: Any = None) -> "Backend":
+        if recovery_store is None:
+            recovery_store = shared_store(env)
         provider = env.get("STREAMCOORD_PROVIDER") or (
             "openai" if env.get("OPENAI_API_KEY") else "anthropic" if env.get("ANTHROPIC_API_KEY") else None
         )
@@ -85,6 +101,17 @@ class Backend:
         if self._demo is not None:
             self._demo.__exit__(None, None, None)
             self._demo = None
+
+
+def shared_store(env: Mapping[str, str] = os.environ) -> Any:
+    """The store every server process shares: a RedisStore for ``REDIS_URL``; else None,
+    which is the default DiskStore (``STREAMCOORD_RECOVERY_DIR`` or the user's cache)."""
+    url = env.get("REDIS_URL")
+    if not url:
+        return None
+    from recovery_store import RedisStore
+
+    return RedisStore(url)
 
 
 _backend: Optional[Backend] = None

@@ -6,7 +6,8 @@
 No key set: the answer comes from streamcoord's embedded demo provider (see chat_common).
 Served by waitress, with ``channel_request_lookahead=1`` so that a browser that goes away
 is noticed at once, even while the model is quiet; every open answer holds one of the
-``--threads`` worker threads.
+``--threads`` worker threads. Several processes (``--port`` each, behind one proxy) share
+one answer when they share the store (``STREAMCOORD_RECOVERY_DIR`` or ``REDIS_URL``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def create_app() -> Flask:
                 chat_common.prompt_messages(request.args.get("prompt")),
                 stream_id=request.args.get("stream_id", ""),
                 last_event_id=request.headers.get("Last-Event-ID"),  # set when EventSource reconnects
+                detach=chat_common.DETACH,  # the answer outlives this connection; reconnects follow it
                 **backend.options,
             )
         except ValueError as exc:  # no prompt, a malformed stream_id or Last-Event-ID
@@ -47,8 +49,17 @@ def create_app() -> Flask:
             disconnected=web.disconnect_probe(request.environ),
         )
         # Flask hands the body's close() on to the WSGI server, which calls it when the
-        # browser goes away: that stops the stream's worker and its upstream connection.
+        # browser goes away: that stops this connection's reader (the answer goes on).
         return Response(body, headers=web.SSE_HEADERS)
+
+    @app.post("/chat/cancel")
+    def chat_cancel() -> Response:
+        """The page's Stop button: the generation stops within a second, in any process."""
+        try:
+            chat_common.backend().stop(request.args.get("stream_id", ""))
+        except ValueError as exc:  # a malformed stream_id
+            return Response(str(exc), 400, mimetype="text/plain")
+        return Response(status=204)
 
     return app
 
@@ -56,16 +67,22 @@ def create_app() -> Flask:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--port", type=int, default=5000, help="0 picks a free port (printed)")
     parser.add_argument("--threads", type=int, default=32, help="answers served at once (default 32)")
     args = parser.parse_args()
 
-    from waitress import serve
+    from waitress import create_server
 
     backend = chat_common.backend()
-    print(f"streamcoord Flask example on http://{args.host}:{args.port}, answering with {backend.description}")
+    server = create_server(
+        create_app(), host=args.host, port=args.port, threads=args.threads, channel_request_lookahead=1
+    )
+    print(
+        f"streamcoord Flask example on http://{args.host}:{server.effective_port}, answering with "
+        f"{backend.description}", flush=True,
+    )
     try:
-        serve(create_app(), host=args.host, port=args.port, threads=args.threads, channel_request_lookahead=1)
+        server.run()
     finally:
         backend.close()
 

@@ -45,6 +45,7 @@ class AttachSpec:
         store: RecoveryStore,
         shown: str,
         take_over: Callable[[], bool],
+        whole_text: bool = False,
     ) -> None:
         self.options = options
         self.stream_id = options.stream_id
@@ -52,6 +53,7 @@ class AttachSpec:
         self.store = store
         self.shown = shown  # what the caller has: the stored text up to its offset, at attach time
         self.take_over = take_over  # True if this process now produces the stream
+        self.whole_text = whole_text  # stream.text starts with what the caller has (a resume)
         self.recovery = None  # a reader persists nothing
         self.callback = None
         self.telemetry = None  # the producer's span covers the generation; a reader has none
@@ -86,6 +88,9 @@ class AttachReader:
         self.queue = self.pipeline.queue
         self.answer = self.pipeline.answer
         self._shown = spec.shown  # the producer's text as this reader's consumer has it
+        self._cursor: Any = None  # where the last read_text ended: the next reads what is new
+        if spec.whole_text and spec.shown:
+            self.answer.add_text(spec.shown)
         self.thread = threading.Thread(target=self._run, name=f"streamcoord-attach-{spec.stream_id}", daemon=True)
 
     @property
@@ -127,24 +132,37 @@ class AttachReader:
         while not self.cancelled:
             revision = store.revision(sid)
             outcome = store.outcome(sid)  # before the record: all its text is stored by now
-            record = store.load(sid)
-            text = record.text if record is not None else (outcome or {}).get("text")
-            if isinstance(text, str):
-                self._show(text)
+            # Only what is new since the last read, where the store can tell (read_text).
+            read = store.read_text(sid, self._cursor)
+            if read is not None:
+                text, whole, self._cursor = read
+                if whole:
+                    self._show(text)
+                elif text:
+                    self._show_more(text)
+            else:
+                self._cursor = None
+                final = (outcome or {}).get("text")
+                if isinstance(final, str):
+                    self._show(final)
             if outcome is not None:
-                self._end(outcome, text or "")
+                self._end(outcome, self._shown)
                 return
             if store.cancelled(sid):
                 return  # a cancelled stream ends where it was stopped
-            if record is None:
+            if read is None:
                 if store.outcome(sid) is not None:
                     continue  # it ended between our reads: the next round reads how
+                if store.leased(sid):  # its producer has the lease and is writing the record now
+                    store.wait_for(sid, revision, WAIT_SLICE_SECONDS)
+                    continue
                 raise RecoveryFailed(
                     f"live stream {sid!r} is gone (deleted or expired) before its end was recorded",
                     partial_text=self._shown,
                 )
             if not store.leased(sid):
-                if store.outcome(sid) is not None:
+                record = store.load(sid)
+                if store.outcome(sid) is not None or record is None:
                     continue  # it ended between our reads: the next round reads how
                 if record.status == "completed":
                     return  # finished by a producer that records no outcome (an older version)
@@ -159,6 +177,13 @@ class AttachReader:
             store.wait_for(sid, revision, WAIT_SLICE_SECONDS)
         raise Cancelled()
 
+    def _show_more(self, new: str) -> None:
+        """Hand over ``new``, what the producer appended to the text this reader has."""
+        pipeline = self.pipeline
+        self._shown += new
+        pipeline.deliver([Chunk(content=new, index=pipeline.next_index)])
+        pipeline.next_index += 1
+
     def _show(self, text: str) -> None:
         """Hand over what ``text`` (the producer's whole text now) adds to what was shown."""
         pipeline = self.pipeline
@@ -168,6 +193,7 @@ class AttachReader:
         keep = len(shown) if text.startswith(shown) else _common_prefix(shown, text)
         rewind = len(shown) - keep
         if rewind:
+            self.metrics.recoveries += 1  # what this reader saw of the producer's recoveries
             self.answer.cut_text(rewind)
             info = {"attempt": None, "strategy": None, "rewind": rewind}
             pipeline.put([pipeline.control_chunk("", {"recovery": info})])

@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Optional, Union
 from recovery_store import RecoveryStore
 from recovery_store.base import validate_stream_id
 from streamcoord._adapter import validate_messages
-from streamcoord._attach import AttachReader, AttachSpec
 from streamcoord._config import Timeout
 from streamcoord._keys import check_headers
 from streamcoord._live import StreamHandle
@@ -23,7 +22,27 @@ from streamcoord._stored import load_stored, store_for_resume
 from streamcoord._stream import ChatStream
 from streamcoord.errors import RecoveryFailed
 
-__all__ = ["LIVE_TOTAL_SECONDS", "UNKNOWN_CHARACTER", "LiveStreams", "check_extra_headers", "live_options", "try_lease"]
+__all__ = [
+    "LIVE_TOTAL_SECONDS",
+    "PRODUCER_OPTIONS",
+    "READER_OPTIONS",
+    "UNKNOWN_CHARACTER",
+    "LiveAlready",
+    "LiveStreams",
+    "check_extra_headers",
+    "live_options",
+    "try_lease",
+]
+
+#: The stream options of a detached web answer that shape the generation (``start`` gets
+#: them) and those that shape what one reader gets (each ``attach`` gets them).
+PRODUCER_OPTIONS = frozenset({"validate_chunk", "on_invalid", "on_error", "timeout", "recovery", "max_line_bytes"})
+READER_OPTIONS = frozenset({"track_metrics", "on_metrics", "transform_chunk", "buffer_chunks"})
+
+
+class LiveAlready(ValueError):
+    """``start`` on an id another producer holds (a ``ValueError``, as DESIGN.md says);
+    its own class so that ``web.open_stream(detach=True)`` can attach instead."""
 
 
 class LiveStreams:
@@ -58,10 +77,13 @@ class LiveStreams:
         opts = StreamOptions(stream_options, default)
         store = store_for_resume(self.recovery_store, stream_id)
         token = try_lease(store, stream_id, self.lease_ttl)
+        if token is False:
+            raise LiveAlready(
+                f"stream {stream_id!r} is live already (another producer holds it): attach to it with "
+                f"client.attach({stream_id!r})"
+            )
         if not isinstance(token, str):
             raise ValueError(
-                f"stream {stream_id!r} is live already (another producer holds it): attach to it with "
-                f"client.attach({stream_id!r})" if token is False else
                 f"the recovery store {store!r} does not support live streams; use DiskStore, MemoryStore or RedisStore"
             )
         try:
@@ -80,7 +102,13 @@ class LiveStreams:
         character ``offset``, then each piece as the producer persists it (rewinds
         included), ending with its finish reason and usage, or raising its error. Closing
         it never stops the generation. If the producer died (its lease expired on an
-        unfinished record), this process takes the generation over, exactly once."""
+        unfinished record), this process takes the generation over, exactly once.
+        ``stream.text`` is what this stream got: the text from ``offset`` on."""
+        return self._attach(stream_id, offset, False, stream_options)
+
+    def _attach(self, stream_id: str, offset: int, whole_text: bool, stream_options: Dict[str, Any]) -> ChatStream:
+        """``attach``; ``whole_text``: ``stream.text`` is the whole text, the part before
+        ``offset`` included (a ``resume`` that follows a live producer, as a resume does)."""
         validate_stream_id(stream_id)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
@@ -94,6 +122,8 @@ class LiveStreams:
         store = store_for_resume(self.recovery_store, stream_id)
         stored = load_stored(store, stream_id)
         text = stored.text if stored is not None else _outcome_text(store, stream_id)
+        if text is None and _leased(store, stream_id):
+            text = ""  # its producer took the lease and is about to write the record: follow it
         if text is None:
             raise RecoveryFailed(
                 f"no stored stream {stream_id!r}: it is unknown, was completed (and not kept), or has expired"
@@ -112,9 +142,11 @@ class LiveStreams:
             # cut, so the reader's first hand-over announces that rewind.
             shown = text + UNKNOWN_CHARACTER * (offset - len(text))
         stream_options["stream_id"] = stream_id
+        from streamcoord._attach import AttachReader, AttachSpec  # the reader machinery, on first attach
+
         spec = AttachSpec(
             options=StreamOptions(stream_options, self.timeout), provider=self.provider, store=store,
-            shown=shown, take_over=lambda: self._take_over(store, stream_id),
+            shown=shown, take_over=lambda: self._take_over(store, stream_id), whole_text=whole_text,
         )
         return ChatStream(spec, worker_type=AttachReader)  # type: ignore[arg-type]
 
@@ -127,6 +159,27 @@ class LiveStreams:
             store.cancel(stream_id)
         except NotImplementedError as exc:
             raise ValueError(str(exc)) from None
+
+    def _start_or_attach(
+        self, messages: List[Dict[str, Any]], stream_id: str, offset: Optional[int], options: Dict[str, Any]
+    ) -> ChatStream:
+        """``web.open_stream(detach=True)``: the first request (``offset`` None) starts the
+        generation unless the store knows the id already (a reconnect before the first
+        event, or another process was first: ``start``'s ``LiveAlready``); every request
+        then attaches, from ``offset``. So a browser reconnecting to any process follows
+        the one generation, and closing its stream never stops it."""
+        validate_stream_id(stream_id)
+        stream_options, request_options = split_options(options)
+        reader = {k: v for k, v in stream_options.items() if k in READER_OPTIONS}
+        if offset is None:
+            producer = {k: v for k, v in stream_options.items() if k in PRODUCER_OPTIONS}
+            store = store_for_resume(self.recovery_store, stream_id)
+            if not _known(store, stream_id):
+                try:
+                    self.start(messages, stream_id=stream_id, **producer, **request_options)
+                except LiveAlready:
+                    pass  # another request (in any process) started it first: follow that one
+        return self.attach(stream_id, offset or 0, **reader)
 
     def _take_over(self, store: RecoveryStore, stream_id: str) -> bool:
         """The producer of ``stream_id`` is gone: produce it here, in the background, from
@@ -144,7 +197,7 @@ class LiveStreams:
             opts = StreamOptions(
                 {"stream_id": stream_id, "stream_recovery": True, "recovery": stored.recovery}, self.timeout
             )
-            resume = Resume(stored.text, len(stored.text), False)
+            resume = Resume(stored.text, len(stored.text), False, stored.resume_state)  # natively where it can
             stream = self._stream(request, opts, stored.messages, stored.options, resume, (store, token))
         except BaseException:
             store.release_lease(stream_id, token)
@@ -171,6 +224,22 @@ def try_lease(store: RecoveryStore, stream_id: str, ttl: float) -> Union[str, bo
     except Exception as exc:
         raise RecoveryFailed(f"the recovery store {store!r} failed to take the lease of {stream_id!r}: {exc}") from exc
     return token if token else False
+
+
+def _leased(store: RecoveryStore, stream_id: str) -> bool:
+    try:
+        return store.leased(stream_id)
+    except Exception:  # a store without leases (or failing): nothing is being produced
+        return False
+
+
+def _known(store: RecoveryStore, stream_id: str) -> bool:
+    """Whether the store has a record, an outcome or a lease for ``stream_id``."""
+    try:
+        return store.load(stream_id) is not None or _outcome_text(store, stream_id) is not None or _leased(
+            store, stream_id)
+    except Exception as exc:
+        raise RecoveryFailed(f"the recovery store {store!r} failed to read stream {stream_id!r}: {exc}") from exc
 
 
 def _outcome_text(store: RecoveryStore, stream_id: str) -> Optional[str]:

@@ -13,6 +13,10 @@
 
     # Flask: return Response(body, headers=web.SSE_HEADERS), with request.environ for the probe.
 
+With ``detach=True`` the answer is generated apart from the connection (``client.start``)
+and every request attaches to it, in whichever process it lands: a browser that leaves
+never stops or restarts it, and a Stop button calls ``client.cancel_stream``.
+
 What the page's ``EventSource`` receives (data is JSON; ``id`` is how many characters of
 the answer the browser has after the event, so the ``Last-Event-ID`` it sends when it
 reconnects is exactly the offset ``client.resume`` continues from)::
@@ -114,6 +118,7 @@ def open_stream(
     *,
     stream_id: str,
     last_event_id: Optional[str] = None,
+    detach: bool = False,
     **options: Any,
 ) -> ChatStream:
     """Start the answer ``stream_id``, or take it up again where the browser left off.
@@ -130,7 +135,18 @@ def open_stream(
     expired: answer it with ``410 Gone``, which also stops the browser's EventSource from
     reconnecting (any non-200 answer does), or start over.
 
-    A stream of the same id still served in this process (the browser reconnected before
+    ``detach=True``: the answer is generated apart from any one connection. The first
+    request starts it with ``client.start`` (unless the store knows the id already: then,
+    and when another process starts it first, it is followed instead), and every request,
+    the first included, follows it with ``client.attach`` from ``last_event_id``, in
+    whichever process it lands. A browser that goes away closes only its reader: the generation goes on, and a
+    reconnect follows it; ``client.cancel_stream(stream_id)`` (a Stop button) ends it. The
+    options that shape the generation (request options, ``recovery``, ``timeout``,
+    ``validate_chunk``, ``on_error``) go to ``start``; ``track_metrics``, ``on_metrics``,
+    ``transform_chunk`` and ``buffer_chunks`` to each reader. All processes need one shared
+    store (``DiskStore`` in one directory on one machine, ``RedisStore`` across machines).
+
+    Without ``detach``, a stream of the same id still served in this process (the browser reconnected before
     the server noticed its old connection was gone) is closed first, so that two workers
     never write the same stored record. With several processes, a reconnect may land on
     another one: give them a shared store (``DiskStore`` on one machine, ``RedisStore``
@@ -140,7 +156,14 @@ def open_stream(
         raise TypeError(f"stream_id must be a str naming the answer (the page makes it), got {stream_id!r:.80}")
     if options.pop("stream_recovery", True) is not True:
         raise ValueError("open_stream always uses stream_recovery=True: resuming after a reconnect needs it")
+    if not isinstance(detach, bool):
+        raise TypeError(f"detach must be True or False, got {detach!r:.80}")
     offset = _parse_last_event_id(last_event_id)
+    if detach:
+        stream = client._start_or_attach(messages, stream_id, offset, options)
+        with _active_lock:
+            _start_offsets[stream] = offset or 0
+        return stream
     _close_active(stream_id)
     if offset is None:
         stream = client.stream_chat(messages, stream_id=stream_id, stream_recovery=True, **options)

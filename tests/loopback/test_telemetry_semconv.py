@@ -12,7 +12,7 @@ from adapters import names
 from recovery_store import MemoryStore
 from streamcoord import Adapter, Chunk, EventParser, HTTPRequest
 from tests.loopback.test_bedrock import EVENTSTREAM, text_frames
-from tests.loopback.test_telemetry import Otel
+from tests.loopback.test_telemetry import Otel, parse_openai
 from tests.support.fakeserver import (
     Response,
     anthropic_text,
@@ -75,6 +75,17 @@ def test_every_provider_is_named_as_the_genai_conventions_name_it(server, client
     assert span.attributes["gen_ai.provider.name"] == GEN_AI_PROVIDER[provider]
     (duration,) = otel.metrics()["gen_ai.client.operation.duration"].data.data_points
     assert duration.attributes["gen_ai.provider.name"] == GEN_AI_PROVIDER[provider]
+
+
+@pytest.mark.parametrize("provider", ["azure_openai_responses", "gemini", "my-gateway"])
+def test_the_direct_api_names_a_registered_provider_as_its_adapter_does(server, otel, no_thread_leak, provider):
+    server.enqueue(openai_text(PIECES, usage=True))
+    handle = streamcoord.StreamingCoordinator.start_stream(
+        server.base_url + "/v1/chat/completions", {"model": "m", "messages": MESSAGES, "stream": True}, {},
+        lambda chunk: None, parse_chunk_fn=parse_openai, provider=provider)
+    assert handle.join(10) and handle.error is None
+    (span,) = otel.spans()
+    assert span.attributes["gen_ai.provider.name"] == GEN_AI_PROVIDER.get(provider, provider)
 
 
 class CountingParser(EventParser):

@@ -10,36 +10,8 @@ import pytest
 
 from recovery_store import MemoryStore
 from streamcoord._demo import DEMO_ANSWER
-from tests.support.environment import CHROMEDRIVER, CHROMIUM, browser_missing
+from tests.web.conftest import WAIT_SECONDS
 from tests.web.support import serve, wait_for_no_worker_threads
-
-# No background traffic: this machine has no network, and Chromium would keep trying.
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1100,1000",
-]
-WAIT_SECONDS = 60
-
-
-@pytest.fixture
-def browser(tmp_path):
-    missing = browser_missing()
-    if missing:
-        pytest.skip(missing)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

@@ -5,4 +5,5 @@ from chatsite import views
 urlpatterns = [
     path("", views.page),
     path("chat/events", views.chat_events),
+    path("chat/cancel", views.chat_cancel),
 ]
