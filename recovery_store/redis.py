@@ -111,7 +111,7 @@ class RedisStore(RecoveryStore):
         if client is None:
             self._redis = _import_redis().Redis.from_url(url)
             self._owns_client = True
-            self._url = url
+            self._url: Optional[str] = url
         else:
             self._redis = client
             self._owns_client = False
@@ -149,7 +149,7 @@ class RedisStore(RecoveryStore):
     def _expired(self, updated_at: Any) -> bool:
         return updated_at is None or self._clock() - float(_s(updated_at)) >= self.ttl
 
-    def _update(self, sid: str, write: Callable[[Any, str, str, Dict[bytes, bytes]], None], *fields: str) -> None:
+    def _update(self, sid: str, write: Callable[[Any, str, str, Dict[str, Any]], None], *fields: str) -> None:
         """Run ``write(pipe, head, text, values)`` in a transaction on an existing record.
 
         ``values`` holds the head's ``updated_at`` and ``fields``; ``KeyError`` if the record
@@ -173,7 +173,7 @@ class RedisStore(RecoveryStore):
         self._redis.transaction(txn, head)
 
     # -- the contract ----------------------------------------------------------------------
-    def start(self, stream_id: str, meta: dict) -> None:
+    def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
         validate_stream_id(stream_id)
         meta_json = dump_meta(meta)
         head, text = self._keys(stream_id)
@@ -210,10 +210,10 @@ class RedisStore(RecoveryStore):
 
         self._update(stream_id, write)
 
-    def update_meta(self, stream_id: str, changes: dict) -> None:
+    def update_meta(self, stream_id: str, changes: Dict[str, Any]) -> None:
         validate_stream_id(stream_id)
 
-        def write(pipe: Any, head: str, key: str, values: Dict[Any, Any]) -> None:
+        def write(pipe: Any, head: str, key: str, values: Dict[str, Any]) -> None:
             meta = values.get("meta")
             merged = dict(json.loads(_s(meta)) if meta is not None else {}, **changes)
             pipe.hset(head, "meta", _b(dump_meta(merged)))
@@ -325,7 +325,7 @@ class RedisStore(RecoveryStore):
         validate_stream_id(stream_id)
         return bool(self._redis.exists(self._key(stream_id, "cancel")))
 
-    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+    def set_outcome(self, stream_id: str, outcome: Dict[str, Any], ttl: float) -> None:
         validate_stream_id(stream_id)
         data = _b(dump_meta(outcome))
         ms = max(1, math.ceil(validate_ttl(ttl) * 1000))
@@ -335,7 +335,7 @@ class RedisStore(RecoveryStore):
         except KeyError:
             self._redis.xadd(self._key(stream_id, "events"), {"rev": 0}, maxlen=_EVENTS_KEPT, approximate=True)
 
-    def outcome(self, stream_id: str) -> Optional[dict]:
+    def outcome(self, stream_id: str) -> Optional[Dict[str, Any]]:
         validate_stream_id(stream_id)
         data = self._redis.get(self._key(stream_id, "outcome"))
         if data is None:

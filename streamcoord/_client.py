@@ -19,7 +19,7 @@ from streamcoord._keys import SCRUBBED, Scrubber, check_headers, secrets_in_head
 from streamcoord._live import DEFAULT_LEASE_TTL, LiveProducer
 from streamcoord._live_client import LiveStreams, check_extra_headers, live_options, try_lease
 from streamcoord._options import StreamOptions, split_options
-from streamcoord._recovery import Recovery, recovery_options
+from streamcoord._recovery import RecordWriter, Recovery, recovery_options
 from streamcoord._spec import Resume, StreamSpec
 from streamcoord._stored import ScrubbedWrites, load_stored, store_for_resume, store_for_stream
 from streamcoord._stream import ChatStream
@@ -178,7 +178,7 @@ class Client(LiveStreams):
             )
         except BaseException:
             if lease is not None:
-                store.release_lease(stream_id, token)
+                lease[0].release_lease(stream_id, lease[1])
             raise
 
     def _stream(
@@ -219,9 +219,8 @@ class Client(LiveStreams):
             if store is None:
                 meta = None  # a store that cannot be opened leaves the stream without recovery
             else:
-                if scrubber:
-                    store = ScrubbedWrites(store, scrubber)
-                recovery = Recovery(store, opts.stream_id, strategy, max_retries, keep, self.provider)
+                writes: RecordWriter = ScrubbedWrites(store, scrubber) if scrubber else store
+                recovery = Recovery(writes, opts.stream_id, strategy, max_retries, keep, self.provider)
                 if lease is not None:
                     # Readers elsewhere need the end: the worker keeps the record, and the
                     # producer deletes it (unless keep) after recording the outcome.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Type
 
 from recovery_store import RecoveryStore
 from streamcoord.errors import (
@@ -30,6 +30,9 @@ from streamcoord.errors import (
     StreamTimeout,
 )
 
+if TYPE_CHECKING:
+    from streamcoord._stream import ChatStream
+
 __all__ = ["CANCEL_POLL_SECONDS", "DEFAULT_LEASE_TTL", "FINAL_TEXT_SECONDS", "LiveProducer", "StreamHandle", "error_from_outcome"]
 
 logger = logging.getLogger("streamcoord")
@@ -44,7 +47,7 @@ CANCEL_POLL_SECONDS = 0.2
 FINAL_TEXT_SECONDS = 30.0
 
 # The error classes an outcome can name; anything else comes back as a StreamError.
-_ERRORS = {cls.__name__: cls for cls in (
+_ERRORS: Dict[str, Type[StreamcoordError]] = {cls.__name__: cls for cls in (
     APIError, AuthenticationError, RateLimitError, ServerError, StreamError, StreamTimeout,
     ConnectionLost, ProtocolError, RecoveryFailed,
 )}
@@ -165,7 +168,7 @@ class StreamHandle:
     ``client.cancel_stream(stream_id)`` does from any process.
     """
 
-    def __init__(self, stream: Any, cancel: Callable[[], None]) -> None:
+    def __init__(self, stream: ChatStream, cancel: Callable[[], None]) -> None:
         self.stream_id = stream.stream_id
         self.provider = stream.provider
         self._stream = stream
