@@ -244,6 +244,7 @@ class AnthropicParser(EventParser):
 class AnthropicAdapter(Adapter):
     max_tokens_paths = (("max_tokens",),)
     name = "anthropic"
+    otel_provider_name = "anthropic"
     wire_format = "sse"
     default_base_url = "https://api.anthropic.com"
     api_key_env: Sequence[str] = ("ANTHROPIC_API_KEY",)

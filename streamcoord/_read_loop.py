@@ -31,6 +31,7 @@ from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
 from streamcoord._retry import retry_after_seconds, should_retry_header
+from streamcoord._send_budget import send_budget
 from streamcoord._spec import Cancelled, StreamSpec
 from streamcoord._transport import Transport, safe_url
 from streamcoord.errors import APIError, ProtocolError, StreamcoordError, StreamTimeout, api_error_for_type
@@ -92,7 +93,8 @@ class ReadLoop:
             connect, read_timeout = min(connect, left), min(read_timeout, left)
         # Signed (SigV4) or given a fresh token here, so every retry and continuation
         # carries its own signature and time; the new secrets are scrubbed like the key.
-        request = spec.adapter.before_send(request)
+        with send_budget(connect, self.cancelled):  # a hook's own I/O (a token refresh) within it
+            request = spec.adapter.before_send(request)
         spec.scrubber.add(secrets_in_headers(request.headers, by_name=True))  # errors and logs
         self.log.debug("request %s %s", request.method, safe_url(request.url))
         try:
