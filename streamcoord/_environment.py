@@ -1,4 +1,5 @@
-"""What requests takes from the process environment for each request, looked up once.
+"""Sending a streamed request through a Session, with what requests takes from the
+process environment for each request looked up once.
 
 ``Session.request`` asks the environment for proxies, ``NO_PROXY`` and a CA bundle on
 every call (``merge_environment_settings``): four scans of ``os.environ`` with a decode of
@@ -8,17 +9,20 @@ answer from a cache, keyed by everything the answer depends on: the origin, the 
 ``trust_env``, ``proxies``, ``verify`` and ``cert``, and the environment's ``*_proxy``
 variables and CA bundle variables, read in one scan of the names alone. A proxy set in the
 environment between two streams is still honoured.
+
+``send_streamed`` is ``Session.request``'s own steps (``prepare_request``, then ``send``)
+with those settings; a session whose ``request`` is overridden is called as is.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Hashable, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
 
-__all__ = ["send_settings"]
+__all__ = ["send_settings", "send_streamed"]
 
 # Distinct keys kept: one per origin and environment in practice; the bound is for a
 # process that changes its environment in a loop.
@@ -69,3 +73,22 @@ def send_settings(session: requests.Session, url: str) -> Dict[str, Any]:
             _cache.clear()
         _cache[key] = cached
     return {name: dict(value) if isinstance(value, dict) else value for name, value in cached.items()}
+
+
+def send_streamed(
+    session: requests.Session, method: str, url: str, headers: Dict[str, str], json: Any, content: Optional[bytes],
+    hooks: Dict[str, List[Any]], timeout: Tuple[float, float],
+) -> requests.Response:
+    """``session.request(..., stream=True, allow_redirects=False, verify=session.verify)``."""
+    if type(session).request is not requests.Session.request:  # a caller's own request(): used as is
+        return session.request(
+            method, url, json=json, data=content, headers=headers, stream=True, timeout=timeout,
+            allow_redirects=False, hooks=hooks,
+            # The session's own CA bundle wins over REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE
+            # (requests lets the environment override it unless it is passed here).
+            verify=session.verify,
+        )
+    prepared = session.prepare_request(
+        requests.Request(method.upper(), url, headers=headers, data=content or {}, json=json, hooks=hooks)
+    )
+    return session.send(prepared, timeout=timeout, allow_redirects=False, **send_settings(session, prepared.url or url))

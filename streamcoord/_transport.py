@@ -32,7 +32,7 @@ import requests
 import urllib3.response
 
 from streamcoord._adapter import HTTPRequest
-from streamcoord._environment import send_settings
+from streamcoord._environment import send_streamed
 from streamcoord._error_table import translate
 from streamcoord._http_decoders import ACCEPT_ENCODING, ChunkedDecoder, content_decoder
 from streamcoord._sockets import StreamingAdapter, response_socket, sending, shutdown_socket, socket_in_flight
@@ -101,22 +101,7 @@ class Transport:
             session = self._session
             # Request hooks replace the session's: keep the caller's, then ours.
             hooks = {"response": [*(session.hooks.get("response") or []), self._take_location]}
-            if type(session).request is not requests.Session.request:  # a caller's own request(): used as is
-                response = session.request(
-                    request.method, url, json=request.json, data=request.content, headers=headers,
-                    stream=True, timeout=(connect, read), allow_redirects=False, hooks=hooks,
-                    # The session's own CA bundle wins over REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE
-                    # (requests lets the environment override it unless it is passed here).
-                    verify=session.verify,
-                )
-            else:  # Session.request's own steps, with its environment lookups cached (_environment)
-                prepared = session.prepare_request(requests.Request(
-                    request.method.upper(), url, headers=headers, data=request.content or {}, json=request.json,
-                    hooks=hooks,
-                ))
-                response = session.send(
-                    prepared, timeout=(connect, read), allow_redirects=False, **send_settings(session, prepared.url or url)
-                )
+            response = send_streamed(session, request.method, url, headers, request.json, request.content, hooks, (connect, read))
         except StreamcoordError:
             raise
         except Exception as exc:
