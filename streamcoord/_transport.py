@@ -32,6 +32,7 @@ import requests
 import urllib3.response
 
 from streamcoord._adapter import HTTPRequest
+from streamcoord._environment import send_streamed
 from streamcoord._error_table import translate
 from streamcoord._http_decoders import ACCEPT_ENCODING, ChunkedDecoder, content_decoder
 from streamcoord._sockets import StreamingAdapter, response_socket, sending, shutdown_socket, socket_in_flight
@@ -97,15 +98,10 @@ class Transport:
         self._location = None
         self._headers_wait = read
         try:
-            response = self._session.request(
-                request.method, url, json=request.json, data=request.content, headers=headers,
-                stream=True, timeout=(connect, read), allow_redirects=False,
-                # Request hooks replace the session's: keep the caller's, then ours.
-                hooks={"response": [*(self._session.hooks.get("response") or []), self._take_location]},
-                # The session's own CA bundle wins over REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE
-                # (requests lets the environment override it unless it is passed here).
-                verify=self._session.verify,
-            )
+            session = self._session
+            # Request hooks replace the session's: keep the caller's, then ours.
+            hooks = {"response": [*(session.hooks.get("response") or []), self._take_location]}
+            response = send_streamed(session, request.method, url, headers, request.json, request.content, hooks, (connect, read))
         except StreamcoordError:
             raise
         except Exception as exc:

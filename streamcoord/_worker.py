@@ -221,9 +221,23 @@ class Worker:
         return controller.continuation(kept)
 
     def _run_with_retries(self, request: HTTPRequest) -> None:
+        # The first attempt runs before any tenacity object is built (~40 us per stream on
+        # the way to the first chunk, benchmarks/bench_latency.py); a failure tenacity
+        # would retry goes to it as its first attempt's outcome, so the policy (count,
+        # waits, before_sleep) is the same as when tenacity runs every attempt.
+        try:
+            self._attempt(request)
+            return
+        except BaseException as exc:
+            if not self._should_retry(exc):
+                raise
+            first: Optional[BaseException] = exc
         retrying = make_retrying(self.spec.retry, self._should_retry, self._sleep, self._before_sleep)
         for attempt in retrying:
             with attempt:
+                if first is not None:
+                    failed, first = first, None
+                    raise failed
                 self._attempt(request)
 
     def _attempt(self, request: HTTPRequest) -> None:
