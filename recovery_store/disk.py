@@ -9,8 +9,8 @@ Layout, per stream (``{id}`` is the validated stream id):
 * ``p:{id}:{i}``: the i-th appended piece of text, ``0 <= i < n``. An append writes one
   piece and the head: O(len(delta)), not O(total).
 * Live streams: the head's ``rev`` (from the store-wide counter ``revision``, bumped in
-  the same transaction as each write), the lease ``l:{id}`` (the holder's token, taken
-  with diskcache's atomic ``add`` and expired by diskcache itself), the cancel mark
+  the same transaction as each write), the lease ``l:{id}`` (the holder's token and its
+  deadline on the machine's monotonic clock, taken and renewed in a transaction), the cancel mark
   ``x:{id}`` and the producer's outcome ``o:{id}``. SQLite has no way to notify another process, so ``wait_for`` polls the
   head every :data:`WAIT_POLL_INTERVAL` seconds (one indexed read each).
 
@@ -45,6 +45,7 @@ from .base import (
     StoreUnavailable,
     StreamRecord,
     _closed,
+    _lease_lost,
     _unknown,
     dump_meta,
     logger,
@@ -205,6 +206,8 @@ class DiskStore(RecoveryStore):
         self._cache = _open_cache(self.directory)
         self._closed = False
 
+    fenced_writes = True
+
     def __repr__(self) -> str:
         return f"DiskStore({self.directory!r}, ttl={self.ttl!r})"
 
@@ -254,10 +257,12 @@ class DiskStore(RecoveryStore):
         self._cache.set("revision", head["rev"], expire=2 * self.ttl)
         self._cache.set("h:" + sid, head, expire=self.ttl)
 
-    def _existing(self, sid: str) -> dict:
+    def _existing(self, sid: str, lease: Optional[str] = None) -> dict:
         head = self._head(sid)
         if head is None:
             raise _unknown(sid)
+        if lease is not None and self._lease_holder(sid) != lease:
+            raise _lease_lost(sid)  # checked in the write's own transaction: no gap to slip into
         return head
 
     # -- the contract ----------------------------------------------------------------------
@@ -273,21 +278,21 @@ class DiskStore(RecoveryStore):
             head = {"status": "streaming", "n": 0, "keep_until": time.time() + long}
             self._write_head(stream_id, head)
 
-    def append(self, stream_id: str, text: str) -> None:
+    def append(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_text(text)
         with self._txn():
-            head = self._existing(stream_id)
+            head = self._existing(stream_id, lease)
             if text:
                 self._cache.set(f"p:{stream_id}:{head['n']}", text, expire=2 * self.ttl)
                 head["n"] += 1
             self._write_head(stream_id, head)
 
-    def replace_text(self, stream_id: str, text: str) -> None:
+    def replace_text(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_text(text)
         with self._txn():
-            head = self._existing(stream_id)
+            head = self._existing(stream_id, lease)
             for i in range(1, head["n"]):
                 self._cache.delete(f"p:{stream_id}:{i}")
             if text:
@@ -297,21 +302,21 @@ class DiskStore(RecoveryStore):
             head["n"] = 1 if text else 0
             self._write_head(stream_id, head)
 
-    def update_meta(self, stream_id: str, changes: dict) -> None:
+    def update_meta(self, stream_id: str, changes: dict, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         with self._txn():
-            head = self._existing(stream_id)
+            head = self._existing(stream_id, lease)
             meta = self._cache.get("m:" + stream_id)
             merged = dict(meta if isinstance(meta, dict) else {}, **changes)
             dump_meta(merged)
             self._cache.set("m:" + stream_id, merged, expire=2 * self.ttl)
             self._write_head(stream_id, head)
 
-    def set_status(self, stream_id: str, status: str) -> None:
+    def set_status(self, stream_id: str, status: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_status(status)
         with self._txn():
-            head = self._existing(stream_id)
+            head = self._existing(stream_id, lease)
             head["status"] = status
             self._write_head(stream_id, head)
 
@@ -340,24 +345,26 @@ class DiskStore(RecoveryStore):
     def acquire_lease(self, stream_id: str, ttl: float) -> Optional[str]:
         validate_stream_id(stream_id)
         ttl = validate_ttl(ttl)
-        if self._closed:
-            raise _closed(self)
-        token = new_lease_token()
-        # add is atomic across processes and treats an expired lease as absent.
-        return token if self._cache.add("l:" + stream_id, token, expire=ttl, retry=True) else None
+        with self._txn():  # SQLite's write lock: one acquirer at a time, across processes
+            if self._lease_holder(stream_id) is not None:
+                return None
+            token = new_lease_token()
+            self._write_lease(stream_id, token, ttl)
+            return token
 
     def renew_lease(self, stream_id: str, token: str, ttl: float) -> bool:
         validate_stream_id(stream_id)
         ttl = validate_ttl(ttl)
         with self._txn():
-            if self._cache.get("l:" + stream_id) != token:
+            if self._lease_holder(stream_id) != token:
                 return False
-            return bool(self._cache.touch("l:" + stream_id, expire=ttl))
+            self._write_lease(stream_id, token, ttl)
+            return True
 
     def release_lease(self, stream_id: str, token: str) -> bool:
         validate_stream_id(stream_id)
         with self._txn():
-            if self._cache.get("l:" + stream_id) != token:
+            if self._lease_holder(stream_id) != token:
                 return False
             return bool(self._cache.delete("l:" + stream_id))
 
@@ -365,7 +372,32 @@ class DiskStore(RecoveryStore):
         validate_stream_id(stream_id)
         if self._closed:
             raise _closed(self)
-        return self._cache.get("l:" + stream_id, retry=True) is not None
+        return self._lease_holder(stream_id, retry=True) is not None
+
+    # A lease is timed on CLOCK_MONOTONIC (time.monotonic), never on the wall clock that
+    # diskcache's expire uses: a clock step (NTP, a user) must not end a live producer's
+    # lease and give the stream two owners. CLOCK_MONOTONIC is one clock for the whole
+    # machine on Linux, macOS and Windows, so every process sharing this directory reads
+    # the same deadline the same way. It starts over at boot: a deadline more than its ttl
+    # ahead cannot have been written on this boot, so its holder is gone.
+    def _write_lease(self, sid: str, token: str, ttl: float) -> None:
+        lease = {"token": token, "until": time.monotonic() + ttl, "ttl": ttl}
+        # diskcache's (wall-clock) expiry only reclaims the space of a dead holder's lease,
+        # long after the lease itself has ended.
+        self._cache.set("l:" + sid, lease, expire=max(self.ttl, ttl))
+
+    def _lease_holder(self, sid: str, retry: bool = False) -> Optional[str]:
+        """The token of the live lease on ``sid``, or None (free, ended, or damaged)."""
+        lease = self._cache.get("l:" + sid, retry=retry)
+        if not isinstance(lease, dict):
+            return None
+        token, until, ttl = lease.get("token"), lease.get("until"), lease.get("ttl")
+        if not isinstance(token, str) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in (until, ttl)
+        ):
+            return None
+        left = until - time.monotonic()
+        return token if 0 < left <= ttl else None
 
     def revision(self, stream_id: str) -> int:
         validate_stream_id(stream_id)

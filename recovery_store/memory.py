@@ -17,6 +17,7 @@ from .base import (
     RecoveryStore,
     StreamRecord,
     _closed,
+    _lease_lost,
     _unknown,
     dump_meta,
     new_lease_token,
@@ -63,6 +64,8 @@ class MemoryStore(RecoveryStore):
         self._closed = False
         self._next_sweep = clock() + min(self.ttl, 60.0)
 
+    fenced_writes = True
+
     def __repr__(self) -> str:
         return f"MemoryStore(ttl={self.ttl!r}, records={len(self._entries)})"
 
@@ -76,10 +79,12 @@ class MemoryStore(RecoveryStore):
             return None
         return entry
 
-    def _writable(self, stream_id: str, now: float) -> _Entry:
+    def _writable(self, stream_id: str, now: float, lease: Optional[str] = None) -> _Entry:
         entry = self._live(stream_id, now)
         if entry is None:
             raise _unknown(stream_id)
+        if lease is not None and (self._lease(stream_id, now) or ("",))[0] != lease:
+            raise _lease_lost(stream_id)
         entry.updated_at = time.time()
         entry.deadline = now + self.ttl
         entry.revision = self._changed()
@@ -125,32 +130,32 @@ class MemoryStore(RecoveryStore):
             self._outcomes.pop(stream_id, None)
             self._entries[stream_id] = _Entry(meta_json, time.time(), now + self.ttl, self._changed())
 
-    def append(self, stream_id: str, text: str) -> None:
+    def append(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_text(text)
         with self._lock:
-            entry = self._writable(stream_id, self._clock())
+            entry = self._writable(stream_id, self._clock(), lease)
             if text:
                 entry.pieces.append(text)
 
-    def replace_text(self, stream_id: str, text: str) -> None:
+    def replace_text(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_text(text)
         with self._lock:
-            entry = self._writable(stream_id, self._clock())
+            entry = self._writable(stream_id, self._clock(), lease)
             entry.pieces = [text] if text else []
 
-    def update_meta(self, stream_id: str, changes: dict) -> None:
+    def update_meta(self, stream_id: str, changes: dict, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         with self._lock:
-            entry = self._writable(stream_id, self._clock())
+            entry = self._writable(stream_id, self._clock(), lease)
             entry.meta_json = dump_meta(dict(json.loads(entry.meta_json), **changes))
 
-    def set_status(self, stream_id: str, status: str) -> None:
+    def set_status(self, stream_id: str, status: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_status(status)
         with self._lock:
-            self._writable(stream_id, self._clock()).status = status
+            self._writable(stream_id, self._clock(), lease).status = status
 
     def load(self, stream_id: str) -> Optional[StreamRecord]:
         validate_stream_id(stream_id)
