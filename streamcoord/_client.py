@@ -219,14 +219,16 @@ class Client(LiveStreams):
             if store is None:
                 meta = None  # a store that cannot be opened leaves the stream without recovery
             else:
+                if lease is not None:
+                    live = LiveProducer(lease[0], opts.stream_id, lease[1], self.lease_ttl, keep)
+                    store = live.fence(store)  # its writes carry the lease: refused once it is lost
                 if scrubber:
                     store = ScrubbedWrites(store, scrubber)
                 recovery = Recovery(store, opts.stream_id, strategy, max_retries, keep, self.provider)
-                if lease is not None:
+                if live is not None:
                     # Readers elsewhere need the end: the worker keeps the record, and the
                     # producer deletes it (unless keep) after recording the outcome.
                     recovery.keep = True
-                    live = LiveProducer(lease[0], opts.stream_id, lease[1], self.lease_ttl, keep)
         telemetry = None
         if self._telemetry is not None:
             telemetry = self._telemetry.stream(self.provider, opts.stream_id, request.url, request_options, messages)

@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from recovery_store import RecoveryStore
+from recovery_store.base import LeaseLost
 from streamcoord.errors import (
     APIError,
     AuthenticationError,
@@ -30,7 +31,15 @@ from streamcoord.errors import (
     StreamTimeout,
 )
 
-__all__ = ["CANCEL_POLL_SECONDS", "DEFAULT_LEASE_TTL", "FINAL_TEXT_SECONDS", "LiveProducer", "StreamHandle", "error_from_outcome"]
+__all__ = [
+    "CANCEL_POLL_SECONDS",
+    "DEFAULT_LEASE_TTL",
+    "FINAL_TEXT_SECONDS",
+    "FencedWrites",
+    "LiveProducer",
+    "StreamHandle",
+    "error_from_outcome",
+]
 
 logger = logging.getLogger("streamcoord")
 
@@ -65,9 +74,19 @@ class LiveProducer:
         self._released = False
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
+        self._cancel: Optional[Callable[[], None]] = None
+
+    def fence(self, store: Any) -> Any:
+        """``store`` as this producer's recovery writes to it: each write carries the
+        lease's token, so the store refuses it once another producer holds the lease."""
+        return FencedWrites(store, self) if getattr(store, "fenced_writes", False) else store
 
     def begin(self, cancel: Callable[[], None]) -> None:
         """The worker started: keep the lease and watch for a cancel until ``end``."""
+        self._cancel = cancel
+        if self.lost:  # a write was refused before the worker ran
+            cancel()
+            return
         self._thread = threading.Thread(
             target=self._keep, args=(cancel,), name=f"streamcoord-lease-{self.stream_id}", daemon=True
         )
@@ -84,15 +103,25 @@ class LiveProducer:
                     return
                 if time.monotonic() >= next_renewal:
                     if not self.store.renew_lease(self.stream_id, self.token, self.lease_ttl):
-                        self.lost = True
-                        logger.warning("lost the lease of live stream %r; stopping", self.stream_id)
-                        cancel()
+                        self.lose()
                         return
                     next_renewal = time.monotonic() + renew_every
             except Exception as exc:  # a store hiccup: the lease lasts lease_ttl, try again
                 logger.warning("renewing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
             if self._stop.wait(min(CANCEL_POLL_SECONDS, renew_every)):
                 return
+
+    def lose(self) -> None:
+        """Another producer holds the lease now (this one was paused past it, or its store
+        lost it): stop quietly, writing nothing more; readers follow the new producer."""
+        with self._lock:
+            if self.lost:
+                return
+            self.lost = True
+        logger.warning("lost the lease of live stream %r to another producer; stopping", self.stream_id)
+        self._stop.set()
+        if self._cancel is not None:
+            self._cancel()
 
     def end(self, status: str, error: Optional[BaseException], answer: Any) -> None:
         """The worker ended (``status`` completed, failed or cancelled): tell the readers
@@ -143,6 +172,49 @@ class LiveProducer:
             self.store.release_lease(self.stream_id, self.token)
         except Exception as exc:  # it expires by itself within lease_ttl
             logger.warning("releasing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
+
+
+class FencedWrites:
+    """The store as a live producer's recovery writes to it (the calls a stream makes):
+    every write carries the producer's lease token. A write the store refuses (the lease
+    is another's now) stops the producer; nothing it writes after that reaches the store."""
+
+    def __init__(self, store: Any, producer: LiveProducer) -> None:
+        self.store = store
+        self._producer = producer
+
+    def __repr__(self) -> str:
+        return repr(self.store)
+
+    def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
+        self.store.start(stream_id, meta)  # right after the lease was taken (client.start)
+
+    def append(self, stream_id: str, text: str) -> None:
+        self._write(self.store.append, stream_id, text)
+
+    def replace_text(self, stream_id: str, text: str) -> None:
+        self._write(self.store.replace_text, stream_id, text)
+
+    def update_meta(self, stream_id: str, changes: Dict[str, Any]) -> None:
+        self._write(self.store.update_meta, stream_id, changes)
+
+    def set_status(self, stream_id: str, status: str) -> None:
+        self._write(self.store.set_status, stream_id, status)
+
+    def finish(self, stream_id: str, keep: bool = False) -> None:
+        if keep:
+            self.set_status(stream_id, "completed")
+        elif not self._producer.lost:
+            self.store.finish(stream_id, False)
+
+    def _write(self, operation: Callable[..., None], stream_id: str, value: Any) -> None:
+        producer = self._producer
+        if producer.lost:
+            return
+        try:
+            operation(stream_id, value, lease=producer.token)
+        except LeaseLost:
+            producer.lose()
 
 
 def error_from_outcome(stream_id: str, provider: str, error: Dict[str, Any], text: str) -> StreamcoordError:

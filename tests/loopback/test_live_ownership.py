@@ -1,0 +1,99 @@
+"""Who produces a live stream, over loopback HTTP: one owner at a time whatever the clocks
+do, a producer that lost its lease writes nothing more, a take-over is a stream with the
+live deadline that the provider resumes natively where it can, a resume just after the end
+returns the answer, and a reader announces the producer's recoveries as its own."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from recovery_store import DiskStore, MemoryStore
+from tests.loopback.test_live_streams import LEASE_TTL, MESSAGES, USAGE, gated_answer, wait_for_text
+from tests.loopback.test_recovery import BROKEN, FULL, KEPT, consumer_view
+from tests.support.fakeserver import Gate, openai_text
+
+
+def wall_clock_stepped(seconds):
+    """``time.time`` after the machine's clock was stepped by ``seconds`` (NTP, a user)."""
+    real = time.time
+    return lambda: real() + seconds
+
+
+def test_a_wall_clock_step_never_gives_a_disk_stream_a_second_producer(server, client, tmp_path, monkeypatch):
+    gate = threading.Event()
+    server.enqueue(gated_answer(gate))
+    store = DiskStore(tmp_path / "store")
+    live = client(recovery_store=store, lease_ttl=LEASE_TTL)
+    handle = live.start(MESSAGES, stream_id="clock", model="gpt-4o-mini")
+    wait_for_text(store, "clock", BROKEN)
+    monkeypatch.setattr(time, "time", wall_clock_stepped(60))  # far past lease_ttl
+    reader = live.attach("clock")
+    chunks = iter(reader)
+    first = next(chunks)
+    gate.set()
+    assert consumer_view([first, *chunks]) == FULL
+    assert handle.wait(5) and handle.text == FULL
+    assert len(server.requests) == 1, "one generation: nobody took the live producer's place"
+
+
+def pausable(kind, tmp_path):
+    """A store of ``kind`` on which the first producer's process "pauses" (GC, SIGSTOP):
+    while ``paused`` is set its lease renewals hang until ``resumed``; ``stale_write`` is set
+    when text is appended during the pause (only the paused producer has any to write)."""
+    base = MemoryStore if kind == "memory" else DiskStore
+
+    class Pausable(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.paused, self.resumed, self.stale_write = threading.Event(), threading.Event(), threading.Event()
+            self.first = None
+
+        def acquire_lease(self, stream_id, ttl):
+            token = super().acquire_lease(stream_id, ttl)
+            self.first = self.first or token
+            return token
+
+        def renew_lease(self, stream_id, token, ttl):
+            if token == self.first and self.paused.is_set():
+                self.resumed.wait(10)
+            return super().renew_lease(stream_id, token, ttl)
+
+        def append(self, stream_id, text, **kwargs):
+            try:
+                return super().append(stream_id, text, **kwargs)
+            finally:
+                if text and self.paused.is_set() and not self.resumed.is_set():
+                    self.stale_write.set()
+
+    return Pausable() if kind == "memory" else Pausable(tmp_path / "store")
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_a_producer_paused_past_its_lease_writes_nothing_into_its_successors_answer(server, client, tmp_path, kind):
+    kept = KEPT["paragraph"]
+    wake_old, go_on = threading.Event(), threading.Event()
+    server.enqueue(
+        gated_answer(wake_old),  # the old producer's answer goes on once it wakes up
+        openai_text([FULL[len(kept):]], usage=USAGE, stall_after=0, stall=Gate(go_on)),  # the successor's
+    )
+    store = pausable(kind, tmp_path)
+    live = client(recovery_store=store, lease_ttl=LEASE_TTL)
+    handle = live.start(MESSAGES, stream_id="paused", model="gpt-4o-mini")
+    wait_for_text(store, "paused", BROKEN)
+    store.paused.set()
+    reader = live.attach("paused")  # takes the generation over once the paused lease expires
+    chunks = iter(reader)
+    first = next(chunks)
+    assert server.wait_for_requests(2, timeout=10), "nobody took the expired lease over"
+    wait_for_text(store, "paused", kept)
+    wake_old.set()  # the old producer wakes up and goes on writing what it reads
+    assert store.stale_write.wait(10), "the old producer never tried to write"
+    store.resumed.set()
+    go_on.set()
+    assert consumer_view([first, *chunks]) == FULL, "one generation's text, never two mixed"
+    assert (reader.finish_reason, reader.usage) == ("stop", USAGE)
+    assert handle.wait(5)
+    assert len(server.requests) == 2, "one continuation"
