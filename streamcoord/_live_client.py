@@ -72,10 +72,7 @@ class LiveStreams:
         messages = validate_messages(messages)
         check_extra_headers(request_options)
         request = self._build_request(messages, request_options)
-        default = self.timeout if self.timeout.total is not None else Timeout(
-            self.timeout.idle, connect=self.timeout.connect, total=LIVE_TOTAL_SECONDS
-        )
-        opts = StreamOptions(stream_options, default)
+        opts = StreamOptions(stream_options, self._live_timeout())
         store = store_for_resume(self.recovery_store, stream_id)
         token = try_lease(store, stream_id, self.lease_ttl)
         if token is False:
@@ -174,6 +171,14 @@ class LiveStreams:
                     pass  # another request (in any process) started it first: follow that one
         return self.attach(stream_id, offset or 0, **reader)
 
+    def _live_timeout(self) -> Timeout:
+        """The client's timeout, with a total deadline of ``LIVE_TOTAL_SECONDS`` unless it
+        has one: a live generation (started or taken over) may have nobody reading it to
+        notice a model that never stops."""
+        if self.timeout.total is not None:
+            return self.timeout
+        return Timeout(self.timeout.idle, connect=self.timeout.connect, total=LIVE_TOTAL_SECONDS)
+
     def _take_over(self, store: RecoveryStore, stream_id: str) -> bool:
         """The producer of ``stream_id`` is gone: produce it here, in the background, from
         what it stored (the recovery continuation). False if another process was faster."""
@@ -188,9 +193,11 @@ class LiveStreams:
             request_options = dict(stored.options)
             request = self._build_request(stored.messages, request_options)
             opts = StreamOptions(
-                {"stream_id": stream_id, "stream_recovery": True, "recovery": stored.recovery}, self.timeout
+                {"stream_id": stream_id, "stream_recovery": True, "recovery": stored.recovery}, self._live_timeout()
             )
-            resume = Resume(stored.text, len(stored.text), False)
+            # Where the provider can replay the rest itself (a background response), it does:
+            # as client.resume does, never a new generation of what the provider still has.
+            resume = Resume(stored.text, len(stored.text), False, stored.resume_state)
             stream = self._stream(request, opts, stored.messages, stored.options, resume, (store, token))
         except BaseException:
             store.release_lease(stream_id, token)

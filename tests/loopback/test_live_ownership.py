@@ -5,15 +5,19 @@ returns the answer, and a reader announces the producer's recoveries as its own.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
 import pytest
 
+import streamcoord._live_client as live_client_module
 from recovery_store import DiskStore, MemoryStore
+from streamcoord.errors import StreamTimeout
 from tests.loopback.test_live_streams import LEASE_TTL, MESSAGES, USAGE, gated_answer, wait_for_text
-from tests.loopback.test_recovery import BROKEN, FULL, KEPT, consumer_view
+from tests.loopback.test_recovery import BROKEN, BROKEN_PIECES, FULL, KEPT, REST_PIECES, consumer_view
 from tests.support.fakeserver import Gate, openai_text
+from tests.support.responses_wire import ResponsesStream
 
 
 def wall_clock_stepped(seconds):
@@ -97,3 +101,54 @@ def test_a_producer_paused_past_its_lease_writes_nothing_into_its_successors_ans
     assert (reader.finish_reason, reader.usage) == ("stop", USAGE)
     assert handle.wait(5)
     assert len(server.requests) == 2, "one continuation"
+
+
+def test_an_attach_takes_a_background_response_over_natively(server, client):
+    wire = ResponsesStream("resp_bg", background=True).text(["Hel", "lo ", "there"]).completed()
+    first = wire.response(drop_after=wire.seq_of("response.output_text.delta", 1))
+    server.enqueue(dataclasses.replace(first, parts=tuple(first.parts[:-1]) + (Gate(threading.Event()),)))
+    live = client("openai_responses", base_url=server.base_url + "/v1", recovery_store=MemoryStore())
+    stream = live.stream_chat(
+        MESSAGES, model="gpt-5-mini", background=True, stream_recovery=True, stream_id="bg-orphan"
+    )
+    seen = ""
+    for chunk in stream:
+        seen += chunk.content
+        if seen == "Hello ":
+            break  # this process goes away; the record stays, with where the provider can resume
+    assert server.connection_closed.wait(5)
+    after = wire.seq_of("response.output_text.delta", 1)
+    server.enqueue(wire.response(start_after=after))
+    reader = live.attach("bg-orphan", offset=len(seen))
+    assert seen + "".join(c.content for c in reader) == "Hello there"
+    assert reader.finish_reason == "stop"
+    taken_over = server.requests[-1]
+    assert len(server.requests) == 2
+    assert (taken_over.method, taken_over.path) == ("GET", "/v1/responses/resp_bg")
+    assert taken_over.query == {"stream": "true", "starting_after": str(after)}
+
+
+def leave_unfinished(live, stream_id):
+    """A stream with recovery whose consumer went away after BROKEN: an unowned record."""
+    stream = live.stream_chat(MESSAGES, model="gpt-4o-mini", stream_recovery=True, stream_id=stream_id)
+    seen = ""
+    for chunk in stream:
+        seen += chunk.content
+        if seen == BROKEN:
+            break
+
+
+def test_a_taken_over_generation_that_never_ends_meets_the_live_deadline(server, client, monkeypatch):
+    monkeypatch.setattr(live_client_module, "LIVE_TOTAL_SECONDS", 1.0)
+    server.enqueue(
+        openai_text(BROKEN_PIECES + REST_PIECES, stall_after=len(BROKEN_PIECES)),
+        openai_text(["Third.", " And more"], stall_after=1, stall=Gate(threading.Event(), timeout=10)),
+    )
+    live = client(recovery_store=MemoryStore(), lease_ttl=LEASE_TTL)
+    leave_unfinished(live, "endless")
+    assert server.connection_closed.wait(5)
+    reader = live.attach("endless", offset=len(BROKEN))
+    began = time.monotonic()
+    with pytest.raises(StreamTimeout, match="deadline"):
+        list(reader)
+    assert time.monotonic() - began < 5, "the take-over had no total deadline"
