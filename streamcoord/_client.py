@@ -141,8 +141,8 @@ class Client(LiveStreams):
         stored = load_stored(store, stream_id)
         live = live_options(stream_options)
         token = None
-        if stored is not None and stored.completed and _has_outcome(store, stream_id):
-            return self.attach(stream_id, offset, **live)  # a finished live stream: with its finish reason
+        if (stored is None or stored.completed) and _has_outcome(store, stream_id):
+            return self.attach(stream_id, offset, **live)  # a finished live stream (its final text kept briefly)
         if stored is not None and not stored.completed:
             token = try_lease(store, stream_id, self.lease_ttl)
             if token is False:  # a live producer has it: follow that one, never a second generation

@@ -152,3 +152,15 @@ def test_a_taken_over_generation_that_never_ends_meets_the_live_deadline(server,
     with pytest.raises(StreamTimeout, match="deadline"):
         list(reader)
     assert time.monotonic() - began < 5, "the take-over had no total deadline"
+
+
+def test_a_resume_just_after_a_live_stream_completed_returns_its_answer(server, client):
+    server.enqueue(openai_text(BROKEN_PIECES + REST_PIECES, usage=USAGE))
+    store = MemoryStore()
+    live = client(recovery_store=store, lease_ttl=LEASE_TTL)
+    handle = live.start(MESSAGES, stream_id="just-done", model="gpt-4o-mini")
+    assert handle.wait(5) and store.load("just-done") is None, "completed without keep"
+    resumed = live.resume("just-done", offset=7)  # a browser reconnecting just after the end
+    assert consumer_view(list(resumed), FULL[:7]) == FULL
+    assert (resumed.finish_reason, resumed.usage) == ("stop", USAGE)
+    assert len(server.requests) == 1
