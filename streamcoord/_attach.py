@@ -14,8 +14,9 @@ Closing the reader stops only the reader: the generation belongs to its producer
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from recovery_store import RecoveryStore
 from streamcoord._chunk import Chunk
@@ -24,6 +25,7 @@ from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._options import StreamOptions
 from streamcoord._pipeline import Pipeline
+from streamcoord._recovery import DEFAULT_STRATEGY
 from streamcoord._spec import Cancelled, End
 from streamcoord.errors import RecoveryFailed, StreamcoordError, StreamError
 
@@ -58,17 +60,8 @@ class AttachSpec:
 
 
 def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    lo, hi = 0, n  # binary search on the first difference: O(n) compares, not O(n^2)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """The length of the longest common prefix of ``a`` and ``b``."""
+    return len(os.path.commonprefix([a, b]))  # one scan from the start: O(n)
 
 
 class AttachReader:
@@ -86,6 +79,7 @@ class AttachReader:
         self.queue = self.pipeline.queue
         self.answer = self.pipeline.answer
         self._shown = spec.shown  # the producer's text as this reader's consumer has it
+        self._meta: Dict[str, Any] = {}  # the record's meta as last read (the last rewind's attempt)
         self.thread = threading.Thread(target=self._run, name=f"streamcoord-attach-{spec.stream_id}", daemon=True)
 
     @property
@@ -129,6 +123,8 @@ class AttachReader:
             outcome = store.outcome(sid)  # before the record: all its text is stored by now
             record = store.load(sid)
             text = record.text if record is not None else (outcome or {}).get("text")
+            if record is not None:
+                self._meta = record.meta
             if isinstance(text, str):
                 self._show(text)
             if outcome is not None:
@@ -173,12 +169,28 @@ class AttachReader:
         if rewind:
             self.metrics.recoveries += 1  # what this reader saw of the producer's recoveries
             self.answer.cut_text(rewind)
-            info = {"attempt": None, "strategy": None, "rewind": rewind}
+            info = dict(self._rewound_by(), rewind=rewind)
             pipeline.put([pipeline.control_chunk("", {"recovery": info})])
         self._shown = text
         if len(text) > keep:
             pipeline.deliver([Chunk(content=text[keep:], index=pipeline.next_index)])
             pipeline.next_index += 1
+
+    def _rewound_by(self) -> Dict[str, Any]:
+        """The producer's attempt and strategy that cut its text back, as it stored them
+        with the cut; from a producer that did not (an older version), this reader's count
+        of the rewinds it saw and the stream's stored strategy."""
+        meta = self._meta
+        noted = meta.get("rewind")
+        attempt = noted.get("attempt") if isinstance(noted, dict) else None
+        strategy = noted.get("strategy") if isinstance(noted, dict) else None
+        if isinstance(attempt, bool) or not isinstance(attempt, int):
+            attempt = self.metrics.recoveries
+        if not isinstance(strategy, str):
+            stored = meta.get("recovery")
+            strategy = stored.get("strategy") if isinstance(stored, dict) else meta.get("strategy")
+            strategy = strategy if isinstance(strategy, str) else DEFAULT_STRATEGY
+        return {"attempt": attempt, "strategy": strategy}
 
     def _end(self, outcome: Any, text: str) -> None:
         spec, pipeline = self.spec, self.pipeline

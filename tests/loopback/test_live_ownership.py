@@ -14,8 +14,9 @@ import pytest
 import streamcoord._live_client as live_client_module
 from recovery_store import DiskStore, MemoryStore
 from streamcoord.errors import StreamTimeout
+from streamcoord.events import Rewind, TextDelta
 from tests.loopback.test_live_streams import LEASE_TTL, MESSAGES, USAGE, gated_answer, wait_for_text
-from tests.loopback.test_recovery import BROKEN, BROKEN_PIECES, FULL, KEPT, REST_PIECES, consumer_view
+from tests.loopback.test_recovery import BROKEN, BROKEN_PIECES, FULL, KEPT, REST_PIECES, consumer_view, rewinds
 from tests.support.fakeserver import Gate, openai_text
 from tests.support.responses_wire import ResponsesStream
 
@@ -164,3 +165,33 @@ def test_a_resume_just_after_a_live_stream_completed_returns_its_answer(server, 
     assert consumer_view(list(resumed), FULL[:7]) == FULL
     assert (resumed.finish_reason, resumed.usage) == ("stop", USAGE)
     assert len(server.requests) == 1
+
+
+def test_a_reader_announces_the_producers_recovery_with_its_attempt_and_strategy(server, client):
+    kept = KEPT["paragraph"]
+    drop = threading.Event()
+    server.enqueue(
+        # The connection is lost after BROKEN, once ``drop`` is set.
+        openai_text(BROKEN_PIECES + REST_PIECES, stall_after=len(BROKEN_PIECES), stall=Gate(drop),
+                    drop_after=len(BROKEN_PIECES)),
+        openai_text([FULL[len(kept):]], usage=USAGE),
+    )
+    store = MemoryStore()
+    live = client(recovery_store=store, lease_ttl=LEASE_TTL)
+    handle = live.start(MESSAGES, stream_id="rewound", model="gpt-4o-mini")
+    wait_for_text(store, "rewound", BROKEN)
+    as_events, as_chunks = live.attach("rewound"), live.attach("rewound")
+    events, chunks = iter(as_events.events()), iter(as_chunks)
+    first_events, first_chunks, text = [], [], ""
+    while text != BROKEN:  # each reader has shown what the producer has before it breaks
+        first_events.append(next(events))
+        text += first_events[-1].text if isinstance(first_events[-1], TextDelta) else ""
+    while consumer_view(first_chunks) != BROKEN:
+        first_chunks.append(next(chunks))
+    drop.set()
+    all_events, all_chunks = first_events + list(events), first_chunks + list(chunks)
+    expected = {"attempt": 1, "strategy": "paragraph", "rewind": len(BROKEN) - len(kept)}
+    assert [e for e in all_events if isinstance(e, Rewind)] == [Rewind(expected["rewind"], 1, "paragraph")]
+    assert rewinds(all_chunks) == [expected]
+    assert consumer_view(all_chunks) == FULL and as_events.text == FULL
+    assert handle.wait(5) and len(server.requests) == 2
