@@ -37,6 +37,9 @@ Live streams (one producer, any number of readers in any process sharing the sto
   **outcome** (``set_outcome``/``outcome``: finish reason, usage or error, JSON); ``start``
   clears both.
   These keys sit beside the record: a record written here is still read by older versions.
+* an incremental read (``read_text``) for readers that follow a record: only the text
+  appended since the reader's last read, until a ``start`` or ``replace_text`` (a new
+  ``epoch`` beside the text) makes the next read whole.
 """
 
 from __future__ import annotations
@@ -304,6 +307,15 @@ class RecoveryStore(abc.ABC):
     def outcome(self, stream_id: str) -> Optional[dict]:
         """What :meth:`set_outcome` recorded since the last ``start``, or ``None``."""
         raise _no_live_streams(self)
+
+    def read_text(self, stream_id: str, cursor: Any = None) -> Optional["tuple[str, bool, Any]"]:
+        """For a live reader: ``(text, whole, cursor)``, the text added since ``cursor`` (what
+        an earlier call returned; ``whole`` False), or the whole text (``whole`` True: no
+        cursor, the text was replaced or restarted since, or the store cannot tell);
+        ``None`` when there is no record. The stores read only what is new; this default
+        reads the whole record."""
+        record = self.load(stream_id)
+        return None if record is None else (record.text, True, None)
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -12,7 +12,9 @@ Layout, per stream (``{id}`` is the validated stream id):
   the same transaction as each write), the lease ``l:{id}`` (the holder's token and its
   deadline on the machine's monotonic clock, taken and renewed in a transaction), the cancel mark
   ``x:{id}`` and the producer's outcome ``o:{id}``. SQLite has no way to notify another process, so ``wait_for`` polls the
-  head every :data:`WAIT_POLL_INTERVAL` seconds (one indexed read each).
+  head every :data:`WAIT_POLL_INTERVAL` seconds (one indexed read each). That code is in
+  ``_disk_live``, with the head's ``epoch`` (the revision of the last ``start`` or
+  ``replace_text``) that lets a reader read only the pieces added since its last read.
 
 Refreshing every piece's expiry on every append would be O(pieces) again. Instead meta and
 pieces get ``2 * ttl`` and the head remembers (``keep_until``, wall clock) how long they
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import sys
 import time
@@ -38,6 +41,7 @@ from typing import Any, Callable, Optional, Union
 import diskcache
 from diskcache.core import MODE_PICKLE, UNKNOWN
 
+from ._disk_live import WAIT_POLL_INTERVAL, DiskLiveStreams
 from .base import (
     DEFAULT_TTL,
     STATUSES,
@@ -49,7 +53,6 @@ from .base import (
     _unknown,
     dump_meta,
     logger,
-    new_lease_token,
     validate_status,
     validate_stream_id,
     validate_text,
@@ -57,10 +60,6 @@ from .base import (
 )
 
 __all__ = ["WAIT_POLL_INTERVAL", "DiskStore", "JSONTextDisk", "default_directory", "default_store"]
-
-#: How often ``wait_for`` looks at the database: a reader in another process sees a write
-#: at most this late (plus one read), for one small indexed SELECT per reader per tick.
-WAIT_POLL_INTERVAL = 0.02
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -185,7 +184,7 @@ def _check_head(sid: str, head: Any) -> dict:
     return head
 
 
-class DiskStore(RecoveryStore):
+class DiskStore(DiskLiveStreams, RecoveryStore):
     """Recovery records in a diskcache directory; safe across threads and processes.
 
     ``clock`` (default :func:`time.time`) stamps ``updated_at`` and decides expiry on
@@ -275,7 +274,7 @@ class DiskStore(RecoveryStore):
             self._cache.delete("x:" + stream_id)
             self._cache.delete("o:" + stream_id)
             self._cache.set("m:" + stream_id, meta, expire=long)
-            head = {"status": "streaming", "n": 0, "keep_until": time.time() + long}
+            head = {"status": "streaming", "n": 0, "keep_until": time.time() + long, "epoch": secrets.token_hex(8)}
             self._write_head(stream_id, head)
 
     def append(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
@@ -300,6 +299,7 @@ class DiskStore(RecoveryStore):
             else:
                 self._cache.delete(f"p:{stream_id}:0")
             head["n"] = 1 if text else 0
+            head["epoch"] = secrets.token_hex(8)  # the pieces are new: readers read them whole
             self._write_head(stream_id, head)
 
     def update_meta(self, stream_id: str, changes: dict, *, lease: Optional[str] = None) -> None:
@@ -340,114 +340,6 @@ class DiskStore(RecoveryStore):
         validate_stream_id(stream_id)
         with self._txn():
             self._remove(stream_id, None)
-
-    # -- live streams ----------------------------------------------------------------------
-    def acquire_lease(self, stream_id: str, ttl: float) -> Optional[str]:
-        validate_stream_id(stream_id)
-        ttl = validate_ttl(ttl)
-        with self._txn():  # SQLite's write lock: one acquirer at a time, across processes
-            if self._lease_holder(stream_id) is not None:
-                return None
-            token = new_lease_token()
-            self._write_lease(stream_id, token, ttl)
-            return token
-
-    def renew_lease(self, stream_id: str, token: str, ttl: float) -> bool:
-        validate_stream_id(stream_id)
-        ttl = validate_ttl(ttl)
-        with self._txn():
-            if self._lease_holder(stream_id) != token:
-                return False
-            self._write_lease(stream_id, token, ttl)
-            return True
-
-    def release_lease(self, stream_id: str, token: str) -> bool:
-        validate_stream_id(stream_id)
-        with self._txn():
-            if self._lease_holder(stream_id) != token:
-                return False
-            return bool(self._cache.delete("l:" + stream_id))
-
-    def leased(self, stream_id: str) -> bool:
-        validate_stream_id(stream_id)
-        if self._closed:
-            raise _closed(self)
-        return self._lease_holder(stream_id, retry=True) is not None
-
-    # A lease is timed on CLOCK_MONOTONIC (time.monotonic), never on the wall clock that
-    # diskcache's expire uses: a clock step (NTP, a user) must not end a live producer's
-    # lease and give the stream two owners. CLOCK_MONOTONIC is one clock for the whole
-    # machine on Linux, macOS and Windows, so every process sharing this directory reads
-    # the same deadline the same way. It starts over at boot: a deadline more than its ttl
-    # ahead cannot have been written on this boot, so its holder is gone.
-    def _write_lease(self, sid: str, token: str, ttl: float) -> None:
-        lease = {"token": token, "until": time.monotonic() + ttl, "ttl": ttl}
-        # diskcache's (wall-clock) expiry only reclaims the space of a dead holder's lease,
-        # long after the lease itself has ended.
-        self._cache.set("l:" + sid, lease, expire=max(self.ttl, ttl))
-
-    def _lease_holder(self, sid: str, retry: bool = False) -> Optional[str]:
-        """The token of the live lease on ``sid``, or None (free, ended, or damaged)."""
-        lease = self._cache.get("l:" + sid, retry=retry)
-        if not isinstance(lease, dict):
-            return None
-        token, until, ttl = lease.get("token"), lease.get("until"), lease.get("ttl")
-        if not isinstance(token, str) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in (until, ttl)
-        ):
-            return None
-        left = until - time.monotonic()
-        return token if 0 < left <= ttl else None
-
-    def revision(self, stream_id: str) -> int:
-        validate_stream_id(stream_id)
-        if self._closed:
-            raise _closed(self)
-        head = self._head(stream_id)
-        rev = head.get("rev", 0) if head is not None else 0
-        return rev if isinstance(rev, int) and not isinstance(rev, bool) else 0
-
-    def wait_for(self, stream_id: str, after: int, timeout: float) -> int:
-        deadline = time.monotonic() + max(0.0, float(timeout))
-        while True:
-            current = self.revision(stream_id)
-            remaining = deadline - time.monotonic()
-            if current != after or remaining <= 0:
-                return current
-            time.sleep(min(WAIT_POLL_INTERVAL, remaining))
-
-    def cancel(self, stream_id: str) -> None:
-        validate_stream_id(stream_id)
-        with self._txn():
-            self._cache.set("x:" + stream_id, True, expire=self.ttl)
-            head = self._head(stream_id)
-            if head is not None:
-                self._write_head(stream_id, head)  # a write: readers see a new revision
-
-    def cancelled(self, stream_id: str) -> bool:
-        validate_stream_id(stream_id)
-        if self._closed:
-            raise _closed(self)
-        return self._cache.get("x:" + stream_id, retry=True) is not None
-
-    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
-        validate_stream_id(stream_id)
-        dump_meta(outcome)
-        ttl = validate_ttl(ttl)
-        with self._txn():
-            self._cache.set("o:" + stream_id, outcome, expire=ttl)
-            head = self._head(stream_id)
-            if head is not None:
-                self._write_head(stream_id, head)
-            else:  # the record is gone: a new store-wide revision still tells pollers
-                self._cache.set("revision", self._cache.get("revision", 0) + 1, expire=2 * self.ttl)
-
-    def outcome(self, stream_id: str) -> Optional[dict]:
-        validate_stream_id(stream_id)
-        if self._closed:
-            raise _closed(self)
-        found = self._cache.get("o:" + stream_id, retry=True)
-        return found if isinstance(found, dict) else None
 
     def close(self) -> None:
         if not self._closed:

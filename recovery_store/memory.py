@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .base import (
     DEFAULT_TTL,
@@ -31,7 +31,7 @@ __all__ = ["MemoryStore"]
 
 
 class _Entry:
-    __slots__ = ("meta_json", "pieces", "status", "updated_at", "deadline", "revision")
+    __slots__ = ("meta_json", "pieces", "status", "updated_at", "deadline", "revision", "epoch", "length")
 
     def __init__(self, meta_json: str, updated_at: float, deadline: float, revision: int) -> None:
         self.meta_json = meta_json  # kept serialized: every load hands out a fresh copy
@@ -40,6 +40,8 @@ class _Entry:
         self.updated_at = updated_at
         self.deadline = deadline
         self.revision = revision
+        self.epoch = revision  # the revision of the last start or replace_text (see read_text)
+        self.length = 0  # characters of text
 
 
 class MemoryStore(RecoveryStore):
@@ -137,6 +139,7 @@ class MemoryStore(RecoveryStore):
             entry = self._writable(stream_id, self._clock(), lease)
             if text:
                 entry.pieces.append(text)
+                entry.length += len(text)
 
     def replace_text(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
@@ -144,6 +147,8 @@ class MemoryStore(RecoveryStore):
         with self._lock:
             entry = self._writable(stream_id, self._clock(), lease)
             entry.pieces = [text] if text else []
+            entry.length = len(text)
+            entry.epoch = entry.revision
 
     def update_meta(self, stream_id: str, changes: dict, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
@@ -172,6 +177,29 @@ class MemoryStore(RecoveryStore):
                 status=entry.status,
                 updated_at=entry.updated_at,
             )
+
+    def read_text(self, stream_id: str, cursor: Any = None) -> Optional[Tuple[str, bool, Any]]:
+        """The text added since ``cursor`` (``(epoch, length)`` of the last read) while no
+        ``start``/``replace_text`` came between; else the whole text. O(what is new)."""
+        validate_stream_id(stream_id)
+        with self._lock:
+            entry = self._live(stream_id, self._clock())
+            if entry is None:
+                return None
+            total, pieces = entry.length, entry.pieces
+            position = (entry.epoch, total)
+            if not (
+                isinstance(cursor, tuple) and len(cursor) == 2 and cursor[0] == entry.epoch
+                and isinstance(cursor[1], int) and 0 <= cursor[1] <= total
+            ):
+                return "".join(pieces), True, position
+            missing, i, new = total - cursor[1], len(pieces), []
+            while missing > 0:  # appends are whole pieces: the new text is the last few
+                i -= 1
+                new.append(pieces[i])
+                missing -= len(pieces[i])
+            text = "".join(reversed(new))
+            return (text[-missing:] if missing < 0 else text), False, position
 
     def delete(self, stream_id: str) -> None:
         validate_stream_id(stream_id)

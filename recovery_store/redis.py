@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .base import (
     DEFAULT_TTL,
@@ -194,7 +195,10 @@ class RedisStore(RecoveryStore):
         rev = self._redis.incr(self.prefix + "revision")
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(head, text, self._key(stream_id, "cancel"), self._key(stream_id, "outcome"))
-        mapping = {"meta": _b(meta_json), "status": "streaming", "updated_at": repr(self._clock()), "rev": rev}
+        mapping = {
+            "meta": _b(meta_json), "status": "streaming", "updated_at": repr(self._clock()), "rev": rev,
+            "epoch": secrets.token_hex(8),
+        }
         pipe.hset(head, mapping=mapping)
         pipe.pexpire(head, self._ttl_ms)
         self._announce(pipe, stream_id, rev)
@@ -221,6 +225,7 @@ class RedisStore(RecoveryStore):
                 pipe.set(key, data)
             else:
                 pipe.delete(key)
+            pipe.hset(head, "epoch", secrets.token_hex(8))  # new text: readers read it whole
 
         self._update(stream_id, write, lease=lease)
 
@@ -266,6 +271,25 @@ class RedisStore(RecoveryStore):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"the {field} of stream {stream_id!r} in Redis is damaged ({type(exc).__name__}: {exc})") from exc
         return StreamRecord(stream_id=stream_id, meta=meta_value, text=text_value, status=status_value, updated_at=stamp)
+
+    def read_text(self, stream_id: str, cursor: Any = None) -> Optional[Tuple[str, bool, Any]]:
+        """Only the bytes appended since ``cursor`` (``(epoch, bytes)`` of the last read,
+        ``GETRANGE``) while the head's epoch is the same; else the whole text."""
+        validate_stream_id(stream_id)
+        head, text = self._keys(stream_id)
+        valid = isinstance(cursor, tuple) and len(cursor) == 2 and isinstance(cursor[1], int) and cursor[1] >= 0
+        since = cursor[1] if valid else 0
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hmget(head, "epoch", "status", "updated_at")
+        pipe.getrange(text, since, -1)
+        pipe.strlen(text)
+        (epoch, status, updated_at), data, length = pipe.execute()
+        if status is None or self._expired(updated_at):
+            return None
+        epoch = _s(epoch) if epoch is not None else None
+        if since and (epoch is None or cursor[0] != epoch or since > length):
+            return self.read_text(stream_id)  # replaced (or restarted) since: the whole text
+        return (_s(data) if data else ""), since == 0, (epoch, int(length)) if epoch is not None else None
 
     def delete(self, stream_id: str) -> None:
         validate_stream_id(stream_id)

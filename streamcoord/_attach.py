@@ -47,6 +47,7 @@ class AttachSpec:
         store: RecoveryStore,
         shown: str,
         take_over: Callable[[], bool],
+        whole_text: bool = False,
     ) -> None:
         self.options = options
         self.stream_id = options.stream_id
@@ -54,6 +55,7 @@ class AttachSpec:
         self.store = store
         self.shown = shown  # what the caller has: the stored text up to its offset, at attach time
         self.take_over = take_over  # True if this process now produces the stream
+        self.whole_text = whole_text  # stream.text starts with what the caller has (a resume)
         self.recovery = None  # a reader persists nothing
         self.callback = None
         self.telemetry = None  # the producer's span covers the generation; a reader has none
@@ -79,7 +81,9 @@ class AttachReader:
         self.queue = self.pipeline.queue
         self.answer = self.pipeline.answer
         self._shown = spec.shown  # the producer's text as this reader's consumer has it
-        self._meta: Dict[str, Any] = {}  # the record's meta as last read (the last rewind's attempt)
+        self._cursor: Any = None  # where the last read_text ended: the next reads what is new
+        if spec.whole_text and spec.shown:
+            self.answer.add_text(spec.shown)
         self.thread = threading.Thread(target=self._run, name=f"streamcoord-attach-{spec.stream_id}", daemon=True)
 
     @property
@@ -121,18 +125,25 @@ class AttachReader:
         while not self.cancelled:
             revision = store.revision(sid)
             outcome = store.outcome(sid)  # before the record: all its text is stored by now
-            record = store.load(sid)
-            text = record.text if record is not None else (outcome or {}).get("text")
-            if record is not None:
-                self._meta = record.meta
-            if isinstance(text, str):
-                self._show(text)
+            # Only what is new since the last read, where the store can tell (read_text).
+            read = store.read_text(sid, self._cursor)
+            if read is not None:
+                text, whole, self._cursor = read
+                if whole:
+                    self._show(text)
+                elif text:
+                    self._show_more(text)
+            else:
+                self._cursor = None
+                final = (outcome or {}).get("text")
+                if isinstance(final, str):
+                    self._show(final)
             if outcome is not None:
-                self._end(outcome, text or "")
+                self._end(outcome, self._shown)
                 return
             if store.cancelled(sid):
                 return  # a cancelled stream ends where it was stopped
-            if record is None:
+            if read is None:
                 if store.outcome(sid) is not None:
                     continue  # it ended between our reads: the next round reads how
                 if store.leased(sid):  # its producer has the lease and is writing the record now
@@ -143,7 +154,8 @@ class AttachReader:
                     partial_text=self._shown,
                 )
             if not store.leased(sid):
-                if store.outcome(sid) is not None:
+                record = store.load(sid)
+                if store.outcome(sid) is not None or record is None:
                     continue  # it ended between our reads: the next round reads how
                 if record.status == "completed":
                     return  # finished by a producer that records no outcome (an older version)
@@ -157,6 +169,13 @@ class AttachReader:
                 continue
             store.wait_for(sid, revision, WAIT_SLICE_SECONDS)
         raise Cancelled()
+
+    def _show_more(self, new: str) -> None:
+        """Hand over ``new``, what the producer appended to the text this reader has."""
+        pipeline = self.pipeline
+        self._shown += new
+        pipeline.deliver([Chunk(content=new, index=pipeline.next_index)])
+        pipeline.next_index += 1
 
     def _show(self, text: str) -> None:
         """Hand over what ``text`` (the producer's whole text now) adds to what was shown."""
@@ -179,8 +198,13 @@ class AttachReader:
     def _rewound_by(self) -> Dict[str, Any]:
         """The producer's attempt and strategy that cut its text back, as it stored them
         with the cut; from a producer that did not (an older version), this reader's count
-        of the rewinds it saw and the stream's stored strategy."""
-        meta = self._meta
+        of the rewinds it saw and the stream's stored strategy. The meta is read only
+        here: a rewind is rare, and it was stored before the cut text."""
+        try:
+            record = self.spec.store.load(self.spec.stream_id)
+        except Exception:  # the cut is announced all the same; the store's failure shows next round
+            record = None
+        meta = record.meta if record is not None else {}
         noted = meta.get("rewind")
         attempt = noted.get("attempt") if isinstance(noted, dict) else None
         strategy = noted.get("strategy") if isinstance(noted, dict) else None

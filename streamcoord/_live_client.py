@@ -31,6 +31,7 @@ __all__ = [
     "LiveAlready",
     "LiveStreams",
     "check_extra_headers",
+    "final_text",
     "live_options",
     "try_lease",
 ]
@@ -100,7 +101,13 @@ class LiveStreams:
         character ``offset``, then each piece as the producer persists it (rewinds
         included), ending with its finish reason and usage, or raising its error. Closing
         it never stops the generation. If the producer died (its lease expired on an
-        unfinished record), this process takes the generation over, exactly once."""
+        unfinished record), this process takes the generation over, exactly once.
+        ``stream.text`` is what this stream got: the text from ``offset`` on."""
+        return self._attach(stream_id, offset, False, stream_options)
+
+    def _attach(self, stream_id: str, offset: int, whole_text: bool, stream_options: Dict[str, Any]) -> ChatStream:
+        """``attach``; ``whole_text``: ``stream.text`` is the whole text, the part before
+        ``offset`` included (a ``resume`` that follows a live producer, as a resume does)."""
         validate_stream_id(stream_id)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
@@ -113,7 +120,7 @@ class LiveStreams:
             )
         store = store_for_resume(self.recovery_store, stream_id)
         stored = load_stored(store, stream_id)
-        text = stored.text if stored is not None else _outcome_text(store, stream_id)
+        text = stored.text if stored is not None else final_text(store, stream_id)
         if text is None and _leased(store, stream_id):
             text = ""  # its producer took the lease and is about to write the record: follow it
         if text is None:
@@ -136,7 +143,7 @@ class LiveStreams:
         stream_options["stream_id"] = stream_id
         spec = AttachSpec(
             options=StreamOptions(stream_options, self.timeout), provider=self.provider, store=store,
-            shown=shown, take_over=lambda: self._take_over(store, stream_id),
+            shown=shown, take_over=lambda: self._take_over(store, stream_id), whole_text=whole_text,
         )
         return ChatStream(spec, worker_type=AttachReader)  # type: ignore[arg-type]
 
@@ -195,9 +202,7 @@ class LiveStreams:
             opts = StreamOptions(
                 {"stream_id": stream_id, "stream_recovery": True, "recovery": stored.recovery}, self._live_timeout()
             )
-            # Where the provider can replay the rest itself (a background response), it does:
-            # as client.resume does, never a new generation of what the provider still has.
-            resume = Resume(stored.text, len(stored.text), False, stored.resume_state)
+            resume = Resume(stored.text, len(stored.text), False, stored.resume_state)  # natively where it can
             stream = self._stream(request, opts, stored.messages, stored.options, resume, (store, token))
         except BaseException:
             store.release_lease(stream_id, token)
@@ -236,13 +241,13 @@ def _leased(store: RecoveryStore, stream_id: str) -> bool:
 def _known(store: RecoveryStore, stream_id: str) -> bool:
     """Whether the store has a record, an outcome or a lease for ``stream_id``."""
     try:
-        return store.load(stream_id) is not None or _outcome_text(store, stream_id) is not None or _leased(
+        return store.load(stream_id) is not None or final_text(store, stream_id) is not None or _leased(
             store, stream_id)
     except Exception as exc:
         raise RecoveryFailed(f"the recovery store {store!r} failed to read stream {stream_id!r}: {exc}") from exc
 
 
-def _outcome_text(store: RecoveryStore, stream_id: str) -> Optional[str]:
+def final_text(store: RecoveryStore, stream_id: str) -> Optional[str]:
     """The final text of a stream completed without ``keep`` (kept briefly with its outcome)."""
     try:
         outcome = store.outcome(stream_id)

@@ -34,7 +34,7 @@ from tests.loopback.test_resume_processes import CHILD_TIMEOUT, REPO_ROOT, child
 from tests.support.fakeserver import openai_text
 from tests.unit.recovery_store.conftest import redis_url  # noqa: F401 - the fixture: a throwaway redis-server
 
-LEASE_TTL = 0.5
+LEASE_TTL = 1.0  # as test_live_streams: short, but renewed in time on a loaded machine
 
 # One child: start a live stream, follow one (attach or resume), or stream with recovery;
 # each prints JSON lines.
@@ -236,3 +236,23 @@ def test_cancel_stream_from_another_process_stops_the_producer_within_a_second(s
     assert server.connection_closed.wait(5)
     gate.set()
     assert len(server.requests) == 1
+
+
+def test_a_recovering_stream_chat_holds_its_id_so_others_follow_it_instead_of_generating(
+    server, client, shared, children  # noqa: F811
+):
+    config, store = shared
+    gate = threading.Event()
+    server.enqueue(gated_answer(gate))
+    streamer = child(children, server, config, "stream")
+    assert "".join(next_line(streamer) for _ in BROKEN_PIECES) == BROKEN
+    assert store.leased("live"), "a plain stream_chat with recovery holds the lease of its id"
+    here = client(recovery_store=store, lease_ttl=LEASE_TTL)
+    with pytest.raises(ValueError, match=r"another producer.*client\.attach\('live'\)"):
+        here.stream_chat(MESSAGES, model="gpt-4o-mini", stream_recovery=True, stream_id="live")
+    follower, resumed = here.attach("live"), here.resume("live", offset=len(BROKEN))
+    gate.set()
+    assert "".join(c.content for c in follower) == FULL and follower.finish_reason == "stop"
+    assert "".join(c.content for c in resumed) == FULL[len(BROKEN):] and resumed.text == FULL
+    assert "".join(next_line(streamer) for _ in REST_PIECES) == FULL[len(BROKEN):]
+    assert len(server.requests) == 1, "one generation: the attach and the resume followed it"

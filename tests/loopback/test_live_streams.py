@@ -26,7 +26,7 @@ from tests.support.fakeserver import Gate, error, openai_text
 
 MESSAGES = [{"role": "user", "content": "Write two short paragraphs."}]
 USAGE = {"prompt_tokens": 10, "completion_tokens": 6, "total_tokens": 16}
-LEASE_TTL = 0.5  # short, so a dead producer's lease ends within a test
+LEASE_TTL = 1.0  # short, so a dead producer's lease ends within a test (renewed every third of it, also under load)
 
 
 @pytest.fixture(params=["memory", "disk"])

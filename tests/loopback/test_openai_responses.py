@@ -215,7 +215,7 @@ from recovery_store import DiskStore
 
 where, base_url, stream_id = sys.argv[1:4]
 client = streamcoord.Client("openai_responses", api_key="sk-test-responses", base_url=base_url,
-                            recovery_store=DiskStore(where))
+                            recovery_store=DiskStore(where), lease_ttl=1)  # the resumer follows it until it ends
 stream = client.stream_chat([{"role": "user", "content": "Say hello"}], model="m", background=True,
                             stream_recovery=True, stream_id=stream_id, timeout=60)
 for chunk in stream:

@@ -274,3 +274,29 @@ def test_a_fenced_write_to_an_unknown_record_is_still_a_key_error(store):
     token = store.acquire_lease("s1", 60)
     with pytest.raises(KeyError):
         store.append("s1", "x", lease=token)
+
+
+def test_read_text_gives_only_what_is_new_until_the_text_is_replaced(store):
+    assert store.read_text("s1") is None
+    store.start("s1", META)
+    text, whole, cursor = store.read_text("s1")
+    assert (text, whole) == ("", True)
+    store.append("s1", "Héllo ")
+    store.append("s1", "wörld 😄")
+    text, whole, cursor = store.read_text("s1", cursor)
+    assert text == "Héllo wörld 😄"
+    store.load("s1")  # a load (MemoryStore compacts the pieces then) changes nothing for readers
+    store.append("s1", ", again")
+    assert store.read_text("s1", cursor)[:2] == (", again", False)
+    cursor = store.read_text("s1", cursor)[2]
+    assert store.read_text("s1", cursor)[:2] == ("", False)  # nothing new
+    store.replace_text("s1", "Héllo")  # a recovery cut back: the next read is whole
+    text, whole, cursor = store.read_text("s1", cursor)
+    assert (text, whole) == ("Héllo", True)
+    store.append("s1", " there")
+    assert store.read_text("s1", cursor)[:2] == (" there", False)
+    store.start("s1", META)  # a restart: whole again
+    assert store.read_text("s1", cursor)[:2] == ("", True)
+    assert store.read_text("s1", ("not", "a cursor"))[:2] == ("", True)
+    store.delete("s1")
+    assert store.read_text("s1", cursor) is None
