@@ -8,6 +8,8 @@ the built-in adapters there.
 
 from __future__ import annotations
 
+import functools
+
 from adapters.anthropic import AnthropicAdapter
 from adapters.azure_openai import AzureOpenAIAdapter, AzureResponsesAdapter
 from adapters.bedrock import BedrockAdapter
@@ -45,7 +47,7 @@ def _register_builtin() -> None:
         "openai_compatible": ("", ("OPENAI_COMPATIBLE_API_KEY",), False),
     }
     for name, (url, env, required) in compatible.items():
-        register(name, lambda n=name, u=url, e=env, r=required: OpenAICompatibleAdapter(n, u, e, r))
+        register(name, functools.partial(OpenAICompatibleAdapter, name, url, env, required))
 
 
 _register_builtin()

@@ -62,7 +62,7 @@ def converse_body(messages: List[Dict[str, Any]], options: Dict[str, Any]) -> Di
     return body
 
 
-def _messages(messages: List[Dict[str, Any]]):
+def _messages(messages: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """``(system blocks, turns)``. Consecutive turns of one role are merged (Converse wants
     user and assistant to alternate); tool results are user turns of ``toolResult`` blocks."""
     system: List[Dict[str, Any]] = []

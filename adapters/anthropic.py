@@ -227,7 +227,15 @@ class AnthropicParser(EventParser):
             metadata["raw_usage"] = dict(self.usage)
         return self._chunk(obj, finish_reason=finish_reason, usage=usage, metadata=metadata)
 
-    def _chunk(self, obj, content="", finish_reason=None, usage=None, tool_calls=None, metadata=None) -> Chunk:
+    def _chunk(
+        self,
+        obj: Dict[str, Any],
+        content: str = "",
+        finish_reason: Optional[str] = None,
+        usage: Optional[Dict[str, int]] = None,
+        tool_calls: Optional[List[Dict[str, Any]]] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> Chunk:
         index = self.next_index
         self.next_index = index + 1
         return Chunk(content, finish_reason, self.model, self.message_id, index, usage, tool_calls,
@@ -284,7 +292,7 @@ class AnthropicAdapter(Adapter):
 
     def continuation_trims_space(self, request: HTTPRequest) -> bool:
         """Only a prefill (a final assistant turn) must not end in whitespace."""
-        return _prefills(request.json)
+        return _prefills(request.json or {})
 
     def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
         """Continue natively: the partial answer becomes a final assistant turn (a prefill),
@@ -300,7 +308,7 @@ class AnthropicAdapter(Adapter):
         With extended thinking on (``thinking=``), which takes no prefill either, the
         continuation goes through a user turn too.
         """
-        body = dict(request.json)
+        body = dict(request.json or {})
         messages = list(body.get("messages") or [])
         prefix = partial_text
         if messages and messages[-1].get("role") == "assistant" and isinstance(messages[-1].get("content"), str):
@@ -320,13 +328,14 @@ class AnthropicAdapter(Adapter):
         ``1024 <= budget_tokens < max_tokens``: the budget is lowered with the limit, down
         to its minimum, and the limit stays above the budget."""
         reduced = super().reduce_max_tokens(request, used)
-        thinking = reduced.json.get("thinking")
-        limit = reduced.json.get("max_tokens")
+        reduced_body = reduced.json or {}
+        thinking = reduced_body.get("thinking")
+        limit = reduced_body.get("max_tokens")
         budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
-        if not (isinstance(budget, int) and isinstance(limit, int)) or budget < limit:
+        if not (isinstance(thinking, dict) and isinstance(budget, int) and isinstance(limit, int)) or budget < limit:
             return reduced
         budget = max(min(budget, limit - 1), MIN_THINKING_BUDGET)
-        body = dict(reduced.json, thinking=dict(thinking, budget_tokens=budget), max_tokens=max(limit, budget + 1))
+        body = dict(reduced_body, thinking=dict(thinking, budget_tokens=budget), max_tokens=max(limit, budget + 1))
         return reduced.with_json(body)
 
     def continuation_refused(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
@@ -334,15 +343,16 @@ class AnthropicAdapter(Adapter):
         ("This model does not support assistant message prefill. The conversation must end
         with a user message."): the model is remembered for this process and the same
         continuation goes through a user turn instead."""
-        messages = request.json.get("messages") or []
+        sent = request.json or {}
+        messages = sent.get("messages") or []
         if not (isinstance(exc, APIError) and exc.status == 400 and messages and messages[-1].get("role") == "assistant"):
             return None
         if "prefill" not in error_message(exc.body).lower():
             return None
-        model = request.json.get("model")
+        model = sent.get("model")
         if isinstance(model, str):
             _REFUSED_PREFILL.add(model)
-        body = dict(request.json, messages=list(messages) + [{"role": "user", "content": CONTINUE_INSTRUCTION}])
+        body = dict(sent, messages=list(messages) + [{"role": "user", "content": CONTINUE_INSTRUCTION}])
         return request.with_json(body)
 
 
@@ -364,7 +374,7 @@ def takes_prefill(model: Any) -> bool:
     return NO_PREFILL_MODELS.search(model) is None and model not in _REFUSED_PREFILL
 
 
-def _split_system(messages: List[Dict[str, Any]]):
+def _split_system(messages: List[Dict[str, Any]]) -> Tuple[Any, List[Dict[str, Any]]]:
     """The top-level ``system`` value and the remaining turns in Anthropic's form.
 
     Several system messages are joined with a blank line; if any has a list of content

@@ -121,8 +121,8 @@ class _Azure:
         if not isinstance(token, str) or not token.strip():
             raise CallbackError(f"{TOKEN_PROVIDER} must return the token as a non-empty str, got {type(token).__name__}",
                                 TOKEN_PROVIDER)
-        token = check_api_key(token, f"the token from {TOKEN_PROVIDER}")
-        return dataclasses.replace(request, headers=dict(request.headers, Authorization=f"Bearer {token}"))
+        checked = check_api_key(token, f"the token from {TOKEN_PROVIDER}")
+        return dataclasses.replace(request, headers=dict(request.headers, Authorization=f"Bearer {checked}"))
 
 
 def _path(base_url: str) -> str:
@@ -147,7 +147,7 @@ class AzureOpenAIAdapter(_Azure, OpenAIAdapter):
         elif deployment:
             url = f"{base_url}/chat/completions?" + urllib.parse.urlencode(self._version_query())
         else:  # the resource endpoint: the deployment is the model, as in the official SDK
-            name = urllib.parse.quote(request.json["model"], safe="")
+            name = urllib.parse.quote((request.json or {})["model"], safe="")
             url = f"{base_url}/openai/deployments/{name}/chat/completions?" + urllib.parse.urlencode(self._version_query())
         return dataclasses.replace(request, url=url, headers=self.headers(api_key, options))
 

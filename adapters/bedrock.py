@@ -142,7 +142,15 @@ class BedrockParser(EventParser):
                 "function": {"name": tool.get("name") or "", "arguments": ""}}
         return self._chunk(tool_calls=[call], raw=obj)
 
-    def _chunk(self, content="", finish_reason=None, usage=None, tool_calls=None, metadata=None, raw=None) -> Chunk:
+    def _chunk(
+        self,
+        content: str = "",
+        finish_reason: Optional[str] = None,
+        usage: Optional[Dict[str, int]] = None,
+        tool_calls: Optional[List[Dict[str, Any]]] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        raw: Any = None,
+    ) -> Chunk:
         index = self.next_index
         self.next_index = index + 1
         return Chunk(content, finish_reason, None, None, index, usage, tool_calls, metadata or {}, raw)
@@ -179,7 +187,9 @@ class BedrockAdapter(Adapter):
         self._signer: Optional[SigV4Signer] = None
         self._has_key = False
 
-    def apply_settings(self, region: Optional[str] = None) -> None:
+    # configure() calls this with the names in client_settings only, by keyword: narrower
+    # than the base's **settings on purpose.
+    def apply_settings(self, region: Optional[str] = None) -> None:  # type: ignore[override]
         if region is not None and (not isinstance(region, str) or not region.strip()):
             raise ValueError(f"region must be an AWS region name such as 'us-east-1', got {region!r:.80}")
         region = region or next((os.environ[v] for v in REGION_ENV if os.environ.get(v)), None)
@@ -229,7 +239,7 @@ class BedrockAdapter(Adapter):
             return request
         if self._signer is None:
             self._signer = SigV4Signer(self.region or "")
-        content = request_body(request.json)
+        content = request_body(request.json or {})
         headers = self._signer.sign(request.method, request.url, request.headers, content)
         return request.with_content(content, headers)
 
@@ -238,7 +248,7 @@ class BedrockAdapter(Adapter):
 
     def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
         """The partial answer as an assistant turn, then a user turn asking to go on."""
-        body = dict(request.json)
+        body = dict(request.json or {})
         messages = list(body.get("messages") or [])
         messages.append({"role": "assistant", "content": [{"text": partial_text}]})
         messages.append({"role": "user", "content": [{"text": CONTINUE_INSTRUCTION}]})

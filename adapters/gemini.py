@@ -13,7 +13,7 @@ Messages are mapped to ``contents`` (assistant -> ``model``), system messages to
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 from urllib.parse import quote
 
 from adapters._options import check_options, require_model
@@ -220,7 +220,7 @@ class GeminiAdapter(Adapter):
 
     def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
         """The partial answer as a ``model`` turn, then a ``user`` turn asking to go on."""
-        body = dict(request.json)
+        body = dict(request.json or {})
         contents = list(body.get("contents") or [])
         contents.append({"role": "model", "parts": [{"text": partial_text}]})
         contents.append({"role": "user", "parts": [{"text": CONTINUE_INSTRUCTION}]})
@@ -228,7 +228,7 @@ class GeminiAdapter(Adapter):
         return request.with_json(body)
 
 
-def _contents(messages: List[Dict[str, Any]]):
+def _contents(messages: List[Dict[str, Any]]) -> Tuple[str, List[Dict[str, Any]]]:
     """``(system text, contents)`` from chat messages.
 
     Assistant ``tool_calls`` become ``functionCall`` parts (with their thought signature,
@@ -315,4 +315,4 @@ def _tool_config(choice: Any) -> Dict[str, Any]:
     if isinstance(choice, dict) and choice.get("type") == "function":
         name = (choice.get("function") or {}).get("name")
         return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
-    return choice
+    return cast(Dict[str, Any], choice)  # Gemini's own toolConfig, passed through

@@ -199,7 +199,7 @@ class MistralAdapter(Adapter):
         """Continue natively: the partial answer as a final assistant turn with
         ``"prefix": true``, which Mistral extends instead of answering anew. A prefix of the
         user's own (a last assistant message) is extended, not repeated."""
-        body = dict(request.json)
+        body = dict(request.json or {})
         messages = list(body.get("messages") or [])
         prefix = partial_text
         last = messages[-1] if messages else None

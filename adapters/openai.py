@@ -6,7 +6,7 @@ DeepSeek, Together, ...): same wire format, another ``base_url`` and key variabl
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from adapters._options import check_options, merge_stream_options, require_model
 from adapters.base import Adapter, EventParser, HTTPRequest, bearer_headers, error_message, json_object, json_scan_once
@@ -145,7 +145,9 @@ class OpenAIParser(EventParser):
                 metadata["choice"] = choice["index"]
                 out.append(self._chunk(obj, content, finish_reason, None, tool_calls, metadata))
 
-    def _choice(self, choice: Dict[str, Any]):
+    def _choice(
+        self, choice: Dict[str, Any]
+    ) -> Tuple[str, Optional[str], Optional[List[Dict[str, Any]]], Dict[str, Any]]:
         """(content, finish_reason, tool-call deltas, metadata) of one choice's delta."""
         delta = choice.get("delta")
         if not isinstance(delta, dict):
@@ -173,7 +175,15 @@ class OpenAIParser(EventParser):
             metadata["raw_finish_reason"] = raw_finish
         return content, finish_reason, tool_calls, metadata
 
-    def _chunk(self, obj, content, finish_reason, usage, tool_calls, metadata) -> Chunk:
+    def _chunk(
+        self,
+        obj: Dict[str, Any],
+        content: str,
+        finish_reason: Optional[str],
+        usage: Optional[Dict[str, int]],
+        tool_calls: Optional[List[Dict[str, Any]]],
+        metadata: Dict[str, Any],
+    ) -> Chunk:
         index = self.next_index
         self.next_index = index + 1
         return Chunk(content, finish_reason, obj.get("model"), obj.get("id"), index, usage, tool_calls, metadata, obj)

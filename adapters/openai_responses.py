@@ -20,7 +20,7 @@ events after ``n`` (the server goes on generating meanwhile: nothing is generate
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from adapters._options import check_options, require_model
 from adapters.base import (
@@ -155,12 +155,14 @@ class ResponsesParser(EventParser):
         self.next_index = index + 1
         return Chunk(content, finish, self.model, self.response_id, index, usage, tool_calls, metadata, obj)
 
-    def _finish(self, kind: str, response: Dict[str, Any], metadata: Dict[str, Any]):
+    def _finish(
+        self, kind: str, response: Dict[str, Any], metadata: Dict[str, Any]
+    ) -> Tuple[str, Optional[Dict[str, int]]]:
         self.done = True
         if kind == "response.incomplete":
             details = response.get("incomplete_details")
             reason = details.get("reason") if isinstance(details, dict) else None
-            finish = INCOMPLETE_REASONS.get(reason, "length")
+            finish = INCOMPLETE_REASONS.get(str(reason), "length")
             metadata["raw_finish_reason"] = reason or "incomplete"
         else:
             output = response.get("output")
@@ -225,7 +227,7 @@ class OpenAIResponsesAdapter(Adapter):
         return ResponsesParser(self.name, response_id, seq)
 
     def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
-        body = dict(request.json)
+        body = dict(request.json or {})
         items = list(body.get("input") or [])
         items.append({"role": "assistant", "content": partial_text})
         items.append({"role": "user", "content": CONTINUE_INSTRUCTION})

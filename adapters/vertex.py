@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union, cast
 from urllib.parse import quote
 
 from adapters.base import EventParser, HTTPRequest
@@ -56,8 +56,11 @@ class VertexAdapter(GeminiAdapter):
         self._lock = threading.Lock()
         self._credentials: Any = None  # google-auth's, found on the first request
 
-    def apply_settings(self, project: Optional[str] = None, location: Optional[str] = None,
-                       access_token: Optional[TokenSource] = None) -> None:
+    # configure() calls this with the names in client_settings only, by keyword: narrower
+    # than the base's **settings on purpose.
+    def apply_settings(  # type: ignore[override]
+        self, project: Optional[str] = None, location: Optional[str] = None, access_token: Optional[TokenSource] = None
+    ) -> None:
         for name, value in (("project", project), ("location", location)):
             if value is not None and (not isinstance(value, str) or not value.strip() or "/" in value):
                 raise ValueError(f"{name} must be a Google Cloud {name} name such as 'my-project', got {value!r:.80}")
@@ -139,7 +142,8 @@ class VertexAdapter(GeminiAdapter):
                 "access_token",
             )
         try:
-            return check_api_key(token, "the token from the access_token provider")
+            # Never None: the token is non-empty after strip(), checked above.
+            return cast(str, check_api_key(token, "the token from the access_token provider"))
         except ValueError as exc:  # names the position of the bad character, never the token
             raise CallbackError(str(exc), "access_token") from None
 
@@ -155,7 +159,7 @@ class VertexAdapter(GeminiAdapter):
                 credentials = self._credentials
                 if not credentials.valid:
                     credentials.refresh(google.auth.transport.requests.Request())
-                return credentials.token
+                return cast(str, credentials.token)  # valid (just refreshed): a str
         except google.auth.exceptions.GoogleAuthError as exc:
             raise AuthenticationError(
                 f"vertex: no usable application default credentials ({exc}); run `gcloud auth "

@@ -8,7 +8,7 @@ transactions and its head helpers.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import diskcache
 
@@ -31,10 +31,10 @@ class DiskLiveStreams:
     def _txn(self) -> Any:
         raise NotImplementedError
 
-    def _head(self, sid: str) -> Optional[dict]:
+    def _head(self, sid: str) -> Optional[Dict[str, Any]]:
         raise NotImplementedError
 
-    def _write_head(self, sid: str, head: dict) -> None:
+    def _write_head(self, sid: str, head: Dict[str, Any]) -> None:
         raise NotImplementedError
 
     def read_text(self, stream_id: str, cursor: Any = None) -> Optional[Tuple[str, bool, Any]]:
@@ -109,10 +109,8 @@ class DiskLiveStreams:
         if not isinstance(lease, dict):
             return None
         token, until, ttl = lease.get("token"), lease.get("until"), lease.get("ttl")
-        if not isinstance(token, str) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in (until, ttl)
-        ):
-            return None
+        if not isinstance(token, str) or not isinstance(until, (int, float)) or not isinstance(ttl, (int, float)):
+            return None  # damaged by a hand: free
         left = until - time.monotonic()
         return token if 0 < left <= ttl else None
 
@@ -147,7 +145,7 @@ class DiskLiveStreams:
             raise _closed(self)
         return self._cache.get("x:" + stream_id, retry=True) is not None
 
-    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+    def set_outcome(self, stream_id: str, outcome: Dict[str, Any], ttl: float) -> None:
         validate_stream_id(stream_id)
         dump_meta(outcome)
         ttl = validate_ttl(ttl)
@@ -159,7 +157,7 @@ class DiskLiveStreams:
             else:  # the record is gone: a new store-wide revision still tells pollers
                 self._cache.set("revision", self._cache.get("revision", 0) + 1, expire=2 * self.ttl)
 
-    def outcome(self, stream_id: str) -> Optional[dict]:
+    def outcome(self, stream_id: str) -> Optional[Dict[str, Any]]:
         validate_stream_id(stream_id)
         if self._closed:
             raise _closed(self)

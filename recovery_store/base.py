@@ -51,7 +51,7 @@ import logging
 import math
 import re
 import secrets
-from typing import Any, Optional
+from typing import Any, Dict, Optional, cast
 
 __all__ = [
     "DEFAULT_TTL",
@@ -125,7 +125,7 @@ class StreamRecord:
     """
 
     stream_id: str
-    meta: dict  # JSON-able: provider, request body (never headers/keys), strategy, model...
+    meta: Dict[str, Any]  # JSON-able: provider, request body (never headers/keys), strategy, model...
     text: str  # all assistant text persisted so far, in order
     status: str  # "streaming" | "completed" | "failed"
     updated_at: float  # time.time() of the last write
@@ -168,7 +168,7 @@ def validate_text(text: Any) -> str:
 def validate_status(status: Any) -> str:
     if status not in STATUSES:
         raise ValueError(f"status must be one of {', '.join(map(repr, STATUSES))}; got {status!r}")
-    return status
+    return cast(str, status)  # one of STATUSES
 
 
 def validate_ttl(ttl: Any) -> float:
@@ -221,7 +221,7 @@ class RecoveryStore(abc.ABC):
     fenced_writes: bool = False
 
     @abc.abstractmethod
-    def start(self, stream_id: str, meta: dict) -> None:
+    def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
         """Create (or overwrite) a record: status ``"streaming"``, text ``""``."""
 
     @abc.abstractmethod
@@ -244,7 +244,7 @@ class RecoveryStore(abc.ABC):
     def delete(self, stream_id: str) -> None:
         """Remove the record; deleting an unknown record is not an error."""
 
-    def update_meta(self, stream_id: str, changes: dict) -> None:
+    def update_meta(self, stream_id: str, changes: Dict[str, Any]) -> None:
         """Merge ``changes`` (JSON) into the record's meta: what a provider needs to take
         the stream up itself (a response id), learnt after ``start``. ``KeyError`` if
         unknown. A store without it raises NotImplementedError, and its streams are
@@ -299,12 +299,12 @@ class RecoveryStore(abc.ABC):
         """Whether ``stream_id`` was cancelled since its last ``start``."""
         raise _no_live_streams(self)
 
-    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+    def set_outcome(self, stream_id: str, outcome: Dict[str, Any], ttl: float) -> None:
         """Record how the generation ended (a JSON dict), for ``ttl`` seconds, and wake the
         readers. It outlives a deleted record, so readers still catching up can end."""
         raise _no_live_streams(self)
 
-    def outcome(self, stream_id: str) -> Optional[dict]:
+    def outcome(self, stream_id: str) -> Optional[Dict[str, Any]]:
         """What :meth:`set_outcome` recorded since the last ``start``, or ``None``."""
         raise _no_live_streams(self)
 

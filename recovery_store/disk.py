@@ -36,7 +36,7 @@ import secrets
 import sqlite3
 import sys
 import time
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union, cast
 
 import diskcache
 from diskcache.core import MODE_PICKLE, UNKNOWN
@@ -64,7 +64,7 @@ __all__ = ["WAIT_POLL_INTERVAL", "DiskStore", "JSONTextDisk", "default_directory
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class JSONTextDisk(diskcache.Disk):
+class JSONTextDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no types: Disk is Any
     """A diskcache ``Disk`` that stores every value as JSON text and never unpickles.
 
     Unlike ``diskcache.JSONDisk`` (zlib-compressed JSON blobs, and still willing to
@@ -157,7 +157,7 @@ def _open_cache(directory: str) -> diskcache.Cache:
 def _new_cache(directory: str) -> diskcache.Cache:
     cache = diskcache.Cache.__new__(diskcache.Cache)
     try:
-        cache.__init__(directory, disk=JSONTextDisk, eviction_policy="none")  # type: ignore[misc]
+        cache.__init__(directory, disk=JSONTextDisk, eviction_policy="none")
     except BaseException:
         # A failed __init__ may have opened the database already: close it now, not when
         # the garbage collector gets to it (a stream tries the default store on every call).
@@ -169,7 +169,7 @@ def _new_cache(directory: str) -> diskcache.Cache:
     return cache
 
 
-def _check_head(sid: str, head: Any) -> dict:
+def _check_head(sid: str, head: Any) -> Dict[str, Any]:
     """A head as this store writes it, or ValueError saying what is wrong with it."""
     if not isinstance(head, dict):
         raise ValueError(f"the head of stream {sid!r} is a {type(head).__name__}, not a dict")
@@ -221,14 +221,14 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
             raise _closed(self)
         return self._cache.transact(retry=True)
 
-    def _head(self, sid: str) -> Optional[dict]:
+    def _head(self, sid: str) -> Optional[Dict[str, Any]]:
         head = self._cache.get("h:" + sid)
         if head is not None and self._clock() - _check_head(sid, head)["updated_at"] >= self.ttl:
             logger.debug("recovery record expired", extra={"stream_id": sid, "provider": "-"})
             return None
-        return head
+        return cast(Dict[str, Any], head)  # checked by _check_head
 
-    def _remove(self, sid: str, head: Optional[dict]) -> None:
+    def _remove(self, sid: str, head: Optional[Dict[str, Any]]) -> None:
         if head is None:
             head = self._cache.get("h:" + sid)  # logically expired heads still list pieces
         try:
@@ -240,7 +240,7 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
         self._cache.delete("m:" + sid)
         self._cache.delete("h:" + sid)
 
-    def _write_head(self, sid: str, head: dict) -> None:
+    def _write_head(self, sid: str, head: Dict[str, Any]) -> None:
         """Stamp and store ``head``; first make sure meta and pieces outlive it."""
         now = time.time()  # diskcache expires by real time, whatever self._clock says
         if head["keep_until"] < now + self.ttl:
@@ -256,7 +256,7 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
         self._cache.set("revision", head["rev"], expire=2 * self.ttl)
         self._cache.set("h:" + sid, head, expire=self.ttl)
 
-    def _existing(self, sid: str, lease: Optional[str] = None) -> dict:
+    def _existing(self, sid: str, lease: Optional[str] = None) -> Dict[str, Any]:
         head = self._head(sid)
         if head is None:
             raise _unknown(sid)
@@ -265,7 +265,7 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
         return head
 
     # -- the contract ----------------------------------------------------------------------
-    def start(self, stream_id: str, meta: dict) -> None:
+    def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
         validate_stream_id(stream_id)
         dump_meta(meta)  # validate (TypeError/ValueError) before touching the cache
         long = 2 * self.ttl
@@ -302,7 +302,7 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
             head["epoch"] = secrets.token_hex(8)  # the pieces are new: readers read them whole
             self._write_head(stream_id, head)
 
-    def update_meta(self, stream_id: str, changes: dict, *, lease: Optional[str] = None) -> None:
+    def update_meta(self, stream_id: str, changes: Dict[str, Any], *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         with self._txn():
             head = self._existing(stream_id, lease)

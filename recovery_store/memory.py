@@ -120,7 +120,7 @@ class MemoryStore(RecoveryStore):
             del self._outcomes[key]
 
     # -- the contract ----------------------------------------------------------------------
-    def start(self, stream_id: str, meta: dict) -> None:
+    def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
         validate_stream_id(stream_id)
         meta_json = dump_meta(meta)
         with self._lock:
@@ -150,7 +150,7 @@ class MemoryStore(RecoveryStore):
             entry.length = len(text)
             entry.epoch = entry.revision
 
-    def update_meta(self, stream_id: str, changes: dict, *, lease: Optional[str] = None) -> None:
+    def update_meta(self, stream_id: str, changes: Dict[str, Any], *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         with self._lock:
             entry = self._writable(stream_id, self._clock(), lease)
@@ -280,7 +280,7 @@ class MemoryStore(RecoveryStore):
             deadline = self._cancels.get(stream_id)
             return deadline is not None and self._clock() < deadline
 
-    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+    def set_outcome(self, stream_id: str, outcome: Dict[str, Any], ttl: float) -> None:
         validate_stream_id(stream_id)
         outcome_json = dump_meta(outcome)
         ttl = validate_ttl(ttl)
@@ -291,7 +291,7 @@ class MemoryStore(RecoveryStore):
             self._outcomes[stream_id] = (outcome_json, now + ttl)
             self._lock.notify_all()
 
-    def outcome(self, stream_id: str) -> Optional[dict]:
+    def outcome(self, stream_id: str) -> Optional[Dict[str, Any]]:
         validate_stream_id(stream_id)
         with self._lock:
             if self._closed:
@@ -299,7 +299,8 @@ class MemoryStore(RecoveryStore):
             found = self._outcomes.get(stream_id)
             if found is None or self._clock() >= found[1]:
                 return None
-            return json.loads(found[0])
+            outcome: Dict[str, Any] = json.loads(found[0])
+            return outcome
 
     def close(self) -> None:
         with self._lock:

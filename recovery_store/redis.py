@@ -115,7 +115,7 @@ class RedisStore(RecoveryStore):
         if client is None:
             self._redis = _import_redis().Redis.from_url(url)
             self._owns_client = True
-            self._url = url
+            self._url: Optional[str] = url
         else:
             self._redis = client
             self._owns_client = False
@@ -156,7 +156,7 @@ class RedisStore(RecoveryStore):
         return updated_at is None or self._clock() - float(_s(updated_at)) >= self.ttl
 
     def _update(
-        self, sid: str, write: Callable[[Any, str, str, Dict[bytes, bytes]], None], *fields: str,
+        self, sid: str, write: Callable[[Any, str, str, Dict[str, Any]], None], *fields: str,
         lease: Optional[str] = None,
     ) -> None:
         """Run ``write(pipe, head, text, values)`` in a transaction on an existing record.
@@ -167,7 +167,8 @@ class RedisStore(RecoveryStore):
         """
         head, text = self._keys(sid)
         names = ("updated_at",) + fields
-        watched = (head, self._key(sid, "lease")) if lease is not None else (head,)
+        lease_key = self._key(sid, "lease")
+        watched = [head, lease_key] if lease is not None else [head]
 
         def txn(pipe: Any) -> None:
             got = pipe.hmget(head, *names)
@@ -175,7 +176,7 @@ class RedisStore(RecoveryStore):
                 raise _unknown(sid)
             # The lease key is WATCHed with the head: if it changes (expires, is taken)
             # between this check and EXEC, the transaction runs again and sees that.
-            if lease is not None and _s(pipe.get(watched[1])) != lease:
+            if lease is not None and _s(pipe.get(lease_key)) != lease:
                 raise _lease_lost(sid)
             rev = self._redis.incr(self.prefix + "revision")
             pipe.multi()
@@ -188,7 +189,7 @@ class RedisStore(RecoveryStore):
         self._redis.transaction(txn, *watched)
 
     # -- the contract ----------------------------------------------------------------------
-    def start(self, stream_id: str, meta: dict) -> None:
+    def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
         validate_stream_id(stream_id)
         meta_json = dump_meta(meta)
         head, text = self._keys(stream_id)
@@ -229,10 +230,10 @@ class RedisStore(RecoveryStore):
 
         self._update(stream_id, write, lease=lease)
 
-    def update_meta(self, stream_id: str, changes: dict, *, lease: Optional[str] = None) -> None:
+    def update_meta(self, stream_id: str, changes: Dict[str, Any], *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
 
-        def write(pipe: Any, head: str, key: str, values: Dict[Any, Any]) -> None:
+        def write(pipe: Any, head: str, key: str, values: Dict[str, Any]) -> None:
             meta = values.get("meta")
             merged = dict(json.loads(_s(meta)) if meta is not None else {}, **changes)
             pipe.hset(head, "meta", _b(dump_meta(merged)))
@@ -363,7 +364,7 @@ class RedisStore(RecoveryStore):
         validate_stream_id(stream_id)
         return bool(self._redis.exists(self._key(stream_id, "cancel")))
 
-    def set_outcome(self, stream_id: str, outcome: dict, ttl: float) -> None:
+    def set_outcome(self, stream_id: str, outcome: Dict[str, Any], ttl: float) -> None:
         validate_stream_id(stream_id)
         data = _b(dump_meta(outcome))
         ms = max(1, math.ceil(validate_ttl(ttl) * 1000))
@@ -373,7 +374,7 @@ class RedisStore(RecoveryStore):
         except KeyError:
             self._redis.xadd(self._key(stream_id, "events"), {"rev": 0}, maxlen=_EVENTS_KEPT, approximate=True)
 
-    def outcome(self, stream_id: str) -> Optional[dict]:
+    def outcome(self, stream_id: str) -> Optional[Dict[str, Any]]:
         validate_stream_id(stream_id)
         data = self._redis.get(self._key(stream_id, "outcome"))
         if data is None:

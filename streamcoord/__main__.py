@@ -48,8 +48,10 @@ class _Parser(argparse.ArgumentParser):
 
     secrets: Sequence[str] = ()
 
-    def parse_args(self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None
-                   ) -> argparse.Namespace:  # type: ignore[override]
+    # One signature for argparse's overloads: the CLI passes no namespace of its own type.
+    def parse_args(  # type: ignore[override]
+        self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None
+    ) -> argparse.Namespace:
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
             shown = " ".join(arg if arg.startswith("-") else "***" for arg in unknown)
@@ -116,7 +118,8 @@ def demo(args: argparse.Namespace) -> int:
             _stream_to(stream, wrapper.feed)
             wrapper.flush()
     print()
-    wrapper.feed(describe_metrics(stream.metrics) + "\n")
+    if stream.metrics is not None:  # always, with track_metrics=True
+        wrapper.feed(describe_metrics(stream.metrics) + "\n")
     wrapper.feed(f"finish_reason={stream.finish_reason} usage={stream.usage}\n")
     wrapper.feed("\nThe final text (stream.text), coherent after the recovery:\n\n")
     wrapper.feed(stream.text + "\n")

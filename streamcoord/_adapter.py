@@ -24,7 +24,7 @@ import copy
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from streamcoord._chunk import Chunk
 from streamcoord._keys import check_api_key, is_secret_header
@@ -213,7 +213,7 @@ class Adapter:
 
         Adapters whose provider continues an assistant prefix natively override this.
         """
-        body = dict(request.json)
+        body = dict(request.json or {})
         messages = list(body.get("messages") or [])
         messages.append({"role": "assistant", "content": partial_text})
         messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
@@ -251,7 +251,7 @@ class Adapter:
     def reduce_max_tokens(self, request: HTTPRequest, used: int) -> HTTPRequest:
         """The request with its output-token limit lowered by ``used`` (never below 1)."""
         for path in self.max_tokens_paths:
-            body = dict(request.json)
+            body = dict(request.json or {})
             container: Dict[str, Any] = body
             for key in path[:-1]:
                 inner = container.get(key)
@@ -312,7 +312,8 @@ def error_message(body: Any) -> str:
 
 
 # The C scanner behind json.loads: (value, end) for the JSON value at an index.
-json_scan_once = json.JSONDecoder().scan_once
+# (Not in typeshed: JSONDecoder sets it in __init__.)
+json_scan_once: Callable[[str, int], Tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def json_object(data: str, provider: str) -> Dict[str, Any]:

@@ -6,7 +6,7 @@ import copy
 import dataclasses
 import json
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 __all__ = ["FINISH_REASONS", "Chunk", "RawJSON", "ToolCallAccumulator", "content_chunk", "normalize_usage"]
 
@@ -73,13 +73,13 @@ def _lazy_raw() -> None:
             write(chunk, value)
         return value
 
-    Chunk.raw = property(get, write, doc="the provider's decoded event")  # type: ignore[assignment]
+    Chunk.raw = property(get, write, doc="the provider's decoded event")
 
 
 _lazy_raw()
 
 
-def _content_chunk_factory():
+def _content_chunk_factory() -> Callable[[str, Any, Any, int, Any], Chunk]:
     """A constructor for the most common chunk, text only, about twice as fast as
     ``Chunk(...)``: a frozen dataclass's ``__init__`` goes through ``object.__setattr__``
     once per field, while the slot descriptors set a field directly. It runs once per
@@ -87,10 +87,10 @@ def _content_chunk_factory():
     is the plain constructor.)"""
     slots = getattr(Chunk, "__slots__", ())
     if tuple(slots) != ("content", "finish_reason", "model", "id", "index", "usage", "tool_calls", "metadata", "raw"):
-        def content_chunk(content: str, model: Any, id: Any, index: int, raw: Any) -> Chunk:  # noqa: A002
+        def plain_content_chunk(content: str, model: Any, id: Any, index: int, raw: Any) -> Chunk:  # noqa: A002
             return Chunk(content, None, model, id, index, None, None, {}, raw)
 
-        return content_chunk
+        return plain_content_chunk
     new = object.__new__
     set_content, set_finish, set_model, set_id, set_index, set_usage, set_tools, set_meta, set_raw = (
         getattr(Chunk, name).__set__ for name in slots
@@ -203,7 +203,7 @@ def _arguments_text(arguments: Any) -> str:
 def _starts_new_call(call: Dict[str, Any], call_id: Optional[str], name: Optional[str], arguments: str) -> bool:
     """Whether a delta at the index of ``call`` is the start of another call."""
     if call_id and call["id"]:
-        return call_id != call["id"]
+        return bool(call_id != call["id"])
     if name and arguments and call["function"]["arguments"]:
         return _is_complete_json(call["function"]["arguments"])
     return False

@@ -20,7 +20,7 @@ from streamcoord._keys import SCRUBBED, Scrubber, check_headers, secrets_in_head
 from streamcoord._live import DEFAULT_LEASE_TTL, LiveProducer
 from streamcoord._live_client import LiveAlready, LiveStreams, check_extra_headers, final_text, live_options, try_lease
 from streamcoord._options import StreamOptions, split_options
-from streamcoord._recovery import Recovery, default_store, recovery_options
+from streamcoord._recovery import RecordWriter, Recovery, default_store, recovery_options
 from streamcoord._spec import Resume, StreamSpec
 from streamcoord._stored import ScrubbedWrites, load_stored, store_for_resume, store_for_stream
 from streamcoord._stream import ChatStream
@@ -214,7 +214,7 @@ class Client(LiveStreams):
             )
         except BaseException:
             if lease is not None:
-                store.release_lease(stream_id, token)
+                lease[0].release_lease(stream_id, lease[1])
             raise
 
     def _stream(
@@ -255,12 +255,13 @@ class Client(LiveStreams):
             if store is None:
                 meta = None  # a store that cannot be opened leaves the stream without recovery
             else:
+                writes: RecordWriter = store
                 if lease is not None:
                     live = LiveProducer(lease[0], opts.stream_id, lease[1], self.lease_ttl, keep)
-                    store = live.fence(store)  # its writes carry the lease: refused once it is lost
+                    writes = live.fence(store)  # its writes carry the lease: refused once it is lost
                 if scrubber:
-                    store = ScrubbedWrites(store, scrubber)
-                recovery = Recovery(store, opts.stream_id, strategy, max_retries, keep, self.provider)
+                    writes = ScrubbedWrites(writes, scrubber)
+                recovery = Recovery(writes, opts.stream_id, strategy, max_retries, keep, self.provider)
                 if live is not None:
                     # Readers elsewhere need the end: the worker keeps the record, and the
                     # producer deletes it (unless keep) after recording the outcome.

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union, overload
 
 __all__ = ["DEFAULT_TIMEOUT", "Retry", "Timeout", "TimeoutTypes"]
 
 
+@overload
+def _seconds(name: str, value: Any, *, allow_none: Literal[False]) -> float: ...
+@overload
+def _seconds(name: str, value: Any, *, allow_none: bool) -> Optional[float]: ...
 def _seconds(name: str, value: Any, *, allow_none: bool) -> Optional[float]:
     if value is None:
         if allow_none:

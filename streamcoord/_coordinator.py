@@ -178,9 +178,9 @@ class StreamingCoordinator:
         options: Optional[Dict[str, Any]] = None,
     ) -> StreamHandle:
         """The short form: every argument by name; ``options`` takes start_stream's options."""
-        required = {"url": url, "request": request, "callback": callback, "parse_chunk": parse_chunk}
-        missing = [name for name, value in required.items() if value is None]
-        if missing:
+        if url is None or request is None or callback is None or parse_chunk is None:
+            required = {"url": url, "request": request, "callback": callback, "parse_chunk": parse_chunk}
+            missing = [name for name, value in required.items() if value is None]
             raise TypeError(f"simple_stream() missing required argument(s): {', '.join(missing)}")
         return StreamingCoordinator.start_stream(
             url, request, headers or {}, callback, parse_chunk_fn=parse_chunk, **(options or {})

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from operator import itemgetter
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from streamcoord.errors import ProtocolError
 
@@ -31,7 +31,7 @@ DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
-class ServerSentEvent(tuple):
+class ServerSentEvent(Tuple[str, str, str, Optional[int]]):
     """One dispatched event: ``event`` (type, "message" by default), ``data``, ``id``, ``retry``.
 
     A tuple underneath: the decoder makes one per event, and a tuple is the cheapest

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 __all__ = ["DEMO_ANSWER", "DemoProvider", "tokenize"]
 
@@ -77,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away: nothing to do
 
-    def _event(self, delta: dict, model: str, finish: Optional[str]) -> None:
+    def _event(self, delta: Dict[str, Any], model: str, finish: Optional[str]) -> None:
         event = {
             "id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": int(time.time()),
             "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
@@ -90,11 +90,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _partial_answer(messages: List[dict]) -> str:
+def _partial_answer(messages: List[Dict[str, Any]]) -> str:
     """The partial answer a continuation request carries (the last assistant turn)."""
     for message in reversed(messages):
-        if message.get("role") == "assistant" and isinstance(message.get("content"), str):
-            return message["content"]
+        content = message.get("content")
+        if message.get("role") == "assistant" and isinstance(content, str):
+            return content
     return ""
 
 
@@ -126,7 +127,7 @@ class DemoProvider:
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = cast(Tuple[str, int], self._server.server_address[:2])  # an AF_INET address
         return f"http://{host}:{port}/v1"
 
     def __enter__(self) -> "DemoProvider":

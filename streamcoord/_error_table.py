@@ -9,7 +9,7 @@ import http.client
 import socket
 import ssl
 import zlib
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple, Type
 
 import requests
 import urllib3.exceptions
@@ -49,7 +49,7 @@ BAD_REQUEST = (
 # exception, which requests and urllib3 have already classified. A ValueError counts only
 # while sending (http.client's "Invalid header value" and requests' InvalidHeader quote
 # the value, which may be a key: never repeated).
-_ERROR_TABLE: Tuple[Tuple[Tuple[type, ...], type, Optional[str], bool], ...] = (
+_ERROR_TABLE: Tuple[Tuple[Tuple[type, ...], Type[StreamcoordError], Optional[str], bool], ...] = (
     ((requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout), StreamTimeout, None, True),
     ((zlib.error, urllib3.exceptions.DecodeError, requests.exceptions.ContentDecodingError), ProtocolError,
      "the body could not be decoded", False),
@@ -68,7 +68,7 @@ def translate(
     for an exception that is not an I/O one (a bug is not a broken connection)."""
     for inner in _chain(exc):
         if isinstance(inner, ssl.SSLCertVerificationError):
-            error = ConnectionLost(
+            error: StreamcoordError = ConnectionLost(
                 f"{doing}: the server's TLS certificate was refused ({inner.verify_message or inner}); "
                 "if it is signed by your own CA, pass a session that trusts it: "
                 "s = requests.Session(); s.verify = '/path/to/ca-bundle.pem'; Client(..., session=s)"

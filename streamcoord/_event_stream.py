@@ -14,12 +14,14 @@ is optional (extra ``partial-json``), and without it ``partial_arguments`` is No
 from __future__ import annotations
 
 import json
+import types
 from typing import Any, Dict, Iterator, List, Optional
 
 from streamcoord._chunk import Chunk
 from streamcoord._spec import Restart
 from streamcoord.events import Done, Event, ReasoningDelta, Rewind, TextDelta, ToolCallDelta, ToolCallDone
 
+_jiter: Optional[types.ModuleType]
 try:  # optional: partial_arguments (extra "partial-json")
     import jiter as _jiter
 except ImportError:  # pragma: no cover - exercised in a subprocess without jiter

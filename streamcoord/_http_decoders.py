@@ -227,7 +227,7 @@ class _Zlib:
     def _decompress(self, data: bytes) -> bytes:
         data = self._tail + data if self._tail else data
         try:
-            out = self._obj.decompress(data, self._limit)
+            out: bytes = self._obj.decompress(data, self._limit)
         except zlib.error as exc:
             raise _decode_error(self.encoding, exc) from exc
         self._tail = self._obj.unconsumed_tail
@@ -306,7 +306,7 @@ class _Brotli:
     def __init__(self, limit: int) -> None:
         self._obj = _brotli.Decompressor()
         # brotli has process(); brotlicffi has decompress()
-        self._process = getattr(self._obj, "process", None) or self._obj.decompress
+        self._process: Callable[[bytes], bytes] = getattr(self._obj, "process", None) or self._obj.decompress
 
     def decode(self, data: bytes) -> bytes:
         try:

@@ -19,7 +19,7 @@ import re
 import threading
 import unicodedata
 import weakref
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 __all__ = [
     "MIN_SECRET_LENGTH",
@@ -231,10 +231,10 @@ class Scrubber:
                 items[new_key] = new_item
             return items if changed else value
         if isinstance(value, (list, tuple)):
-            items = [self.value(v) for v in value]
-            if all(a is b for a, b in zip(items, value)):
+            elements = [self.value(v) for v in value]
+            if all(a is b for a, b in zip(elements, value)):
                 return value
-            return type(value)(items) if isinstance(value, list) else tuple(items)
+            return type(value)(elements) if isinstance(value, list) else tuple(elements)
         return value
 
     def exception(self, exc: BaseException) -> BaseException:
@@ -282,7 +282,7 @@ class Scrubber:
                 todo.append(value)
                 continue
             headers = getattr(value, "headers", None)
-            if name in ("request", "response") and hasattr(headers, "items"):
+            if name in ("request", "response") and headers is not None and hasattr(headers, "items"):
                 # The request that failed (requests keeps it on its exceptions): it has
                 # been sent, so redacting its headers loses nothing.
                 for header, header_value in list(headers.items()):
@@ -302,7 +302,7 @@ def live_secrets() -> Tuple[str, ...]:
         return secrets
     with _live_lock:
         generation = _generation
-        unique = set()
+        unique: Set[str] = set()
         for key, ref in list(_live.items()):
             scrubber = ref()
             if scrubber is None:

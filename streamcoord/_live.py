@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Type
 
 from recovery_store import RecoveryStore
 from recovery_store.base import LeaseLost
+from streamcoord._recovery import RecordWriter
 from streamcoord.errors import (
     APIError,
     AuthenticationError,
@@ -30,6 +31,9 @@ from streamcoord.errors import (
     StreamError,
     StreamTimeout,
 )
+
+if TYPE_CHECKING:
+    from streamcoord._stream import ChatStream
 
 __all__ = [
     "CANCEL_POLL_SECONDS",
@@ -53,7 +57,7 @@ CANCEL_POLL_SECONDS = 0.2
 FINAL_TEXT_SECONDS = 30.0
 
 # The error classes an outcome can name; anything else comes back as a StreamError.
-_ERRORS = {cls.__name__: cls for cls in (
+_ERRORS: Dict[str, Type[StreamcoordError]] = {cls.__name__: cls for cls in (
     APIError, AuthenticationError, RateLimitError, ServerError, StreamError, StreamTimeout,
     ConnectionLost, ProtocolError, RecoveryFailed,
 )}
@@ -76,7 +80,7 @@ class LiveProducer:
         self._thread: Optional[threading.Thread] = None
         self._cancel: Optional[Callable[[], None]] = None
 
-    def fence(self, store: Any) -> Any:
+    def fence(self, store: RecoveryStore) -> RecordWriter:
         """``store`` as this producer's recovery writes to it: each write carries the
         lease's token, so the store refuses it once another producer holds the lease."""
         return FencedWrites(store, self) if getattr(store, "fenced_writes", False) else store
@@ -179,7 +183,7 @@ class FencedWrites:
     every write carries the producer's lease token. A write the store refuses (the lease
     is another's now) stops the producer; nothing it writes after that reaches the store."""
 
-    def __init__(self, store: Any, producer: LiveProducer) -> None:
+    def __init__(self, store: RecoveryStore, producer: LiveProducer) -> None:
         self.store = store
         self._producer = producer
 
@@ -237,7 +241,7 @@ class StreamHandle:
     ``client.cancel_stream(stream_id)`` does from any process.
     """
 
-    def __init__(self, stream: Any, cancel: Callable[[], None]) -> None:
+    def __init__(self, stream: ChatStream, cancel: Callable[[], None]) -> None:
         self.stream_id = stream.stream_id
         self.provider = stream.provider
         self._stream = stream

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, MutableMapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, MutableMapping, Optional, Tuple, Union
 
 from streamcoord._keys import SCRUBBED, Scrubber, live_secrets
 
@@ -66,7 +66,13 @@ for _name in LOGGER_NAMES:
     logging.getLogger(_name).addFilter(_scrubbing_filter)
 
 
-class StreamLogger(logging.LoggerAdapter):
+if TYPE_CHECKING:  # generic in typeshed; subscriptable at runtime only from Python 3.11
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class StreamLogger(_LoggerAdapter):
     """A logger adapter bound to one stream."""
 
     def __init__(self, stream_id: str, provider: str) -> None:

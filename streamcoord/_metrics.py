@@ -258,7 +258,7 @@ _TICKER = _Ticker()
 # Marks the caller threads (on_metrics_thread).
 _caller = threading.local()
 # A forked child (a WSGI server's worker) has no timer thread: it starts its own.
-os.register_at_fork(after_in_child=_TICKER.__init__)
+os.register_at_fork(after_in_child=lambda: _Ticker.__init__(_TICKER))
 
 
 def on_metrics_thread() -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 from recovery_store.base import STREAM_ID_RE
 from streamcoord._config import Timeout
@@ -29,7 +29,7 @@ def _callable(name: str, value: Any, signature: str) -> Optional[Callable[..., A
         return None
     if not callable(value):
         raise TypeError(f"{name} must be a function {signature}, got {value!r:.80}")
-    return value
+    return cast(Callable[..., Any], value)
 
 
 class StreamOptions:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 from recovery_store import STRATEGIES, RecoveryStore, cut_point
 from streamcoord._retry import RETRY_STATUSES
 from streamcoord.errors import APIError, ConnectionLost, RecoveryFailed, StreamTimeout
 
-__all__ = ["DEFAULT_STRATEGY", "RECOVERABLE_STATUSES", "Recovery", "default_store", "recovery_options"]
+__all__ = ["DEFAULT_STRATEGY", "RECOVERABLE_STATUSES", "RecordWriter", "Recovery", "default_store", "recovery_options"]
 
 logger = logging.getLogger("streamcoord")
 
@@ -28,6 +28,19 @@ logger = logging.getLogger("streamcoord")
 RECOVERABLE_STATUSES = RETRY_STATUSES
 DEFAULT_STRATEGY = "paragraph"
 DEFAULT_MAX_RECOVERIES = 3
+
+
+class RecordWriter(Protocol):
+    """The store calls a stream's recovery makes: a RecoveryStore, or the ScrubbedWrites
+    in front of one."""
+
+    def start(self, stream_id: str, meta: Dict[str, Any]) -> None: ...
+    def append(self, stream_id: str, text: str) -> None: ...
+    def replace_text(self, stream_id: str, text: str) -> None: ...
+    def update_meta(self, stream_id: str, changes: Dict[str, Any]) -> None: ...
+    def set_status(self, stream_id: str, status: str) -> None: ...
+    def finish(self, stream_id: str, keep: bool = False) -> None: ...
+
 
 _default_store: Optional[RecoveryStore] = None
 _default_lock = threading.Lock()
@@ -75,7 +88,7 @@ class Recovery:
 
     def __init__(
         self,
-        store: RecoveryStore,
+        store: RecordWriter,
         stream_id: str,
         strategy: str,
         max_retries: int,

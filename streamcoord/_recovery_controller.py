@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from streamcoord._adapter import HTTPRequest
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
 from streamcoord._recovery import Recovery
-from streamcoord._spec import Restart, StreamSpec
+from streamcoord._spec import Restart, Resume, StreamSpec
 from streamcoord.errors import APIError, StreamError
 
 __all__ = ["RecoveryController", "RewindMarks"]
@@ -108,7 +108,7 @@ class RecoveryController:
             return native
         return self.continuation(kept)
 
-    def _native_resume_of(self, resume) -> Optional[HTTPRequest]:
+    def _native_resume_of(self, resume: Resume) -> Optional[HTTPRequest]:
         """The native resume of a stored stream whose stored state covers its stored text."""
         state = resume.state
         covered = state.get("text_length") if isinstance(state, dict) else None
@@ -151,7 +151,7 @@ class RecoveryController:
         # About four characters a token: shrink max_tokens by what was already produced.
         return adapter.reduce_max_tokens(request, (len(kept) + 3) // 4)
 
-    def native_resume(self, exc: BaseException, state: Optional[dict]) -> Optional[HTTPRequest]:
+    def native_resume(self, exc: BaseException, state: Optional[Dict[str, Any]]) -> Optional[HTTPRequest]:
         """After a break of the connection (not an error the provider reported): the
         request with which the provider replays the stream from where it broke (no cut, no
         rewind), when its adapter has one. Counts as a recovery attempt."""

@@ -6,7 +6,7 @@ import email.utils
 import time
 from typing import Any, Callable, Optional
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from streamcoord._config import Retry
 from streamcoord.errors import APIError, ConnectionLost, StreamTimeout
@@ -75,14 +75,10 @@ def retry_delay(policy: Retry, exc: Optional[BaseException], attempt: int) -> fl
     if after is not None and 0 <= after <= policy.max_retry_after:
         return float(after)
     backoff = wait_random_exponential(multiplier=policy.backoff, max=policy.max_backoff)
-    return backoff(_State(attempt))
-
-
-class _State:
-    """The one field of tenacity's RetryCallState that its wait strategies read."""
-
-    def __init__(self, attempt_number: int) -> None:
-        self.attempt_number = attempt_number
+    # A wait outside tenacity's loop too (before a recovery): a real state at that attempt.
+    state = RetryCallState(Retrying(), None, (), {})
+    state.attempt_number = attempt
+    return backoff(state)
 
 
 def make_retrying(
@@ -93,7 +89,9 @@ def make_retrying(
 ) -> Retrying:
     return Retrying(
         stop=stop_after_attempt(policy.max_retries + 1),
-        wait=lambda state: retry_delay(policy, state.outcome.exception(), state.attempt_number),
+        wait=lambda state: retry_delay(
+            policy, state.outcome.exception() if state.outcome else None, state.attempt_number
+        ),
         retry=retry_if_exception(should_retry),
         sleep=sleep,
         before_sleep=before_sleep,

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -62,7 +62,7 @@ MISSING = (
 
 _lock = threading.Lock()
 _cache: Dict[Any, "Instruments"] = {}
-_instrumented: Optional[tuple] = None  # (tracer_provider, meter_provider) after instrument()
+_instrumented: Optional[Tuple[Any, Any]] = None  # (tracer_provider, meter_provider) after instrument()
 
 
 def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
@@ -119,7 +119,7 @@ class Instruments:
         self.tracer = trace.get_tracer("streamcoord", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("streamcoord", __version__, meter_provider=meter_provider)
 
-        def histogram(name: str, unit: str, description: str, buckets: tuple) -> Any:
+        def histogram(name: str, unit: str, description: str, buckets: Tuple[float, ...]) -> Any:
             return meter.create_histogram(
                 name, unit=unit, description=description, explicit_bucket_boundaries_advisory=list(buckets)
             )

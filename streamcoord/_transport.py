@@ -165,7 +165,12 @@ class Transport:
         self._left: Optional[int] = None
         http_response = getattr(raw, "_fp", None)
         sock_file = getattr(http_response, "fp", None)
-        if sock_file is not None and hasattr(sock_file, "read1") and hasattr(http_response, "chunked"):
+        if (
+            sock_file is not None
+            and http_response is not None
+            and hasattr(sock_file, "read1")
+            and hasattr(http_response, "chunked")
+        ):
             self._http_response = http_response
             self._read1: Optional[Callable[[int], bytes]] = sock_file.read1
             if http_response.chunked:

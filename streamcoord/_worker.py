@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from streamcoord._adapter import HTTPRequest
 from streamcoord._keys import secrets_in_headers
@@ -69,7 +69,7 @@ class Worker:
         )
         self.telemetry = spec.telemetry
         # Where the provider could replay this stream itself (the last parser's resume_state).
-        self.resume_state: Optional[dict] = spec.resume.state if spec.resume is not None else None
+        self.resume_state: Optional[Dict[str, Any]] = spec.resume.state if spec.resume is not None else None
         self.thread = threading.Thread(target=self._run, name=f"streamcoord-{spec.stream_id}", daemon=True)
 
     # -- consumer side -----------------------------------------------------------------

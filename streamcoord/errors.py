@@ -26,7 +26,7 @@ key: the stream's keys are replaced by ``***`` in the message, the args, ``APIEr
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Type
 
 __all__ = [
     "APIError",
@@ -133,7 +133,7 @@ class RecoveryFailed(StreamcoordError):
         self.partial_text = partial_text
 
 
-def api_error_for_status(status: Optional[int]) -> type:
+def api_error_for_status(status: Optional[int]) -> Type[APIError]:
     """The APIError subclass that stands for an HTTP status."""
     if status in (401, 403):
         return AuthenticationError

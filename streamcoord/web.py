@@ -48,7 +48,7 @@ import threading
 import time
 import types
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterator, List, Mapping, Optional, cast
 
 from streamcoord._logging import StreamLogger
 from streamcoord._options import STREAM_OPTIONS
@@ -65,6 +65,9 @@ from streamcoord.errors import (
     StreamcoordError,
     StreamTimeout,
 )
+
+if TYPE_CHECKING:
+    from streamcoord._client import Client
 
 __all__ = ["SSE_HEADERS", "EventStreamBody", "disconnect_probe", "open_stream", "sse_body"]
 
@@ -106,7 +109,7 @@ _active_lock = threading.Lock()
 
 
 def open_stream(
-    client: Any,
+    client: Client,
     messages: List[Dict[str, Any]],
     *,
     stream_id: str,
@@ -259,7 +262,7 @@ class EventStreamBody:
         except ValueError:
             pass  # running in another thread: it finds the stream closed and ends
 
-    def _generate(self) -> Iterator[bytes]:
+    def _generate(self) -> Generator[bytes, None, None]:
         stream = self.stream
         try:
             # Bytes at once: servers send the headers with the first non-empty write, and
@@ -373,7 +376,7 @@ def disconnect_probe(environ: Mapping[str, Any]) -> Optional[Callable[[], bool]]
     """
     check = environ.get("waitress.client_disconnected")
     if callable(check):
-        return check
+        return cast(Callable[[], bool], check)
     sock = environ.get("gunicorn.socket")
     if isinstance(sock, socket.socket) and hasattr(socket, "MSG_DONTWAIT"):
         return lambda: _peer_closed(sock)
