@@ -46,6 +46,12 @@ def check_options(provider: str, options: Dict[str, Any], allowed: Iterable[str]
                 f"{name!r} is an argument of the client, not of one request: pass it as "
                 f"streamcoord.Client({provider!r}, {name}=...) (or to streamcoord.stream_chat)"
             )
+        takers = _providers_taking(name)
+        if takers:
+            raise TypeError(
+                f"{name!r} is a setting of provider {' and '.join(map(repr, takers))}, not an option of "
+                f"{provider!r}: it goes to that provider's client, streamcoord.Client({takers[0]!r}, {name}=...)"
+            )
         words = _words(name)
         if _looks_like_credential(words):
             raise TypeError(
@@ -91,6 +97,13 @@ def _client_arguments(provider: str) -> List[str]:
     except ValueError:  # an adapter that is not registered under its name: no settings known
         pass
     return names
+
+
+def _providers_taking(setting: str) -> List[str]:
+    """The registered providers that take ``setting`` as a client setting (an error path only)."""
+    from streamcoord._registry import get, names
+
+    return [name for name in names() if setting in get(name).client_settings]
 
 
 def merge_stream_options(options: Dict[str, Any], ours: Dict[str, Any]) -> Dict[str, Any]:

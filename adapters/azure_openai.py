@@ -27,7 +27,7 @@ import os
 import urllib.parse
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from adapters.base import Adapter, EventParser, HTTPRequest, bearer_headers
+from adapters.base import Adapter, EventParser, HTTPRequest, ProviderSetting, bearer_headers
 from adapters.openai import OpenAIAdapter, OpenAIParser
 from adapters.openai_responses import OpenAIResponsesAdapter
 from streamcoord._keys import check_api_key
@@ -62,8 +62,22 @@ class _Azure:
     """Azure's settings, addresses and auth, shared by both APIs (a mixin: first base)."""
 
     name = "azure_openai"
+    # No default address (never OpenAI's, which the base adapters have): an Azure key goes
+    # only to the endpoint given or in AZURE_OPENAI_ENDPOINT.
+    default_base_url = ""
     api_key_env: Sequence[str] = ("AZURE_OPENAI_API_KEY",)
-    client_settings: Sequence[str] = ("api_version", TOKEN_PROVIDER)
+    client_settings: Sequence[str] = (
+        ProviderSetting("api_version", "the Azure OpenAI API version of a deployment URL, e.g. 2024-10-21",
+                        env=(API_VERSION_ENV,)),
+        ProviderSetting(TOKEN_PROVIDER, "a callable returning a Microsoft Entra token, asked before each request",
+                        command_line=False),
+    )
+    base_url_env: Sequence[str] = (ENDPOINT_ENV,)
+    address_help = (
+        "https://{resource}.openai.azure.com/openai/v1, .../openai/deployments/{deployment} (with api_version), "
+        "or the resource endpoint https://{resource}.openai.azure.com"
+    )
+    other_credentials = f"or a Microsoft Entra token from {TOKEN_PROVIDER}= (Authorization: Bearer)"
     api_version: Optional[str] = None
     azure_ad_token_provider: Optional[Callable[[], str]] = None
 
@@ -160,6 +174,7 @@ class AzureResponsesAdapter(_Azure, OpenAIResponsesAdapter):
 
     name = "azure_openai_responses"
     example_model = "your deployment's name"
+    address_help = "https://{resource}.openai.azure.com/openai/v1, or the resource endpoint https://{resource}.openai.azure.com"
 
     def url(self, base_url: str, path: str, query: Optional[Dict[str, Any]] = None) -> str:
         if "/openai/" not in _path(base_url) + "/":

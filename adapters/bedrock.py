@@ -23,7 +23,15 @@ from urllib.parse import quote
 from adapters._bedrock_request import converse_body, max_tokens_path
 from adapters._options import check_options, require_model
 from adapters._sigv4 import INSTALL_HINT, SigV4Signer, botocore_available, request_body
-from adapters.base import CONTINUE_INSTRUCTION, Adapter, EventParser, HTTPRequest, error_message, json_object
+from adapters.base import (
+    CONTINUE_INSTRUCTION,
+    Adapter,
+    EventParser,
+    HTTPRequest,
+    ProviderSetting,
+    error_message,
+    json_object,
+)
 from streamcoord._chunk import Chunk, normalize_usage
 from streamcoord.errors import APIError, api_error_for_status
 
@@ -178,7 +186,14 @@ class BedrockAdapter(Adapter):
     wire_format = "eventstream"
     api_key_env: Sequence[str] = ("AWS_BEARER_TOKEN_BEDROCK",)
     requires_api_key = False  # SigV4 with AWS credentials otherwise
-    client_settings = ("region",)
+    client_settings = (ProviderSetting("region", "the AWS region, e.g. us-east-1", env=REGION_ENV),)
+    address_help = "https://bedrock-runtime.{region}.amazonaws.com"
+    other_credentials = (
+        "without a Bedrock API key: AWS credentials through botocore, signed with SigV4 (AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, SSO, an instance or container role)"
+    )
+    extra = "bedrock"
+    extra_for = "SigV4 with AWS credentials (not needed with a Bedrock API key)"
     example_model = "anthropic.claude-sonnet-4-5-20250929-v1:0"
     max_tokens_paths = (max_tokens_path,)
 

@@ -25,6 +25,7 @@ from streamcoord.errors import APIError, api_error_for_status
 __all__ = ["OllamaAdapter", "OllamaParser", "ollama_host"]
 
 DEFAULT_PORT = 11434
+OLLAMA_HOST_ENV = "OLLAMA_HOST"
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
 
@@ -128,9 +129,10 @@ class OllamaAdapter(Adapter):
     api_key_env: Sequence[str] = ("OLLAMA_API_KEY",)  # only for a proxy in front of Ollama
     requires_api_key = False
     example_model = "llama3.2"
+    base_url_env: Sequence[str] = (OLLAMA_HOST_ENV,)
 
     def resolve_base_url(self, base_url: Optional[str]) -> str:
-        return (base_url or ollama_host(os.environ.get("OLLAMA_HOST")) or self.default_base_url).rstrip("/")
+        return (base_url or ollama_host(os.environ.get(OLLAMA_HOST_ENV)) or self.default_base_url).rstrip("/")
 
     def build_request(
         self, messages: List[Dict[str, Any]], options: Dict[str, Any], *, base_url: str, api_key: Optional[str]

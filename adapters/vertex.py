@@ -20,7 +20,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union, cast
 from urllib.parse import quote
 
-from adapters.base import EventParser, HTTPRequest
+from adapters.base import EventParser, HTTPRequest, ProviderSetting
 from adapters.gemini import GeminiAdapter, GeminiParser
 from streamcoord._keys import check_api_key
 from streamcoord.errors import AuthenticationError, CallbackError
@@ -47,7 +47,19 @@ class VertexAdapter(GeminiAdapter):
     name = "vertex"
     api_key_env: Sequence[str] = ()
     requires_api_key = False  # a Bearer token from access_token= or google-auth instead
-    client_settings = ("project", "location", "access_token")
+    client_settings = (
+        ProviderSetting("project", "the Google Cloud project", env=(PROJECT_ENV,)),
+        ProviderSetting("location", "the Google Cloud location, e.g. us-central1 or global", env=(LOCATION_ENV,)),
+        ProviderSetting("access_token", "an OAuth access token, e.g. $(gcloud auth print-access-token) "
+                        "(default: application default credentials through google-auth)", secret=True),
+    )
+    address_help = "https://{location}-aiplatform.googleapis.com (https://aiplatform.googleapis.com for global)"
+    other_credentials = (
+        "access_token= (a token or a callable returning one), else application default credentials "
+        "(GOOGLE_APPLICATION_CREDENTIALS, gcloud auth application-default login)"
+    )
+    extra = "vertex"
+    extra_for = "application default credentials (not needed with access_token=)"
 
     def __init__(self) -> None:
         self.project: Optional[str] = None

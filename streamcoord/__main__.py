@@ -1,15 +1,17 @@
-"""The command line: ``python -m streamcoord demo`` and ``python -m streamcoord chat``."""
+"""The command line: ``python -m streamcoord demo``, ``chat`` and ``providers``."""
 
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
 import sys
 import tempfile
-from typing import Callable, List, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
 import streamcoord
 from recovery_store import DiskStore
-from streamcoord import _registry
+from streamcoord import _providers, _registry
 from streamcoord._demo import DemoProvider
 from streamcoord._terminal import StatusLine, WordWrapper, describe_metrics
 
@@ -21,6 +23,8 @@ DEFAULT_MODELS = {
     "gemini": "gemini-2.0-flash",
     "mistral": "mistral-small-latest",
     "ollama": "llama3",
+    "openai_responses": "gpt-4o-mini",
+    "vertex": "gemini-2.0-flash",
 }
 DEFAULT_DEMO_DELAY = 0.02
 API_KEY_OPTION = "--api-key"
@@ -32,6 +36,8 @@ Stream a chat answer to the terminal.
          through the whole stack, including one recovery from a dropped connection
   chat   streams the answer to PROMPT from a real provider; the answer goes to stdout
          (pipeable), errors and metrics to stderr
+  providers
+         lists every provider: its request, address, key variables, settings and extra
 """
 EPILOG = """\
 examples:
@@ -39,6 +45,8 @@ examples:
   export OPENAI_API_KEY=...
   python -m streamcoord chat --provider openai "Write a haiku about rivers."
   python -m streamcoord chat --provider ollama --model llama3 --metrics "Hi" > answer.txt
+  python -m streamcoord chat --provider bedrock --region us-east-1 "Hi"
+  python -m streamcoord providers
 """
 
 
@@ -64,14 +72,31 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+def _secret_options() -> List[str]:
+    """--api-key and the flags of secret provider settings (--access-token)."""
+    settings = _providers.command_line_settings()
+    return [API_KEY_OPTION] + [_providers.flag(name) for name, (setting, _) in settings.items() if setting.secret]
+
+
 def _secrets_in(argv: Sequence[str]) -> List[str]:
+    options = _secret_options()
     found = []
     for i, arg in enumerate(argv):
-        if arg == API_KEY_OPTION and i + 1 < len(argv):
+        if arg in options and i + 1 < len(argv):
             found.append(argv[i + 1])
-        elif arg.startswith(API_KEY_OPTION + "="):
+        elif arg.split("=", 1)[0] in options and "=" in arg:
             found.append(arg.split("=", 1)[1])
     return [s for s in found if s]
+
+
+def _said_for_the_command_line(message: str) -> str:
+    """A message written for Python callers (``pass region='us-east-1'``) in the words of the
+    command line (``pass --region 'us-east-1'``)."""
+    for name in ("api_key", "base_url", "model", *_providers.command_line_settings()):
+        # "name=..." and "name='x'" become "--name ..." and "--name 'x'"; "name= (or" "--name (or".
+        message = re.sub(rf"\b{name}=(?=\S)", _providers.flag(name) + " ", message)
+        message = re.sub(rf"\b{name}=", _providers.flag(name), message)
+    return message
 
 
 def _stream_to(stream: streamcoord.ChatStream, write: Callable[[str], object]) -> None:
@@ -128,10 +153,12 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def chat(args: argparse.Namespace) -> int:
+    settings = _settings_given(args)
+    # The client first: what the provider needs (a key, an address, a region) is said before the model.
+    client = streamcoord.Client(args.provider, api_key=args.api_key, base_url=args.base_url, **settings)
     model = args.model or DEFAULT_MODELS.get(args.provider)
     if model is None:
         raise ValueError(f"pass --model: {args.provider!r} has no default model")
-    client = streamcoord.Client(args.provider, api_key=args.api_key, base_url=args.base_url)
     options = {"model": model}
     status = StatusLine(sys.stdout, sys.stderr) if args.metrics else None
     if status is not None:
@@ -145,13 +172,48 @@ def chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings_given(args: argparse.Namespace) -> Dict[str, Any]:
+    """The provider settings given as flags; one the provider does not take is an error
+    naming the providers that do."""
+    taken = set(_registry.get(args.provider).client_settings)
+    settings = {}
+    for name, (_setting, providers) in _providers.command_line_settings().items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name not in taken:
+            raise ValueError(f"{_providers.flag(name)} is a setting of {' and '.join(providers)}, not of {args.provider}")
+        settings[name] = value
+    return settings
+
+
+def providers(args: argparse.Namespace) -> int:
+    width = max(60, min(shutil.get_terminal_size().columns, 100))
+    _write_stdout(_providers.format_providers(_providers.describe_all(), width))
+    return 0
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for each provider setting the command line can pass (--region, --project, ...),
+    made from the adapters' own declarations."""
+    for name, (setting, takers) in _providers.command_line_settings().items():
+        default = f" (default: {', else '.join('$' + env for env in setting.env)})" if setting.env else ""
+        if setting.secret:
+            default += ". Never printed"
+        parser.add_argument(
+            _providers.flag(name), dest=name, metavar=name.split("_")[-1].upper(),
+            help=f"{', '.join(takers)}: {setting.help}{default}",
+        )
+
+
 def _build_parser(secrets: Sequence[str]) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m streamcoord", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.secrets = secrets
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,chat}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,chat,providers}",
+                                     parser_class=_Parser)
     p_demo = commands.add_parser(
         "demo", help="stream from an embedded local provider (no key, no network)",
         description="Stream an answer from a provider embedded in this command, through one recovery.",
@@ -180,16 +242,23 @@ def _build_parser(secrets: Sequence[str]) -> argparse.ArgumentParser:
     p_chat.add_argument(
         "--model", help=f"the model (default: {defaults}; other providers need --model)",
     )
+    by_variables: Dict[str, List[str]] = {}
+    for info in _providers.describe_all():
+        if info.address_env:
+            by_variables.setdefault(", $".join(info.address_env), []).append(info.name)
+    from_env = "; ".join(f"for {' and '.join(names)} ${env}" for env, names in by_variables.items())
     p_chat.add_argument(
         "--base-url", metavar="URL",
         help="the provider's API address, e.g. a proxy or a local server (default: the provider's "
-             "public address; for ollama $OLLAMA_HOST or http://localhost:11434)",
+             f"address, see the providers command; {from_env})",
     )
     p_chat.add_argument(
         API_KEY_OPTION, metavar="KEY",
-        help="the API key (default: the provider's environment variable, e.g. OPENAI_API_KEY; prefer "
-             "it: a key on the command line shows in ps and in your shell history). Never printed",
+        help="the API key (default: the provider's environment variable, e.g. OPENAI_API_KEY, see the "
+             "providers command; prefer it: a key on the command line shows in ps and in your shell "
+             "history). Never printed",
     )
+    _add_setting_flags(p_chat)
     p_chat.add_argument(
         "--metrics", action="store_true",
         help="metrics on stderr: a live status line while streaming (on a terminal), then a summary "
@@ -197,6 +266,14 @@ def _build_parser(secrets: Sequence[str]) -> argparse.ArgumentParser:
     )
     p_chat.add_argument("prompt", metavar="PROMPT", help="the user message to send")
     p_chat.set_defaults(run=chat)
+
+    p_providers = commands.add_parser(
+        "providers", help="list every provider: its request, address, key variables, settings and extra",
+        description="List every registered provider: the request it sends, its address (base_url), the "
+                    "environment variables of its key, its settings and the optional extra it needs.",
+    )
+    p_providers.secrets = secrets
+    p_providers.set_defaults(run=providers)
     return parser
 
 
@@ -215,6 +292,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ImportError, ValueError, TypeError, streamcoord.StreamcoordError) as exc:
         # One clear line for a missing key, an unreachable server, a provider error.
         message = str(exc)
+        if not isinstance(exc, streamcoord.StreamcoordError):
+            message = _said_for_the_command_line(message)
         for secret in secrets:
             message = message.replace(secret, "***")
         print(f"error: {message}", file=sys.stderr)

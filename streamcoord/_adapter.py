@@ -36,6 +36,7 @@ __all__ = [
     "Adapter",
     "EventParser",
     "HTTPRequest",
+    "ProviderSetting",
     "bearer_headers",
     "error_message",
     "json_object",
@@ -71,6 +72,25 @@ class HTTPRequest:
     def with_content(self, content: bytes, headers: Dict[str, str]) -> "HTTPRequest":
         """The request as sent: ``json`` serialized to ``content``, with the headers that go with it."""
         return dataclasses.replace(self, content=content, headers=headers)
+
+
+class ProviderSetting(str):
+    """The name of a provider setting (a ``Client`` keyword argument, compared and hashed as
+    that str), with what the command line and ``python -m streamcoord providers`` say of it:
+    ``help``, the environment variables read when it is not given (``env``), whether the
+    command line can pass it (a str, not a callable) and whether it is a secret (a token:
+    never echoed)."""
+
+    help: str
+    env: Tuple[str, ...]
+    command_line: bool
+    secret: bool
+
+    def __new__(cls, name: str, help: str, *, env: Sequence[str] = (), command_line: bool = True,
+                secret: bool = False) -> "ProviderSetting":
+        setting = super().__new__(cls, name)
+        setting.help, setting.env, setting.command_line, setting.secret = help, tuple(env), command_line, secret
+        return setting
 
 
 class EventParser:
@@ -146,6 +166,15 @@ class Adapter:
     # (bedrock: ``region``; vertex: ``project``, ``location``, ``access_token``;
     # azure_openai: ``api_version``, ``azure_ad_token_provider``).
     client_settings: Sequence[str] = ()
+    # What ``python -m streamcoord providers`` shows beside the above: the environment
+    # variables the address comes from (before ``default_base_url``), the address forms in
+    # words where ``default_base_url`` does not say it all, credentials other than the key
+    # variables, and the optional extra (setup.py) a part of the provider needs.
+    base_url_env: Sequence[str] = ()
+    address_help = ""
+    other_credentials = ""
+    extra: Optional[str] = None
+    extra_for = ""
 
     # -- configuration -------------------------------------------------------------
     def configure(self, **settings: Any) -> "Adapter":

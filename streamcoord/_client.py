@@ -112,6 +112,7 @@ class Client(LiveStreams):
         stream_options, request_options = split_options(options)
         messages = validate_messages(messages)
         check_extra_headers(request_options)
+        _check_no_settings(self.adapter, request_options)
         request = self._build_request(messages, request_options)
         opts = StreamOptions(stream_options, self.timeout)
         lease = self._recovery_lease(opts) if opts.stream_recovery else None
@@ -303,6 +304,18 @@ def _adapter_for(provider: Union[str, Adapter]) -> Adapter:
     raise TypeError(
         f"provider must be a registered name such as 'openai' or an Adapter instance, got {provider!r:.80}"
     )
+
+
+def _check_no_settings(adapter: Adapter, request_options: Dict[str, Any]) -> None:
+    """A provider setting belongs to the client (its address, signature or token depend on
+    it), never to one request: given to ``stream_chat`` it is a TypeError saying where it goes
+    (checked here, so for custom adapters too)."""
+    for name in request_options:
+        if name in adapter.client_settings:
+            raise TypeError(
+                f"{name!r} is an argument of the client, not of one request: pass it as "
+                f"streamcoord.Client({adapter.name!r}, {name}=...) (or to streamcoord.stream_chat)"
+            )
 
 
 def _configured(adapter: Adapter, settings: Dict[str, Any]) -> Adapter:

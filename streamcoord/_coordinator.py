@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Optional
 
 import requests
 
+from streamcoord import _telemetry
 from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._chunk import Chunk
 from streamcoord._client import _default_session
@@ -118,7 +119,11 @@ class StreamingCoordinator:
         session: Optional[requests.Session] = None,
         max_retries: Any = 2,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        telemetry: Optional[bool] = None,
     ) -> StreamHandle:
+        """``telemetry``: an OpenTelemetry span and the GenAI metrics for this stream, as a
+        Client's (None: follow ``streamcoord.instrument()``); the model and the request
+        parameters are read from ``request``, the JSON body."""
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url must be an http:// or https:// URL, got {url!r:.80}")
         if not isinstance(request, dict):
@@ -149,6 +154,12 @@ class StreamingCoordinator:
             },
             Timeout(),
         )
+        instruments = _telemetry.instruments_for(telemetry)
+        stream_telemetry = None
+        if instruments is not None:
+            messages = request.get("messages")
+            messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+            stream_telemetry = instruments.stream(provider, opts.stream_id, url, request, messages)
         adapter = Adapter()
         adapter.name = provider
         spec = StreamSpec(
@@ -161,6 +172,7 @@ class StreamingCoordinator:
             retry=Retry.coerce(max_retries),
             wire_format=wire_format,
             callback=callback,
+            telemetry=stream_telemetry,
             secrets=secrets_in_headers(headers, by_name=True),
         )
         worker = Worker(spec)

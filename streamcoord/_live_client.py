@@ -81,7 +81,7 @@ class LiveStreams:
                 f"stream {stream_id!r} is live already (another producer holds it): attach to it with "
                 f"client.attach({stream_id!r})"
             )
-        if not isinstance(token, str):  # None: a store without leases
+        if not isinstance(token, str):
             raise ValueError(
                 f"the recovery store {store!r} does not support live streams; use DiskStore, MemoryStore or RedisStore"
             )

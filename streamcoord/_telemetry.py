@@ -7,31 +7,32 @@ stream without it neither imports nor pays for it. With it, each stream is a spa
 called (in a web view, the request's span, although a WSGI server iterates the answer
 later), started when the request goes out and ended with the stream. Retries and
 recoveries are span events. A failed stream has status ERROR and ``error.type``; a
-cancelled one (``break``, ``close()``) is not an error. The metrics are recorded once the
-stream has ended. ``time_per_output_chunk`` is one value per stream, the mean time per
-chunk after the first (from the first chunk's arrival to the last's, over the chunks
-between): the mean of what one value per chunk would give, at the cost of one. Why:
-OpenTelemetry's Python SDK spends about 16 us of CPU recording one value (measured),
-three times what streamcoord spends on a whole chunk.
+cancelled one (``break``, ``close()``) is not an error. Message content only on request
+(``_telemetry_content``).
 
-Message content (prompt, answer, tool-call arguments) is recorded only with
-``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``, as the span attributes
-``gen_ai.system_instructions``, ``gen_ai.input.messages`` and ``gen_ai.output.messages``
-(JSON in the conventions' parts form). Keys and headers are never recorded.
+Cost. OpenTelemetry's Python SDK spends 10-20 us of CPU on one histogram value (most of it
+cleaning and hashing the attributes: measured) and some 40 us on a span; streamcoord
+spends about 4 us on a chunk. So the hot path makes no SDK call: ``on_read`` notes the
+time once per network read. The attributes a stream shares with others of its client and
+model are built once (``_Shape``), and the span's end attributes only for a span that
+records. ``time_per_output_chunk`` is recorded as the conventions define it, one value per
+chunk after the first (the time from the previous chunk's arrival: 0 for the chunks that
+came in the same read as it), in batches off the per-chunk path, and only when the meter
+provider has a reader to take them: one value per chunk is the one cost here that grows
+with the stream (about 15 us a chunk with the SDK).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from streamcoord._telemetry_content import capture_content, content_attributes
+
 __all__ = [
-    "CAPTURE_CONTENT_ENV",
     "DURATION_BUCKETS",
     "PROVIDER_NAMES",
     "TOKEN_BUCKETS",
@@ -44,17 +45,21 @@ __all__ = [
 
 logger = logging.getLogger("streamcoord")
 
-CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 # streamcoord's provider names -> gen_ai.provider.name's well-known values; any other name
 # (an OpenAI-compatible server, a custom adapter) is used as it is.
 PROVIDER_NAMES = {
     "openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "vertex": "gcp.vertex_ai",
     "bedrock": "aws.bedrock", "azure_openai": "azure.ai.openai", "mistral": "mistral_ai", "ollama": "ollama",
-    "groq": "groq", "deepseek": "deepseek",
+    "groq": "groq", "deepseek": "deepseek", "openai_responses": "openai", "azure_openai_responses": "azure.ai.openai",
 }
 # The bucket boundaries the GenAI metrics conventions ask for.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+# Per-chunk values recorded at once, while the stream goes on: few enough
+# that a batch takes about a millisecond, so a long stream's memory stays flat.
+PER_CHUNK_BATCH = 64
+# Attribute sets kept per Instruments (client, address and model) and per response model.
+MAX_SHAPES = 256
 MISSING = (
     "telemetry needs OpenTelemetry's API: pip install 'streamcoord[otel]' (and an SDK or "
     "distro to export it, e.g. opentelemetry-sdk)"
@@ -116,6 +121,8 @@ class Instruments:
         self.providers = (tracer_provider, meter_provider)
         self.context = context
         self.trace = trace
+        self.metrics = metrics
+        self.client_kind = trace.SpanKind.CLIENT
         self.tracer = trace.get_tracer("streamcoord", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("streamcoord", __version__, meter_provider=meter_provider)
 
@@ -133,8 +140,30 @@ class Instruments:
         )
         self.per_chunk = histogram(
             "gen_ai.client.operation.time_per_output_chunk", "s",
-            "Time per output chunk, after the first one.", DURATION_BUCKETS,
+            "Time per output chunk, recorded for each chunk received after the first one.", DURATION_BUCKETS,
         )
+        self._shapes: Dict[Any, _Shape] = {}
+
+    def shape(self, provider: str, url: str, model: Any) -> "_Shape":
+        """The attributes every stream of this provider, address and model shares, made once."""
+        key = (provider, url, model)
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= MAX_SHAPES:
+                self._shapes.clear()  # many distinct URLs (per-request query strings): start over
+            shape = self._shapes[key] = _Shape(provider, url, model)
+        return shape
+
+    def records_per_chunk(self) -> bool:
+        """Whether a value recorded now goes anywhere: not without a metric reader (the
+        SDK's MeterProvider without one still spends its 10 us a value), nor into a no-op."""
+        provider = self.providers[1] or self.metrics.get_meter_provider()
+        # The SDK's MeterProvider keeps its readers (added at construction or later) in its
+        # measurement consumer; it has no public way to ask. Where that is not found, record.
+        storages = getattr(getattr(provider, "_measurement_consumer", None), "_reader_storages", None)
+        if storages is not None:
+            return bool(storages)
+        return not isinstance(self.per_chunk, self.metrics.NoOpHistogram)
 
     def stream(
         self, provider: str, stream_id: str, url: str, options: Dict[str, Any], messages: List[Dict[str, Any]]
@@ -142,8 +171,32 @@ class Instruments:
         return StreamTelemetry(self, provider, stream_id, url, options, messages)
 
 
-def capture_content() -> bool:
-    return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("true", "span_only", "span_and_event")
+class _Shape:
+    """The span name and the attributes shared by the streams of one provider, address and
+    model; the metric attributes per response model, made on first use."""
+
+    def __init__(self, provider: str, url: str, model: Any) -> None:
+        self.name = f"chat {model}" if model else "chat"
+        common: Dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": PROVIDER_NAMES.get(provider, provider)}
+        if model:
+            common["gen_ai.request.model"] = str(model)
+        address = urlsplit(url)
+        if address.hostname:
+            common["server.address"] = address.hostname
+            common["server.port"] = address.port or (443 if address.scheme == "https" else 80)
+        self.common = common  # on the span and on every metric
+        self._by_model: Dict[Optional[str], Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]] = {}
+
+    def metric_attributes(self, response_model: Optional[str]) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+        """(every metric's, input tokens', output tokens') attributes for a response model."""
+        found = self._by_model.get(response_model)
+        if found is None:
+            if len(self._by_model) >= MAX_SHAPES:
+                self._by_model.clear()
+            common = dict(self.common, **{"gen_ai.response.model": response_model}) if response_model else self.common
+            found = self._by_model[response_model] = (
+                common, dict(common, **{"gen_ai.token.type": "input"}), dict(common, **{"gen_ai.token.type": "output"}))
+        return found
 
 
 class StreamTelemetry:
@@ -158,47 +211,72 @@ class StreamTelemetry:
     ) -> None:
         self.instruments = instruments
         self.parent = instruments.context.get_current()
-        model = options.get("model")
-        self.name = f"chat {model}" if model else "chat"
-        common: Dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": PROVIDER_NAMES.get(provider, provider)}
-        if model:
-            common["gen_ai.request.model"] = str(model)
-        address = urlsplit(url)
-        if address.hostname:
-            common["server.address"] = address.hostname
-            common["server.port"] = address.port or (443 if address.scheme == "https" else 80)
-        self.common = common  # on the span and on every metric
-        attributes = dict(common, **{"streamcoord.stream_id": stream_id})
-        max_tokens = next((options[k] for k in ("max_tokens", "max_completion_tokens") if options.get(k) is not None), None)
-        if isinstance(max_tokens, int):
+        self.shape = shape = instruments.shape(provider, url, options.get("model"))
+        attributes = dict(shape.common)
+        attributes["streamcoord.stream_id"] = stream_id
+        max_tokens = options.get("max_tokens")
+        if max_tokens is None:
+            max_tokens = options.get("max_completion_tokens")
+        if max_tokens.__class__ is int:
             attributes["gen_ai.request.max_tokens"] = max_tokens
         for option, attribute in (("temperature", "gen_ai.request.temperature"), ("top_p", "gen_ai.request.top_p")):
-            if isinstance(options.get(option), (int, float)):
-                attributes[attribute] = float(options[option])
+            value = options.get(option)
+            if value is not None and value.__class__ in (int, float):
+                attributes[attribute] = float(value)
         self.attributes = attributes
         self.messages = messages if capture_content() else None
         self.span: Any = None
         self.response_id: Optional[str] = None
         self.response_model: Optional[str] = None
-        self.first_read: Optional[float] = None  # when the first and the last chunks arrived
-        self.last_read: Optional[float] = None
+        self.last_read: Optional[float] = None  # when the last chunk arrived
+        # time_per_output_chunk, when recorded: the gap before the first chunk of each read
+        # after the first, and how many chunks came right behind another in its read (0 s).
+        self.gaps: Optional[List[float]] = [] if instruments.records_per_chunk() else None
+        self.zero_gaps = 0
 
     def start(self) -> None:
         try:
-            self.span = self.instruments.tracer.start_span(
-                self.name, context=self.parent, kind=self.instruments.trace.SpanKind.CLIENT, attributes=self.attributes
+            instruments = self.instruments
+            self.span = instruments.tracer.start_span(
+                self.shape.name, context=self.parent, kind=instruments.client_kind, attributes=self.attributes
             )
         except Exception:
             logger.exception("OpenTelemetry: starting the span failed; the stream goes on without it")
 
     def on_read(self, chunks: List[Any]) -> None:
-        """Once per network read that brought chunks (the pipeline's hot path: no SDK call)."""
-        now = self.last_read = time.monotonic()
-        if self.first_read is None:
-            self.first_read = now
+        """Once per network read that brought chunks (the pipeline's hot path: no SDK call
+        but, every PER_CHUNK_BATCH chunks, the batch of per-chunk values)."""
+        now = time.monotonic()
+        last = self.last_read
+        self.last_read = now
+        gaps = self.gaps
+        if last is None:
             first = chunks[0]
             self.response_id = first.id
             self.response_model = first.model
+            if gaps is not None:
+                self.zero_gaps += len(chunks) - 1
+        elif gaps is not None:
+            gaps.append(now - last)
+            self.zero_gaps += len(chunks) - 1
+            if len(gaps) + self.zero_gaps >= PER_CHUNK_BATCH:
+                self._record_gaps()
+
+    def _record_gaps(self) -> None:
+        gaps = self.gaps
+        if not gaps and not self.zero_gaps:
+            return
+        try:
+            record = self.instruments.per_chunk.record
+            attributes = self.shape.metric_attributes(self.response_model)[0]
+            for gap in gaps or ():
+                record(gap, attributes)
+            for _ in range(self.zero_gaps):
+                record(0.0, attributes)
+        except Exception:
+            logger.exception("OpenTelemetry: recording time_per_output_chunk failed; the stream goes on")
+        self.gaps = []
+        self.zero_gaps = 0
 
     def retry(self, attempt: int, delay: float, exc: BaseException) -> None:
         if self.span is not None:
@@ -216,19 +294,21 @@ class StreamTelemetry:
 
     def end(self, status: str, error: Optional[BaseException], answer: Any, metrics: Any) -> None:
         try:
-            self._end(status, error, answer, metrics)
+            self._end_span(status, error, answer)
         except Exception:
             logger.exception("OpenTelemetry: ending the span failed; the stream is not affected")
+        try:
+            self._record(error, answer, metrics)
+        except Exception:
+            logger.exception("OpenTelemetry: recording the metrics failed; the stream is not affected")
 
-    def _end(self, status: str, error: Optional[BaseException], answer: Any, metrics: Any) -> None:
-        instruments = self.instruments
-        common = dict(self.common)
-        model = answer.model or self.response_model
-        if model:
-            common["gen_ai.response.model"] = model
-        usage = answer.usage or {}
+    def _end_span(self, status: str, error: Optional[BaseException], answer: Any) -> None:
         span = self.span
-        if span is not None:
+        if span is None:
+            return
+        if span.is_recording():  # a span sampled out takes no attributes: none are made
+            model = answer.model or self.response_model
+            usage = answer.usage
             end: Dict[str, Any] = {"streamcoord.status": status}
             if model:
                 end["gen_ai.response.model"] = model
@@ -243,74 +323,24 @@ class StreamTelemetry:
                 end.update(content_attributes(self.messages, answer))
             if error is not None:
                 end["error.type"] = type(error).__qualname__
-                span.set_status(instruments.trace.Status(instruments.trace.StatusCode.ERROR, str(error)[:500]))
+                trace = self.instruments.trace
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)[:500]))
             span.set_attributes(end)
-            span.end()
-        duration_attributes = dict(common, **{"error.type": type(error).__qualname__}) if error is not None else common
+        span.end()
+
+    def _record(self, error: Optional[BaseException], answer: Any, metrics: Any) -> None:
+        instruments = self.instruments
+        common, input_attributes, output_attributes = self.shape.metric_attributes(answer.model or self.response_model)
         ended = metrics.ended if metrics.ended is not None else time.monotonic()
-        instruments.duration.record(max(ended - metrics.started, 0.0), duration_attributes)
+        instruments.duration.record(
+            max(ended - metrics.started, 0.0),
+            common if error is None else dict(common, **{"error.type": type(error).__qualname__}),
+        )
         if metrics.first_chunk_at is not None:
             instruments.first_chunk.record(max(metrics.first_chunk_at - metrics.started, 0.0), common)
-        if self.first_read is not None and self.last_read is not None and metrics.chunks_received > 1:
-            per_chunk = (self.last_read - self.first_read) / (metrics.chunks_received - 1)
-            instruments.per_chunk.record(per_chunk, common)
+        if self.gaps is not None:
+            self._record_gaps()
+        usage = answer.usage
         if usage:
-            for kind, key in (("input", "prompt_tokens"), ("output", "completion_tokens")):
-                instruments.tokens.record(int(usage.get(key) or 0), dict(common, **{"gen_ai.token.type": kind}))
-
-
-def _parts(content: Any) -> List[Dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "content": content}]
-    parts = []
-    for item in content if isinstance(content, list) else ():
-        if isinstance(item, dict) and isinstance(item.get("text"), str):
-            parts.append({"type": "text", "content": item["text"]})
-        elif isinstance(item, dict):
-            parts.append({"type": str(item.get("type") or "unknown")})
-    return parts
-
-
-def _tool_call_parts(calls: Any) -> List[Dict[str, Any]]:
-    parts = []
-    for call in calls or ():
-        function = call.get("function") or {}
-        arguments: Any = function.get("arguments")
-        try:
-            arguments = json.loads(arguments) if isinstance(arguments, str) and arguments else arguments
-        except ValueError:
-            pass  # kept as the text the model sent
-        parts.append({"type": "tool_call", "id": call.get("id"), "name": function.get("name"), "arguments": arguments})
-    return parts
-
-
-def content_attributes(messages: List[Dict[str, Any]], answer: Any) -> Dict[str, str]:
-    """The opt-in content attributes, JSON in the conventions' parts form."""
-    system: List[Dict[str, Any]] = []
-    inputs: List[Dict[str, Any]] = []
-    for message in messages:
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.extend(_parts(message.get("content")))
-        elif role == "tool":
-            inputs.append({"role": "tool", "parts": [
-                {"type": "tool_call_response", "id": message.get("tool_call_id"), "response": message.get("content")}]})
-        else:
-            inputs.append({"role": role, "parts": _parts(message.get("content")) + _tool_call_parts(message.get("tool_calls"))})
-    output: List[Dict[str, Any]] = []
-    reasoning = "".join(answer.reasoning_parts)
-    if reasoning:
-        output.append({"type": "reasoning", "content": reasoning})
-    if answer.text:
-        output.append({"type": "text", "content": answer.text})
-    output += _tool_call_parts(answer.tool_calls.result())
-    attributes = {
-        "gen_ai.input.messages": json.dumps(inputs, ensure_ascii=False, default=str),
-        "gen_ai.output.messages": json.dumps(
-            [{"role": "assistant", "parts": output, "finish_reason": answer.finish_reason or "error"}],
-            ensure_ascii=False, default=str,
-        ),
-    }
-    if system:
-        attributes["gen_ai.system_instructions"] = json.dumps(system, ensure_ascii=False, default=str)
-    return attributes
+            instruments.tokens.record(int(usage.get("prompt_tokens") or 0), input_attributes)
+            instruments.tokens.record(int(usage.get("completion_tokens") or 0), output_attributes)

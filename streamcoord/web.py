@@ -13,6 +13,10 @@
 
     # Flask: return Response(body, headers=web.SSE_HEADERS), with request.environ for the probe.
 
+With ``detach=True`` the answer is generated apart from the connection (``client.start``)
+and every request attaches to it, in whichever process it lands: a browser that leaves
+never stops or restarts it, and a Stop button calls ``client.cancel_stream``.
+
 What the page's ``EventSource`` receives (data is JSON; ``id`` is how many characters of
 the answer the browser has after the event, so the ``Last-Event-ID`` it sends when it
 reconnects is exactly the offset ``client.resume`` continues from)::

@@ -138,3 +138,10 @@ def test_a_provider_setting_given_to_one_request_says_it_belongs_to_the_client(s
     azure = client("azure_openai", base_url=server.base_url + "/openai/v1")
     with pytest.raises(TypeError, match=r"argument of the client.*Client\('azure_openai', api_version=\.\.\.\)"):
         azure.stream_chat(MESSAGES, model="dep", api_version="2024-10-21")
+
+
+def test_without_an_endpoint_the_key_goes_nowhere(no_azure_env):
+    # Never OpenAI's address (the OpenAI adapters' default): an Azure key is for Azure only.
+    for provider in ("azure_openai", "azure_openai_responses"):
+        with pytest.raises(ValueError, match=r"needs its address: pass base_url=.*AZURE_OPENAI_ENDPOINT"):
+            streamcoord.Client(provider, api_key=API_KEY)

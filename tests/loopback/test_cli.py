@@ -9,9 +9,14 @@ import re
 import subprocess
 import sys
 import threading
+from urllib.parse import quote
 
+import pytest
+
+import streamcoord
 from streamcoord._demo import DEMO_ANSWER
-from tests.support.fakeserver import Gate, error, openai_text
+from tests.support.eventstream import bedrock_event
+from tests.support.fakeserver import Gate, Response, error, gemini_text, openai_text
 from tests.support.terminal import Terminal
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -20,10 +25,15 @@ SUMMARY = re.compile(r"\[completed\] 4 chunks, \d+ bytes, \d+\.\d s, \d+\.\d chu
                      r"no errors")
 
 
+# The variables a provider reads its key, address or settings from: none leaks in from the machine.
+PROVIDER_ENV = re.compile(r"(OPENAI|AZURE|AWS|GOOGLE|GEMINI|BOTO)_|OLLAMA_HOST$")
+
+
 def environ(**extra):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for name in ("OPENAI_API_KEY", "COLUMNS", "LINES"):
-        env.pop(name, None)
+    for name in list(env):
+        if name in ("COLUMNS", "LINES") or PROVIDER_ENV.match(name):
+            env.pop(name)
     env.update(extra)
     return env
 
@@ -63,11 +73,16 @@ def test_help_explains_every_chat_option_with_its_default():
     result = run("chat", "--help")
     assert result.returncode == 0, result.stderr
     options = option_help(result.stdout)
-    assert set(options) == {"--help", "--provider", "--model", "--base-url", "--api-key", "--metrics"}
+    assert set(options) == {"--help", "--provider", "--model", "--base-url", "--api-key", "--metrics", "--region",
+                            "--api-version", "--project", "--location", "--access-token"}
     for name in options.keys() - {"--help"}:
         assert "default" in options[name] or "required" in options[name], (name, options[name])
     assert "gpt-4o-mini for openai" in options["--model"]
     assert "OPENAI_API_KEY" in options["--api-key"]
+    assert options["--region"].startswith("bedrock:") and "$AWS_REGION" in options["--region"]
+    assert "azure_openai" in options["--api-version"] and "$OPENAI_API_VERSION" in options["--api-version"]
+    assert "$GOOGLE_CLOUD_PROJECT" in options["--project"] and "$GOOGLE_CLOUD_LOCATION" in options["--location"]
+    assert "$AZURE_OPENAI_ENDPOINT" in options["--base-url"] and "$OLLAMA_HOST" in options["--base-url"]
     assert "PROMPT" in result.stdout and "the user message to send" in result.stdout
 
 
@@ -160,6 +175,124 @@ def test_chat_without_a_default_model_asks_for_one():
     result = run("chat", "--provider", "groq", "--api-key", KEY, "Hi")
     assert result.returncode == 1
     assert result.stderr == "error: pass --model: 'groq' has no default model\n"
+
+
+# -- chat: the cloud providers' flags, each against a loopback server ----------------------
+BEDROCK_MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+VERTEX_TOKEN = "ya29.cli-ACCESS-token-0123456789"
+
+
+def bedrock_answer(pieces):
+    frames = [bedrock_event("messageStart", {"role": "assistant"})]
+    frames += [bedrock_event("contentBlockDelta", {"delta": {"text": p}, "contentBlockIndex": 0}) for p in pieces]
+    frames += [bedrock_event("messageStop", {"stopReason": "end_turn"}),
+               bedrock_event("metadata", {"usage": {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}})]
+    return Response(parts=tuple(frames), content_type="application/vnd.amazon.eventstream")
+
+
+def test_bedrock_with_region_signs_for_that_region_or_sends_the_bedrock_api_key(server):
+    pytest.importorskip("botocore")
+    server.enqueue(bedrock_answer(["Hello", " there"]), bedrock_answer(["ok"]))
+    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    signed = run("chat", "--provider", "bedrock", "--region", "eu-west-3", "--base-url", server.base_url,
+                 "--model", BEDROCK_MODEL, "Hi", env={"AWS_ACCESS_KEY_ID": "AKIDCLI0123", "AWS_SECRET_ACCESS_KEY": secret,
+                                                      "AWS_CONFIG_FILE": os.devnull,
+                                                      "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+    keyed = run("chat", "--provider", "bedrock", "--base-url", server.base_url, "--model", BEDROCK_MODEL,
+                "--api-key", KEY, "Hi")
+    assert (signed.returncode, signed.stdout, keyed.returncode, keyed.stdout) == (0, "Hello there\n", 0, "ok\n"), (
+        signed.stderr, keyed.stderr)
+    first, second = server.requests
+    assert first.path == second.path == f"/model/{quote(BEDROCK_MODEL, safe='')}/converse-stream"
+    assert re.match(r"AWS4-HMAC-SHA256 Credential=AKIDCLI0123/\d{8}/eu-west-3/bedrock/aws4_request,",
+                    first.headers["authorization"])
+    assert second.headers["authorization"] == f"Bearer {KEY}"
+    assert secret not in signed.stderr and KEY not in keyed.stdout + keyed.stderr
+
+
+def test_azure_deployment_with_api_version(server):
+    server.enqueue(openai_text(["Hello", " Azure"], usage=True))
+    result = run("chat", "--provider", "azure_openai", "--base-url", server.base_url + "/openai/deployments/my-gpt",
+                 "--api-version", "2024-10-21", "--model", "my-gpt", "Hi", env={"AZURE_OPENAI_API_KEY": KEY})
+    assert result.returncode == 0 and result.stdout == "Hello Azure\n", result.stderr
+    (request,) = server.requests
+    assert request.path == "/openai/deployments/my-gpt/chat/completions"
+    assert request.query == {"api-version": "2024-10-21"} and request.headers["api-key"] == KEY
+    assert KEY not in result.stderr
+
+
+def test_vertex_with_project_location_and_an_access_token_never_printed(server):
+    server.enqueue(gemini_text(["Hello", " Vertex"]),
+                   error(401, {"error": {"code": 401, "message": f"bad token {VERTEX_TOKEN}", "status": "UNAUTHENTICATED"}}))
+    args = ["chat", "--provider", "vertex", "--project", "my-proj", "--location", "europe-west4",
+            "--base-url", server.base_url, "--access-token", VERTEX_TOKEN, "Hi"]
+    ok, refused = run(*args), run(*args)
+    assert ok.returncode == 0 and ok.stdout == "Hello Vertex\n", ok.stderr
+    request = server.requests[0]
+    assert request.path == ("/v1/projects/my-proj/locations/europe-west4/publishers/google/models/"
+                            "gemini-2.0-flash:streamGenerateContent")
+    assert request.headers["authorization"] == f"Bearer {VERTEX_TOKEN}"
+    assert refused.returncode == 1 and refused.stderr.startswith("error: ")
+    assert VERTEX_TOKEN not in ok.stdout + ok.stderr + refused.stdout + refused.stderr
+
+
+BLOCKED_RUN = r"""
+import runpy, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "botocore":
+            raise ModuleNotFoundError("No module named 'botocore' (blocked)", name=name)
+sys.meta_path.insert(0, Block())
+sys.argv = ["python -m streamcoord", *sys.argv[1:]]
+runpy.run_module("streamcoord", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--provider", "azure_openai", "--api-key", KEY], ["needs its address: pass --base-url ",
+                                                        "AZURE_OPENAI_ENDPOINT"]),
+    (["--provider", "vertex", "--location", "us-central1", "--access-token", KEY],
+     ["vertex needs --project (or GOOGLE_CLOUD_PROJECT)"]),
+    (["--provider", "bedrock", "--region", "us-east-1"], ["AWS_BEARER_TOKEN_BEDROCK", "pip install streamcoord[bedrock]"]),
+    (["--provider", "openai", "--api-key", KEY, "--region", "us-east-1"], ["--region is a setting of bedrock, not of openai"]),
+])
+def test_a_provider_without_what_it_needs_is_one_clear_line(args, expected):
+    # bedrock: botocore blocked, so without a Bedrock API key nothing can sign the request.
+    result = subprocess.run([sys.executable, "-c", BLOCKED_RUN, "chat", *args, "Hi"], capture_output=True, text=True,
+                            timeout=60, cwd=str(ROOT), env=environ())
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and all(part in line for part in expected), line
+    assert KEY not in line
+
+
+# -- providers ------------------------------------------------------------------------------
+def test_providers_lists_every_registered_provider_with_its_address_keys_settings_and_extra():
+    result = run("providers")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    blocks, name = {}, None
+    for line in result.stdout.splitlines():
+        if not line.startswith(" "):
+            name = line
+            blocks[name] = ""
+        else:
+            blocks[name] += " " + " ".join(line.split())
+    assert sorted(blocks) == streamcoord.adapter_names()
+    for text in blocks.values():
+        assert "request POST {base_url}/" in text and "base_url " in text and " key " in text
+    assert "request POST {base_url}/chat/completions base_url https://api.openai.com/v1" in blocks["openai"]
+    assert "key $OPENAI_API_KEY (required)" in blocks["openai"]
+    assert "base_url $OLLAMA_HOST, else http://localhost:11434" in blocks["ollama"]
+    bedrock = blocks["bedrock"]
+    assert "POST {base_url}/model/{model}/converse-stream" in bedrock
+    assert "https://bedrock-runtime.{region}.amazonaws.com" in bedrock and "$AWS_BEARER_TOKEN_BEDROCK" in bedrock
+    assert "region= (--region)" in bedrock and "$AWS_REGION" in bedrock and "streamcoord[bedrock]" in bedrock
+    vertex = blocks["vertex"]
+    assert "/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:streamGenerateContent" in vertex
+    assert "project= (--project)" in vertex and "$GOOGLE_CLOUD_LOCATION" in vertex and "streamcoord[vertex]" in vertex
+    azure = blocks["azure_openai"]
+    assert "$AZURE_OPENAI_ENDPOINT" in azure and "$AZURE_OPENAI_API_KEY" in azure and "api_version= (--api-version)" in azure
+    assert "azure_ad_token_provider=" in azure and "--azure-ad-token-provider" not in azure  # a callable: no flag
 
 
 # -- demo ---------------------------------------------------------------------------------------

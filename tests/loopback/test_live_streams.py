@@ -106,6 +106,27 @@ def test_start_on_a_live_id_says_to_attach_and_sends_nothing(server, live):
     assert len(server.requests) == 1
 
 
+def test_a_recovering_stream_chat_holds_its_id_until_it_ends_or_is_closed(server, live, store):
+    gate = threading.Event()
+    server.enqueue(gated_answer(gate), openai_text(["Again."]))
+    client = live()
+    stream = client.stream_chat(MESSAGES, model="gpt-4o-mini", stream_recovery=True, stream_id="held")
+    with pytest.raises(ValueError, match="attach"):
+        client.start(MESSAGES, stream_id="held", model="gpt-4o-mini")
+    with pytest.raises(ValueError, match="attach"):
+        client.stream_chat(MESSAGES, model="gpt-4o-mini", stream_recovery=True, stream_id="held")
+    follower = client.attach("held")
+    gate.set()
+    assert "".join(c.content for c in stream) == FULL
+    assert "".join(c.content for c in follower) == FULL and follower.finish_reason == "stop"
+    # Ended: the id is free again, and a closed (never iterated) stream frees it too.
+    unread = client.stream_chat(MESSAGES, model="gpt-4o-mini", stream_recovery=True, stream_id="held")
+    unread.close()
+    again = client.stream_chat(MESSAGES, model="gpt-4o-mini", stream_recovery=True, stream_id="held")
+    assert "".join(c.content for c in again) == "Again."
+    assert len(server.requests) == 2
+
+
 def test_closing_an_attached_stream_leaves_the_generation_running(server, live, store):
     gate = threading.Event()
     server.enqueue(gated_answer(gate))

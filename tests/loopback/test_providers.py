@@ -218,3 +218,53 @@ def test_custom_adapter_end_to_end(server, no_thread_leak):
     assert request.path == "/shout"
     assert request.json == {"prompt": "hi", "level": 11}
     assert request.headers["x-token"] == "tok"
+
+
+# -- provider settings belong to the client --------------------------------------------------
+@pytest.mark.parametrize("provider, settings, per_call", [
+    ("bedrock", {"region": "us-west-2"}, {"region": "eu-west-1"}),
+    ("vertex", {"api_key": None, "project": "p", "location": "us-central1", "access_token": "t"}, {"project": "q"}),
+    ("azure_openai", {"api_version": "2024-10-21"}, {"api_version": "2025-01-01"}),
+])
+def test_a_provider_setting_given_to_one_request_says_to_pass_it_to_the_client(server, client, provider, settings,
+                                                                               per_call):
+    made = client(provider, **settings)
+    (name,) = per_call
+    with pytest.raises(TypeError, match=rf"'{name}' is an argument of the client.*Client\('{provider}', {name}=\.\.\.\)"):
+        made.stream_chat(MESSAGES, model="m", **per_call)
+    assert server.requests == []
+
+
+def test_another_providers_setting_names_that_provider_not_a_lookalike_option(server, client):
+    with pytest.raises(TypeError, match=r"'region' is a setting of provider 'bedrock', not an option of 'openai'") as caught:
+        client("openai").stream_chat(MESSAGES, model="gpt-4o-mini", region="eu-west-1")
+    assert "Did you mean" not in str(caught.value)
+    assert server.requests == []
+
+
+def test_a_custom_adapters_setting_given_to_one_request_says_to_pass_it_to_the_client(server):
+    class Regional(Adapter):
+        name = "regional"
+        requires_api_key = False
+        client_settings = ("zone",)
+
+        def apply_settings(self, zone=None):
+            self.zone = zone
+
+        def build_request(self, messages, options, *, base_url, api_key):  # pragma: no cover - never reached
+            raise AssertionError("built a request with a client setting in it")
+
+    made = streamcoord.Client(Regional(), base_url=server.base_url, zone="a")
+    with pytest.raises(TypeError, match=r"'zone' is an argument of the client.*Client\('regional', zone=\.\.\.\)"):
+        made.stream_chat(MESSAGES, zone="b")
+
+
+def test_module_level_stream_chat_takes_provider_settings_for_its_client(server):
+    from tests.support.eventstream import bedrock_event
+
+    frames = (bedrock_event("contentBlockDelta", {"delta": {"text": "Hi"}, "contentBlockIndex": 0}),
+              bedrock_event("messageStop", {"stopReason": "end_turn"}))
+    server.enqueue(Response(parts=frames, content_type="application/vnd.amazon.eventstream"))
+    stream = streamcoord.stream_chat("bedrock", MESSAGES, api_key=API_KEY, base_url=server.base_url,
+                                     region="us-west-2", model="m")
+    assert "".join(c.content for c in stream) == "Hi" and stream.finish_reason == "stop"

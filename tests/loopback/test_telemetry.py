@@ -7,6 +7,8 @@ content only when asked for, and ``instrument()`` for every client made afterwar
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 
@@ -15,6 +17,7 @@ from recovery_store import MemoryStore
 from streamcoord.errors import AuthenticationError
 from tests.conftest import API_KEY
 from tests.support.fakeserver import (
+    Gate,
     Stall,
     anthropic_text,
     error,
@@ -178,17 +181,46 @@ def test_a_cancelled_stream_is_not_an_error(server, client, otel):
     assert "error.type" not in duration.attributes
 
 
-def test_time_per_output_chunk_is_the_streams_mean_time_per_chunk_after_the_first(server, client, otel):
-    server.enqueue(openai_text(PIECES, usage=True, stall_after=2, stall=Stall(timeout=0.05)))
+def test_time_per_output_chunk_is_one_value_per_chunk_after_the_first_matching_the_streams_timings(
+        server, client, otel):
+    # The server stops for 0.25 s before the third piece: exactly one value is that long.
+    release = threading.Event()
+    server.enqueue(openai_text(PIECES, usage=True, stall_after=2, stall=Gate(release)))
+    arrivals = []
     stream = client("openai").stream_chat(MESSAGES, model="gpt-4o-mini")
-    assert "".join(c.content for c in stream) == "".join(PIECES)
+    for _chunk in stream:
+        arrivals.append(time.monotonic())
+        if len(arrivals) == 2:
+            threading.Timer(0.25, release.set).start()
+    assert stream.text == "".join(PIECES)
     (point,) = points(otel.metrics()["gen_ai.client.operation.time_per_output_chunk"])
-    # One value per stream: the server paused 50 ms before the third piece, spread over
-    # the chunks after the first (less what the client's first read was late by, on a
-    # busy machine; an unpaused stream gives about 1 ms).
     chunks = stream.metrics.chunks_received
-    assert point.count == 1 and 0.025 / (chunks - 1) <= point.sum < 1.0
+    assert chunks == len(arrivals) and point.count == chunks - 1
+    # The values add up to the time from the first chunk's arrival to the last's (the
+    # worker's clock, a little before the consumer's).
+    assert 0.25 <= point.sum <= arrivals[-1] - arrivals[0] + 0.05
+    assert 0.25 <= point.max < 1.0 and point.min >= 0
+    bounds = list(point.explicit_bounds)
+    slow = sum(count for bound, count in zip([0.0] + bounds, point.bucket_counts) if bound >= 0.16)
+    assert slow == 1 and list(point.explicit_bounds)[:3] == [0.01, 0.02, 0.04]
     assert point.attributes["gen_ai.provider.name"] == "openai"
+    assert point.attributes["gen_ai.response.model"] == stream.model
+
+
+def test_a_meter_provider_without_a_reader_still_gets_the_span(server, client):
+    # No reader: the per-chunk values would go nowhere, and are not made (benchmarks/bench_telemetry.py).
+    otel = Otel()
+    otel.meter_provider.shutdown()
+    streamless = MeterProvider()
+    streamcoord.instrument(tracer_provider=otel.tracer_provider, meter_provider=streamless)
+    try:
+        server.enqueue(openai_text(PIECES, usage=True))
+        stream = client("openai").stream_chat(MESSAGES, model="gpt-4o-mini")
+        assert "".join(c.content for c in stream) == "".join(PIECES)
+        assert [span.name for span in otel.spans()] == ["chat gpt-4o-mini"]
+    finally:
+        streamcoord.uninstrument()
+        streamless.shutdown()
 
 
 def test_message_content_is_recorded_only_when_asked_for(server, client, otel, monkeypatch):
@@ -220,3 +252,59 @@ def test_instrument_covers_clients_made_afterwards_and_telemetry_false_opts_out(
 def test_telemetry_must_be_a_bool(client):
     with pytest.raises(TypeError, match="telemetry must be True, False or None"):
         client("openai", telemetry="yes")
+
+
+# -- the direct coordinator API --------------------------------------------------------------
+def parse_openai(data):
+    obj = json.loads(data)
+    choices = obj.get("choices") or [{}]
+    usage = obj.get("usage")
+    return streamcoord.Chunk(
+        content=(choices[0].get("delta") or {}).get("content") or "", finish_reason=choices[0].get("finish_reason"),
+        model=obj.get("model"), id=obj.get("id"),
+        usage={"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
+               "total_tokens": usage["total_tokens"]} if usage else None,
+    )
+
+
+def test_coordinator_streams_get_the_same_span_and_metrics(server, otel, no_thread_leak):
+    server.enqueue(openai_text(PIECES, usage=True), openai_text(PIECES, usage=True))
+    url = server.base_url + "/v1/chat/completions"
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True, "max_tokens": 64, "temperature": 0.25}
+    received = []
+    parent_tracer = otel.tracer_provider.get_tracer("the-app")
+    with parent_tracer.start_as_current_span("handle request") as parent:
+        handle = streamcoord.StreamingCoordinator.start_stream(
+            url, body, {"Authorization": f"Bearer {API_KEY}"}, received.append, parse_chunk_fn=parse_openai,
+            provider="openai", stream_id="direct-1")
+    assert handle.join(10)
+    short = streamcoord.StreamingCoordinator.simple_stream(
+        url=url, request=dict(body, model="gpt-4o"), callback=received.append, parse_chunk=parse_openai)
+    assert short.join(10) and handle.error is None and short.error is None
+    assert "".join(c.content for c in received) == "".join(PIECES) * 2
+
+    spans = {span.name: span for span in otel.spans()}
+    assert set(spans) == {"handle request", "chat gpt-4o-mini", "chat gpt-4o"}
+    span = spans["chat gpt-4o-mini"]
+    assert span.kind is trace.SpanKind.CLIENT and span.parent.span_id == parent.get_span_context().span_id
+    assert span.status.status_code is trace.StatusCode.UNSET
+    expected = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.request.max_tokens": 64, "gen_ai.request.temperature": 0.25,
+                "gen_ai.response.model": "gpt-4o-mini", "gen_ai.response.id": "chatcmpl-test",
+                "gen_ai.response.finish_reasons": ("stop",), "server.address": "127.0.0.1",
+                "server.port": int(server.base_url.rsplit(":", 1)[1]), "streamcoord.stream_id": "direct-1"}
+    assert {k: span.attributes.get(k) for k in expected} == expected
+    assert spans["chat gpt-4o"].attributes["gen_ai.provider.name"] == "custom"  # simple_stream's default provider
+    assert API_KEY not in span.to_json() and PROMPT not in span.to_json()
+    durations = points(otel.metrics()["gen_ai.client.operation.duration"])
+    assert sorted(p.attributes["gen_ai.request.model"] for p in durations) == ["gpt-4o", "gpt-4o-mini"]
+    assert all(p.count == 1 for p in durations)
+
+
+def test_coordinator_telemetry_false_opts_out(server, otel):
+    server.enqueue(openai_text(PIECES))
+    handle = streamcoord.StreamingCoordinator.start_stream(
+        server.base_url + "/v1/chat/completions", {"model": "m", "messages": MESSAGES}, {}, lambda chunk: None,
+        parse_chunk_fn=parse_openai, telemetry=False)
+    assert handle.join(10) and handle.error is None
+    assert otel.spans() == []

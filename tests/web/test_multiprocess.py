@@ -59,10 +59,11 @@ def processes(server, tmp_path):
         )
         env.pop("REDIS_URL", None)
         for i in range(2):
-            proc = subprocess.Popen(
-                [sys.executable, "-c", SERVE_SCRIPT, app_name], cwd=str(REPO_ROOT), env=env, text=True,
-                stdout=subprocess.PIPE, stderr=open(tmp_path / f"server-{i}.log", "w"),
-            )
+            with open(tmp_path / f"server-{i}.log", "w") as log:  # the child has its own copy
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", SERVE_SCRIPT, app_name], cwd=str(REPO_ROOT), env=env, text=True,
+                    stdout=subprocess.PIPE, stderr=log,
+                )
             started.append(proc)
         return [("127.0.0.1", _port(proc, tmp_path / f"server-{i}.log")) for i, proc in enumerate(started)]
 
