@@ -192,6 +192,8 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
     diskcache's own expiry (real time) reclaims the space.
     """
 
+    fenced_writes = True  # writes take lease= (see the store contract)
+
     def __init__(
         self,
         directory: Optional[PathLike] = None,
@@ -204,8 +206,6 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
         self.directory = os.path.abspath(os.fspath(directory)) if directory is not None else default_directory()
         self._cache = _open_cache(self.directory)
         self._closed = False
-
-    fenced_writes = True
 
     def __repr__(self) -> str:
         return f"DiskStore({self.directory!r}, ttl={self.ttl!r})"

@@ -54,6 +54,8 @@ class MemoryStore(RecoveryStore):
     variable that every write notifies.
     """
 
+    fenced_writes = True  # writes take lease= (see the store contract)
+
     def __init__(self, ttl: float = DEFAULT_TTL, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = validate_ttl(ttl)
         self._clock = clock
@@ -65,8 +67,6 @@ class MemoryStore(RecoveryStore):
         self._revision = 0  # store-wide, so a restarted record never repeats a revision
         self._closed = False
         self._next_sweep = clock() + min(self.ttl, 60.0)
-
-    fenced_writes = True
 
     def __repr__(self) -> str:
         return f"MemoryStore(ttl={self.ttl!r}, records={len(self._entries)})"

@@ -97,6 +97,8 @@ class RedisStore(RecoveryStore):
     and decides expiry on ``load``; Redis's own ``PEXPIRE`` reclaims the keys.
     """
 
+    fenced_writes = True  # writes take lease= (see the store contract)
+
     def __init__(
         self,
         url: str = "redis://localhost:6379/0",
@@ -123,8 +125,6 @@ class RedisStore(RecoveryStore):
         self._closed = False
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
-
-    fenced_writes = True
 
     def __repr__(self) -> str:
         where = "client=..." if self._url is None else repr(_redact_url(self._url))

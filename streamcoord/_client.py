@@ -16,10 +16,10 @@ from recovery_store import RecoveryStore
 from streamcoord import _registry, _telemetry
 from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
-from streamcoord._keys import SCRUBBED, Scrubber, check_headers, secrets_in_headers
+from streamcoord._keys import SCRUBBED, Scrubber, check_extra_headers, check_headers, secrets_in_headers
 from streamcoord._live import DEFAULT_LEASE_TTL, LiveProducer
-from streamcoord._live_client import LiveAlready, LiveStreams, check_extra_headers, final_text, live_options, try_lease
-from streamcoord._options import StreamOptions, split_options
+from streamcoord._live_client import LiveAlready, LiveStreams, final_text, try_lease
+from streamcoord._options import StreamOptions, live_options, split_options
 from streamcoord._recovery import RecordWriter, Recovery, default_store, recovery_options
 from streamcoord._spec import Resume, StreamSpec
 from streamcoord._stored import ScrubbedWrites, load_stored, store_for_resume, store_for_stream

@@ -15,9 +15,9 @@ from recovery_store.base import validate_stream_id
 from streamcoord._adapter import validate_messages
 from streamcoord._attach import AttachReader, AttachSpec
 from streamcoord._config import Timeout
-from streamcoord._keys import check_headers
+from streamcoord._keys import check_extra_headers
 from streamcoord._live import StreamHandle
-from streamcoord._options import StreamOptions, split_options
+from streamcoord._options import RECORDING_OPTIONS, StreamOptions, split_options
 from streamcoord._spec import Resume
 from streamcoord._stored import load_stored, store_for_resume
 from streamcoord._stream import ChatStream
@@ -30,9 +30,7 @@ __all__ = [
     "UNKNOWN_CHARACTER",
     "LiveAlready",
     "LiveStreams",
-    "check_extra_headers",
     "final_text",
-    "live_options",
     "try_lease",
 ]
 
@@ -40,6 +38,13 @@ __all__ = [
 #: them) and those that shape what one reader gets (each ``attach`` gets them).
 PRODUCER_OPTIONS = frozenset({"validate_chunk", "on_invalid", "on_error", "timeout", "recovery", "max_line_bytes"})
 READER_OPTIONS = frozenset({"track_metrics", "on_metrics", "transform_chunk", "buffer_chunks"})
+
+#: A noncharacter: never part of a model's text, so it matches nothing the producer stores.
+UNKNOWN_CHARACTER = "\ufdd0"
+
+#: A live generation's total deadline when neither the client nor start() sets one: nobody
+#: may be reading it to notice a model that never stops.
+LIVE_TOTAL_SECONDS = 900.0
 
 
 class LiveAlready(ValueError):
@@ -111,7 +116,7 @@ class LiveStreams:
         validate_stream_id(stream_id)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
-        refused = sorted(set(stream_options) & {"stream_id", "stream_recovery", "recovery"})
+        refused = sorted(set(stream_options) & RECORDING_OPTIONS)
         stream_options, request_options = split_options(stream_options)
         if refused or request_options:
             raise TypeError(
@@ -211,14 +216,6 @@ class LiveStreams:
         return True
 
 
-# A noncharacter: never part of a model's text, so it matches nothing the producer stores.
-UNKNOWN_CHARACTER = "\ufdd0"
-
-# A live generation's total deadline when neither the client nor start() sets one: nobody
-# may be reading it to notice a model that never stops.
-LIVE_TOTAL_SECONDS = 900.0
-
-
 def try_lease(store: RecoveryStore, stream_id: str, ttl: float) -> Union[str, bool, None]:
     """The lease's token; False when another producer holds it; None when the store has
     no leases (a custom store written before live streams)."""
@@ -255,15 +252,3 @@ def final_text(store: RecoveryStore, stream_id: str) -> Optional[str]:
         return None
     text = outcome.get("text") if outcome else None
     return text if isinstance(text, str) else None
-
-
-def live_options(stream_options: Dict[str, Any]) -> Dict[str, Any]:
-    """The stream options an attach takes (resume's, without its recovery settings)."""
-    return {k: v for k, v in stream_options.items() if k not in ("stream_id", "stream_recovery", "recovery")}
-
-
-def check_extra_headers(request_options: Dict[str, Any]) -> None:
-    """``extra_headers`` checked (and stripped) before any request is built."""
-    extra = request_options.get("extra_headers")
-    if extra is not None:
-        request_options["extra_headers"] = check_headers(extra, "extra_headers")
