@@ -106,7 +106,7 @@ class LiveProducer:
                     cancel()
                     return
                 if time.monotonic() >= next_renewal:
-                    if not self.store.renew_lease(self.stream_id, self.token, self.lease_ttl):
+                    if not self.store.renew_lease(self.stream_id, self.token, self.lease_ttl) and not self.reclaim():
                         self.lose()
                         return
                     next_renewal = time.monotonic() + renew_every
@@ -114,6 +114,18 @@ class LiveProducer:
                 logger.warning("renewing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
             if self._stop.wait(min(CANCEL_POLL_SECONDS, renew_every)):
                 return
+
+    def reclaim(self) -> bool:
+        """The lease lapsed (the stream was read late, or a pause outlasted it): take it
+        again if nobody else did meanwhile. The store's atomic acquire keeps it to one
+        owner; True if this producer holds it now (under a new token)."""
+        if self.lost:
+            return False
+        token = self.store.acquire_lease(self.stream_id, self.lease_ttl)
+        if not token:
+            return False
+        self.token = token
+        return True
 
     def lose(self) -> None:
         """Another producer holds the lease now (this one was paused past it, or its store
@@ -218,6 +230,12 @@ class FencedWrites:
         try:
             operation(stream_id, value, lease=producer.token)
         except LeaseLost:
+            try:
+                if producer.reclaim():  # it had lapsed, and nobody took it: write as its owner again
+                    operation(stream_id, value, lease=producer.token)
+                    return
+            except LeaseLost:
+                pass
             producer.lose()
 
 

@@ -195,3 +195,16 @@ def test_a_reader_announces_the_producers_recovery_with_its_attempt_and_strategy
     assert rewinds(all_chunks) == [expected]
     assert consumer_view(all_chunks) == FULL and as_events.text == FULL
     assert handle.wait(5) and len(server.requests) == 2
+
+
+def test_a_recovering_stream_read_after_its_lease_lapsed_still_gives_the_whole_answer(server, client):
+    server.enqueue(openai_text(BROKEN_PIECES + REST_PIECES, usage=USAGE))
+    store = MemoryStore()
+    live = client(recovery_store=store, lease_ttl=0.2)
+    stream = live.stream_chat(MESSAGES, model="gpt-4o-mini", stream_recovery=True, stream_id="late")
+    deadline = time.monotonic() + 5
+    while store.leased("late") and time.monotonic() < deadline:  # the caller is slow to start reading
+        store.wait_for("late", store.revision("late"), 0.05)
+    assert not store.leased("late")
+    assert "".join(c.content for c in stream) == FULL, "nobody else took the lease: the producer takes it again"
+    assert (stream.finish_reason, stream.usage) == ("stop", USAGE)
