@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Union
 
 from recovery_store import RecoveryStore
 from streamcoord._chunk import Chunk
-from streamcoord._live import error_from_outcome
+from streamcoord._live import StreamHandle, error_from_outcome
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._options import StreamOptions
@@ -29,11 +29,14 @@ from streamcoord._recovery import DEFAULT_STRATEGY
 from streamcoord._spec import Cancelled, End
 from streamcoord.errors import RecoveryFailed, StreamcoordError, StreamError
 
-__all__ = ["WAIT_SLICE_SECONDS", "AttachReader", "AttachSpec"]
+__all__ = ["PRODUCER_END_SECONDS", "WAIT_SLICE_SECONDS", "AttachReader", "AttachSpec"]
 
 #: The longest a reader blocks in the store before it looks at the lease, the cancel mark
 #: and its own close again; a closed reader's thread ends within this.
 WAIT_SLICE_SECONDS = 0.25
+#: The longest a reader that took a generation over waits, at the end, for its producer's
+#: own end (the outcome is written before the record is deleted and the lease given up).
+PRODUCER_END_SECONDS = 2.0
 
 
 class AttachSpec:
@@ -46,7 +49,7 @@ class AttachSpec:
         provider: str,
         store: RecoveryStore,
         shown: str,
-        take_over: Callable[[], bool],
+        take_over: Callable[[], Union[bool, StreamHandle]],
         whole_text: bool = False,
     ) -> None:
         self.options = options
@@ -54,7 +57,8 @@ class AttachSpec:
         self.provider = provider
         self.store = store
         self.shown = shown  # what the caller has: the stored text up to its offset, at attach time
-        self.take_over = take_over  # True if this process now produces the stream
+        # Truthy if this process produces the stream now: the StreamHandle of that producer.
+        self.take_over = take_over
         self.whole_text = whole_text  # stream.text starts with what the caller has (a resume)
         self.recovery = None  # a reader persists nothing
         self.callback = None
@@ -81,6 +85,7 @@ class AttachReader:
         self.queue = self.pipeline.queue
         self.answer = self.pipeline.answer
         self._shown = spec.shown  # the producer's text as this reader's consumer has it
+        self._producer: Optional[StreamHandle] = None  # set when this reader took the generation over
         self._cursor: Any = None  # where the last read_text ended: the next reads what is new
         if spec.whole_text and spec.shown:
             self.answer.add_text(spec.shown)
@@ -164,7 +169,10 @@ class AttachReader:
                         f"live stream {sid!r} failed; client.resume({sid!r}) takes it up again",
                         partial_text=record.text,
                     )
-                if spec.take_over():
+                taken = spec.take_over()
+                if isinstance(taken, StreamHandle):
+                    self._producer = taken
+                if taken:
                     self.log.info("the producer of %r is gone; this process took the generation over", sid)
                 continue
             store.wait_for(sid, revision, WAIT_SLICE_SECONDS)
@@ -218,6 +226,11 @@ class AttachReader:
 
     def _end(self, outcome: Any, text: str) -> None:
         spec, pipeline = self.spec, self.pipeline
+        if self._producer is not None:
+            # This reader took the generation over: its producer (a thread of this process)
+            # finishes its end (the record deleted, the lease given up) before this stream
+            # ends, so a process that exits once it has read the answer leaves nothing half done.
+            self._producer.wait(PRODUCER_END_SECONDS)
         error = outcome.get("error")
         if isinstance(error, dict):
             pipeline.flush_pending()

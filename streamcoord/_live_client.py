@@ -191,7 +191,7 @@ class LiveStreams:
             return self.timeout
         return Timeout(self.timeout.idle, connect=self.timeout.connect, total=LIVE_TOTAL_SECONDS)
 
-    def _take_over(self, store: RecoveryStore, stream_id: str) -> bool:
+    def _take_over(self, store: RecoveryStore, stream_id: str) -> Union[bool, StreamHandle]:
         """The producer of ``stream_id`` is gone: produce it here, in the background, from
         what it stored (the recovery continuation). False if another process was faster."""
         token = try_lease(store, stream_id, self.lease_ttl)
@@ -212,8 +212,7 @@ class LiveStreams:
         except BaseException:
             store.release_lease(stream_id, token)
             raise
-        StreamHandle(stream, lambda: self.cancel_stream(stream_id))
-        return True
+        return StreamHandle(stream, lambda: self.cancel_stream(stream_id))
 
 
 def try_lease(store: RecoveryStore, stream_id: str, ttl: float) -> Union[str, bool, None]:
