@@ -106,7 +106,8 @@ class LiveProducer:
                     cancel()
                     return
                 if time.monotonic() >= next_renewal:
-                    if not self.store.renew_lease(self.stream_id, self.token, self.lease_ttl) and not self.reclaim():
+                    token = self.token
+                    if not self.store.renew_lease(self.stream_id, token, self.lease_ttl) and not self.reclaim(token):
                         self.lose()
                         return
                     next_renewal = time.monotonic() + renew_every
@@ -115,17 +116,21 @@ class LiveProducer:
             if self._stop.wait(min(CANCEL_POLL_SECONDS, renew_every)):
                 return
 
-    def reclaim(self) -> bool:
-        """The lease lapsed (the stream was read late, or a pause outlasted it): take it
-        again if nobody else did meanwhile. The store's atomic acquire keeps it to one
-        owner; True if this producer holds it now (under a new token)."""
-        if self.lost:
-            return False
-        token = self.store.acquire_lease(self.stream_id, self.lease_ttl)
-        if not token:
-            return False
-        self.token = token
-        return True
+    def reclaim(self, failed: str) -> bool:
+        """The lease of token ``failed`` lapsed (the stream was read late, or a pause
+        outlasted it): take it again if nobody else did meanwhile. The store's atomic
+        acquire keeps it to one owner; True if this producer holds it now (under a new
+        token, which the lease thread or the writer may have taken already)."""
+        with self._lock:
+            if self.lost:
+                return False
+            if self.token != failed:
+                return True  # the other of the lease thread and the writer reclaimed it
+            token = self.store.acquire_lease(self.stream_id, self.lease_ttl)
+            if not token:
+                return False
+            self.token = token
+            return True
 
     def lose(self) -> None:
         """Another producer holds the lease now (this one was paused past it, or its store
@@ -227,11 +232,12 @@ class FencedWrites:
         producer = self._producer
         if producer.lost:
             return
+        token = producer.token
         try:
-            operation(stream_id, value, lease=producer.token)
+            operation(stream_id, value, lease=token)
         except LeaseLost:
             try:
-                if producer.reclaim():  # it had lapsed, and nobody took it: write as its owner again
+                if producer.reclaim(token):  # it had lapsed, and nobody took it: write as its owner again
                     operation(stream_id, value, lease=producer.token)
                     return
             except LeaseLost:
