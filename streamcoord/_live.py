@@ -79,6 +79,11 @@ class LiveProducer:
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._cancel: Optional[Callable[[], None]] = None
+        # Nobody reads this stream but through the store (client.start's StreamHandle): a
+        # lost lease stops it. A stream someone reads directly (stream_chat, resume) goes
+        # on for that reader instead, no longer recorded: cutting it short would hand its
+        # reader a truncated answer that looks complete.
+        self.detached = False
 
     def fence(self, store: RecoveryStore) -> RecordWriter:
         """``store`` as this producer's recovery writes to it: each write carries the
@@ -89,7 +94,8 @@ class LiveProducer:
         """The worker started: keep the lease and watch for a cancel until ``end``."""
         self._cancel = cancel
         if self.lost:  # a write was refused before the worker ran
-            cancel()
+            if self.detached:
+                cancel()
             return
         self._thread = threading.Thread(
             target=self._keep, args=(cancel,), name=f"streamcoord-lease-{self.stream_id}", daemon=True
@@ -134,13 +140,20 @@ class LiveProducer:
 
     def lose(self) -> None:
         """Another producer holds the lease now (this one was paused past it, or its store
-        lost it): stop quietly, writing nothing more; readers follow the new producer."""
+        lost it): write nothing more, so attached readers follow only the new producer;
+        stop quietly, unless someone reads this stream directly (see ``detached``)."""
         with self._lock:
             if self.lost:
                 return
             self.lost = True
-        logger.warning("lost the lease of live stream %r to another producer; stopping", self.stream_id)
         self._stop.set()
+        if not self.detached:
+            logger.warning(
+                "lost the lease of live stream %r to another producer; this stream goes on for its reader, "
+                "no longer recorded", self.stream_id,
+            )
+            return
+        logger.warning("lost the lease of live stream %r to another producer; stopping", self.stream_id)
         if self._cancel is not None:
             self._cancel()
 
@@ -270,6 +283,9 @@ class StreamHandle:
         self.provider = stream.provider
         self._stream = stream
         self._cancel = cancel
+        live = getattr(stream._spec, "live", None)
+        if live is not None:
+            live.detached = True  # nobody reads it here: a lost lease stops it
         self.error: Optional[BaseException] = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"streamcoord-live-{self.stream_id}", daemon=True)
