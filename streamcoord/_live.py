@@ -128,7 +128,7 @@ class LiveProducer:
         acquire keeps it to one owner; True if this producer holds it now (under a new
         token, which the lease thread or the writer may have taken already)."""
         with self._lock:
-            if self.lost:
+            if self.lost or self._released:
                 return False
             if self.token != failed:
                 return True  # the other of the lease thread and the writer reclaimed it
@@ -210,8 +210,9 @@ class LiveProducer:
 
 class FencedWrites:
     """The store as a live producer's recovery writes to it (the calls a stream makes):
-    every write carries the producer's lease token. A write the store refuses (the lease
-    is another's now) stops the producer; nothing it writes after that reaches the store."""
+    every write carries the producer's lease token. A write the store refuses takes a
+    lapsed lease again (``reclaim``) or, when it is another's now, marks the producer lost
+    (``lose``); nothing it writes after that reaches the store."""
 
     def __init__(self, store: RecoveryStore, producer: LiveProducer) -> None:
         self.store = store
