@@ -132,7 +132,8 @@ def test_an_attach_takes_a_background_response_over_natively(server, client):
     wire = ResponsesStream("resp_bg", background=True).text(["Hel", "lo ", "there"]).completed()
     first = wire.response(drop_after=wire.seq_of("response.output_text.delta", 1))
     server.enqueue(dataclasses.replace(first, parts=tuple(first.parts[:-1]) + (Gate(threading.Event()),)))
-    live = client("openai_responses", base_url=server.base_url + "/v1", recovery_store=MemoryStore())
+    store = MemoryStore()
+    live = client("openai_responses", base_url=server.base_url + "/v1", recovery_store=store)
     stream = live.stream_chat(
         MESSAGES, model="gpt-5-mini", background=True, stream_recovery=True, stream_id="bg-orphan"
     )
@@ -142,10 +143,12 @@ def test_an_attach_takes_a_background_response_over_natively(server, client):
         if seen == "Hello ":
             break  # this process goes away; the record stays, with where the provider can resume
     assert server.connection_closed.wait(5)
-    after = wire.seq_of("response.output_text.delta", 1)
+    state = store.load("bg-orphan").meta["resume_state"]  # where the provider can replay from
+    assert state["response_id"] == "resp_bg"
+    after = state["sequence_number"]
     server.enqueue(wire.response(start_after=after))
     reader = live.attach("bg-orphan", offset=len(seen))
-    assert seen + "".join(c.content for c in reader) == "Hello there"
+    assert consumer_view(list(reader), seen) == "Hello there"  # rewound to what the state covers
     assert reader.finish_reason == "stop"
     taken_over = server.requests[-1]
     assert len(server.requests) == 2
