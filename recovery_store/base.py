@@ -110,7 +110,8 @@ class StoreUnavailable(OSError):
 
 class LeaseLost(Exception):
     """A write with ``lease=token`` while ``token`` no longer holds the lease (it expired,
-    or another producer took it): nothing was written; the writer must stop producing."""
+    or another producer took it): nothing was written. The writer writes no more, unless
+    it can take the lease again (an expired lease nobody took)."""
 
 
 def _lease_lost(stream_id: str) -> LeaseLost:
