@@ -24,13 +24,19 @@ Chat messages in the common ``{"role", "content"}`` form are mapped here: ``syst
 from __future__ import annotations
 
 import json
-import re
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from adapters._anthropic_prefill import (
+    NO_PREFILL_MODELS,
+    continuation_body,
+    prefills,
+    refused_prefill_body,
+    takes_prefill,
+)
 from adapters._options import check_options, require_model
-from adapters.base import CONTINUE_INSTRUCTION, Adapter, EventParser, HTTPRequest, error_message, json_object
+from adapters.base import Adapter, EventParser, HTTPRequest, error_message, json_object
 from streamcoord._chunk import Chunk, RawJSON, content_chunk, normalize_usage
-from streamcoord.errors import APIError, api_error_for_type
+from streamcoord.errors import api_error_for_type
 
 __all__ = ["DEFAULT_MAX_TOKENS", "MIN_THINKING_BUDGET", "NO_PREFILL_MODELS", "AnthropicAdapter", "AnthropicParser", "takes_prefill"]
 
@@ -55,13 +61,6 @@ SERVER_TOOL_USES = frozenset({"server_tool_use", "mcp_tool_use"})
 
 # Extended thinking's smallest budget_tokens (the API refuses less).
 MIN_THINKING_BUDGET = 1024
-
-# Models that answer a prefill (a final assistant turn) with a 400, matched anywhere in
-# the model id so that the Bedrock and Vertex names (us.anthropic.claude-opus-4-6-v1,
-# claude-opus-4-6@...) match too.
-NO_PREFILL_MODELS = re.compile(r"claude-(?:opus|sonnet|haiku)-4-6")
-# Models seen refusing a prefill in this process; a set add is atomic, so no lock.
-_REFUSED_PREFILL: Set[str] = set()
 
 # Options copied into the body under the same name: the body parameters of the official
 # SDK's messages.create() that need no mapping.
@@ -245,6 +244,7 @@ class AnthropicParser(EventParser):
 class AnthropicAdapter(Adapter):
     max_tokens_paths = (("max_tokens",),)
     name = "anthropic"
+    otel_provider_name = "anthropic"
     wire_format = "sse"
     default_base_url = "https://api.anthropic.com"
     api_key_env: Sequence[str] = ("ANTHROPIC_API_KEY",)
@@ -292,36 +292,13 @@ class AnthropicAdapter(Adapter):
 
     def continuation_trims_space(self, request: HTTPRequest) -> bool:
         """Only a prefill (a final assistant turn) must not end in whitespace."""
-        return _prefills(request.json or {})
+        return prefills(request.json or {})
 
     def build_continuation(self, request: HTTPRequest, partial_text: str) -> HTTPRequest:
         """Continue natively: the partial answer becomes a final assistant turn (a prefill),
-        or, for a model that takes no prefill (:func:`takes_prefill`), an assistant turn
-        followed by a user turn that asks to go on.
-
-        The API rejects a final assistant turn that ends in whitespace, so a prefill is
-        ``rstrip()``-ed (:meth:`continuation_trims_space`: the kept text was cut before its
-        trailing whitespace, and the model's continuation starts with it again); an
-        assistant turn followed by a user turn is sent intact, as a fresh turn does not
-        start with the whitespace.
-        A prefill of the user's own (a last assistant message) is extended, not repeated.
-        With extended thinking on (``thinking=``), which takes no prefill either, the
-        continuation goes through a user turn too.
-        """
-        body = dict(request.json or {})
-        messages = list(body.get("messages") or [])
-        prefix = partial_text
-        if messages and messages[-1].get("role") == "assistant" and isinstance(messages[-1].get("content"), str):
-            prefix = messages.pop()["content"] + partial_text
-        prefill = _prefills(body)
-        if prefill:
-            prefix = prefix.rstrip()
-        if prefix:
-            messages.append({"role": "assistant", "content": prefix})
-        if not prefill:
-            messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
-        body["messages"] = messages
-        return request.with_json(body)
+        or, for a model that takes none, an assistant turn followed by a user turn that
+        asks to go on (the rules: :mod:`adapters._anthropic_prefill`)."""
+        return request.with_json(continuation_body(request.json or {}, partial_text))
 
     def reduce_max_tokens(self, request: HTTPRequest, used: int) -> HTTPRequest:
         """As for every provider, but with extended thinking the API requires
@@ -339,39 +316,10 @@ class AnthropicAdapter(Adapter):
         return reduced.with_json(body)
 
     def continuation_refused(self, request: HTTPRequest, exc: BaseException) -> Optional[HTTPRequest]:
-        """A prefill continuation answered with the 400 of a model that takes no prefill
-        ("This model does not support assistant message prefill. The conversation must end
-        with a user message."): the model is remembered for this process and the same
-        continuation goes through a user turn instead."""
-        sent = request.json or {}
-        messages = sent.get("messages") or []
-        if not (isinstance(exc, APIError) and exc.status == 400 and messages and messages[-1].get("role") == "assistant"):
-            return None
-        if "prefill" not in error_message(exc.body).lower():
-            return None
-        model = sent.get("model")
-        if isinstance(model, str):
-            _REFUSED_PREFILL.add(model)
-        body = dict(sent, messages=list(messages) + [{"role": "user", "content": CONTINUE_INSTRUCTION}])
-        return request.with_json(body)
-
-
-def _prefills(body: Dict[str, Any]) -> bool:
-    """Whether the continuation of a request with ``body`` is a prefill: not for a model
-    that takes none (:func:`takes_prefill`), nor with extended thinking on (``thinking=``),
-    which takes none either."""
-    thinking = body.get("thinking")
-    thinking_on = isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
-    return not thinking_on and takes_prefill(body.get("model"))
-
-
-def takes_prefill(model: Any) -> bool:
-    """Whether ``model`` continues a final assistant turn: not the models Anthropic's
-    migration guide lists ("Prefilling assistant messages returns a 400 error on Claude 4.6
-    models"), nor one seen refusing it in this process (a model newer than this table)."""
-    if not isinstance(model, str):
-        return True
-    return NO_PREFILL_MODELS.search(model) is None and model not in _REFUSED_PREFILL
+        """A prefill refused by a model that takes none: the same continuation through a
+        user turn (:func:`adapters._anthropic_prefill.refused_prefill_body`)."""
+        body = refused_prefill_body(request.json or {}, exc)
+        return None if body is None else request.with_json(body)
 
 
 def _split_system(messages: List[Dict[str, Any]]) -> Tuple[Any, List[Dict[str, Any]]]:

@@ -62,6 +62,7 @@ class _Azure:
     """Azure's settings, addresses and auth, shared by both APIs (a mixin: first base)."""
 
     name = "azure_openai"
+    otel_provider_name = "azure.ai.openai"
     # No default address (never OpenAI's, which the base adapters have): an Azure key goes
     # only to the endpoint given or in AZURE_OPENAI_ENDPOINT.
     default_base_url = ""

@@ -183,6 +183,7 @@ def _exception(headers: Dict[str, Any], data: str) -> APIError:
 
 class BedrockAdapter(Adapter):
     name = "bedrock"
+    otel_provider_name = "aws.bedrock"
     wire_format = "eventstream"
     api_key_env: Sequence[str] = ("AWS_BEARER_TOKEN_BEDROCK",)
     requires_api_key = False  # SigV4 with AWS credentials otherwise

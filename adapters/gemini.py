@@ -176,6 +176,7 @@ def gemini_usage(raw: Dict[str, Any]) -> Dict[str, int]:
 class GeminiAdapter(Adapter):
     max_tokens_paths = (("generationConfig", "maxOutputTokens"),)
     name = "gemini"
+    otel_provider_name = "gcp.gemini"
     wire_format = "sse"
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     api_key_env: Sequence[str] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")

@@ -167,6 +167,7 @@ def _tool_call(call: Dict[str, Any]) -> Dict[str, Any]:
 class MistralAdapter(Adapter):
     max_tokens_paths = (("max_tokens",),)
     name = "mistral"
+    otel_provider_name = "mistral_ai"
     wire_format = "sse"
     default_base_url = "https://api.mistral.ai/v1"
     api_key_env: Sequence[str] = ("MISTRAL_API_KEY",)

@@ -124,6 +124,7 @@ def _error(obj: Dict[str, Any]) -> APIError:
 class OllamaAdapter(Adapter):
     max_tokens_paths = (("options", "num_predict"),)
     name = "ollama"
+    otel_provider_name = "ollama"
     wire_format = "ndjson"
     default_base_url = "http://localhost:11434"
     api_key_env: Sequence[str] = ("OLLAMA_API_KEY",)  # only for a proxy in front of Ollama

@@ -191,6 +191,7 @@ class OpenAIParser(EventParser):
 
 class OpenAIAdapter(Adapter):
     name = "openai"
+    otel_provider_name = "openai"
     wire_format = "sse"
     default_base_url = "https://api.openai.com/v1"
     api_key_env: Sequence[str] = ("OPENAI_API_KEY",)
@@ -226,6 +227,7 @@ class OpenAICompatibleAdapter(OpenAIAdapter):
     """An OpenAI-compatible server: ``OpenAICompatibleAdapter("vllm", "http://localhost:8000/v1")``."""
 
     include_usage = False
+    otel_provider_name = ""  # not OpenAI: the server's own name (groq, deepseek, vllm, ...)
     max_tokens_field = "max_tokens"
     example_model = "the server's model name"
 

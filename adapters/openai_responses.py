@@ -8,7 +8,8 @@ tool calls and tool results become ``function_call`` / ``function_call_output`` 
 Events: ``response.output_text.delta`` is content; reasoning summary and reasoning text
 deltas go to ``metadata["reasoning"]``, refusal deltas to ``metadata["refusal"]``; a
 ``function_call`` output item and its argument deltas become tool-call deltas (id =
-``call_id``, slot = ``output_index``); ``response.completed`` / ``response.incomplete``
+``call_id``, slot = ``output_index``), completed from the ``.done`` events (final text and
+arguments) where deltas were missing; ``response.completed`` / ``response.incomplete``
 end the answer with its finish reason and usage; ``response.failed`` and ``error`` are
 errors classified by their code. Every chunk keeps ``metadata["sequence_number"]``.
 
@@ -20,7 +21,7 @@ events after ``n`` (the server goes on generating meanwhile: nothing is generate
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from adapters._options import check_options, require_model
 from adapters.base import (
@@ -106,6 +107,14 @@ class ResponsesParser(EventParser):
         self.response_id = response_id
         self.sequence_number = sequence_number
         self.model: Optional[str] = None
+        # The .done events carry each item's final text and arguments: where deltas were
+        # missing, they give the rest. Trusted for every item by a parser that has seen the
+        # stream from its start, and after a native resume only for the items begun since
+        # (the parser before it gave an earlier item's deltas: they are not counted here).
+        self._from_start = sequence_number is None
+        self._begun: Set[Any] = set()  # output_index of the items begun in this parser
+        self._text_given: Dict[Tuple[Any, Any], int] = {}  # (output_index, content_index) -> chars
+        self._arguments_given: Dict[Any, int] = {}  # output_index of an announced call -> chars
 
     def resume_state(self) -> Optional[Dict[str, Any]]:
         if self.response_id is None or self.sequence_number is None:
@@ -131,17 +140,26 @@ class ResponsesParser(EventParser):
         delta = obj.get("delta")
         if kind == "response.output_text.delta" and isinstance(delta, str):
             content = delta
+            key = (obj.get("output_index"), obj.get("content_index") or 0)
+            self._text_given[key] = self._text_given.get(key, 0) + len(delta)
         elif kind in REASONING_EVENTS and isinstance(delta, str) and delta:
             metadata["reasoning"] = delta
         elif kind == REFUSAL_EVENT and isinstance(delta, str) and delta:
             metadata["refusal"] = delta
         elif kind == "response.output_item.added" and isinstance(obj.get("item"), dict):
-            item = obj["item"]
-            if item.get("type") == "function_call":
-                tool_calls = [{"index": obj.get("output_index"), "id": item.get("call_id"), "type": "function",
-                               "function": {"name": item.get("name") or "", "arguments": item.get("arguments") or ""}}]
+            self._begun.add(obj.get("output_index"))
+            tool_calls = self._announce_call(obj.get("output_index"), obj["item"])
         elif kind == "response.function_call_arguments.delta" and isinstance(delta, str) and delta:
             tool_calls = [{"index": obj.get("output_index"), "function": {"arguments": delta}}]
+            index = obj.get("output_index")
+            if index in self._arguments_given:
+                self._arguments_given[index] += len(delta)
+        elif kind == "response.output_text.done" and isinstance(obj.get("text"), str):
+            content = self._rest_of_text(obj.get("output_index"), obj.get("content_index") or 0, obj["text"])
+        elif kind == "response.function_call_arguments.done" and isinstance(obj.get("arguments"), str):
+            tool_calls = self._rest_of_call(obj.get("output_index"), obj, announce=False)
+        elif kind == "response.output_item.done" and isinstance(obj.get("item"), dict):
+            content, tool_calls = self._rest_of_item(obj.get("output_index"), obj["item"])
         elif kind == "response.failed":
             error = (response or {}).get("error")
             self._raise(obj, error.get("code") if isinstance(error, dict) else None)
@@ -154,6 +172,55 @@ class ResponsesParser(EventParser):
         index = self.next_index
         self.next_index = index + 1
         return Chunk(content, finish, self.model, self.response_id, index, usage, tool_calls, metadata, obj)
+
+    def _announce_call(self, index: Any, item: Dict[str, Any]) -> Optional[List[Dict[str, Any]]]:
+        if item.get("type") != "function_call":
+            return None
+        arguments = _text(item.get("arguments"))
+        self._arguments_given[index] = len(arguments)
+        return [{"index": index, "id": item.get("call_id"), "type": "function",
+                 "function": {"name": item.get("name") or "", "arguments": arguments}}]
+
+    def _trusted(self, index: Any) -> bool:
+        return self._from_start or index in self._begun
+
+    def _rest_of_text(self, index: Any, content_index: Any, text: str) -> str:
+        """What of an output text's final ``text`` its deltas did not give."""
+        key = (index, content_index)
+        given = self._text_given.get(key, 0)
+        if not self._trusted(index) or len(text) <= given:
+            return ""
+        self._text_given[key] = len(text)
+        return text[given:]
+
+    def _rest_of_call(self, index: Any, item: Dict[str, Any], announce: bool) -> Optional[List[Dict[str, Any]]]:
+        """A function call's final arguments where its deltas fell short; with ``announce``
+        (an output item, which has the call's id and name) the whole call if it was never
+        announced."""
+        if not self._trusted(index):
+            return None
+        arguments = _text(item.get("arguments"))
+        if index not in self._arguments_given:
+            return self._announce_call(index, item) if announce else None
+        given = self._arguments_given[index]
+        if len(arguments) <= given:
+            return None
+        self._arguments_given[index] = len(arguments)
+        return [{"index": index, "function": {"arguments": arguments[given:]}}]
+
+    def _rest_of_item(self, index: Any, item: Dict[str, Any]) -> Tuple[str, Optional[List[Dict[str, Any]]]]:
+        if item.get("type") == "function_call":
+            return "", self._rest_of_call(index, item, announce=True)
+        if item.get("type") != "message":
+            return "", None
+        content = item.get("content")
+        if not isinstance(content, list):
+            return "", None
+        rest = "".join(
+            self._rest_of_text(index, position, part["text"]) for position, part in enumerate(content)
+            if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str)
+        )
+        return rest, None
 
     def _finish(
         self, kind: str, response: Dict[str, Any], metadata: Dict[str, Any]
@@ -187,6 +254,7 @@ class ResponsesParser(EventParser):
 
 class OpenAIResponsesAdapter(Adapter):
     name = "openai_responses"
+    otel_provider_name = "openai"
     wire_format = "sse"
     default_base_url = "https://api.openai.com/v1"
     api_key_env: Sequence[str] = ("OPENAI_API_KEY",)
@@ -263,6 +331,10 @@ def _background_response(request: HTTPRequest, state: Optional[Dict[str, Any]]) 
         return None
     base_url = urllib.parse.urlsplit(request.url)._replace(query="").geturl().rsplit("/", 1)[0]
     return base_url, "responses/" + urllib.parse.quote(response_id, safe="")
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _query(url: str) -> Dict[str, str]:

@@ -15,22 +15,31 @@ mapping, the same parser). What differs is where it goes and how it authenticate
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union, cast
 from urllib.parse import quote
 
 from adapters.base import EventParser, HTTPRequest, ProviderSetting
 from adapters.gemini import GeminiAdapter, GeminiParser
+from streamcoord._config import Timeout
 from streamcoord._keys import check_api_key
-from streamcoord.errors import AuthenticationError, CallbackError
+from streamcoord._send_budget import SendBudget, current_send_budget
+from streamcoord._sockets import StreamingAdapter, sending, shutdown_socket
+from streamcoord.errors import AuthenticationError, CallbackError, ConnectionLost, StreamTimeout
 
-__all__ = ["CLOUD_PLATFORM_SCOPE", "INSTALL_HINT", "VertexAdapter"]
+__all__ = ["CLOUD_PLATFORM_SCOPE", "INSTALL_HINT", "REFRESH_ABANDON_SECONDS", "REFRESH_POLL_SECONDS", "VertexAdapter"]
 
 INSTALL_HINT = "pip install streamcoord[vertex]"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 PROJECT_ENV = "GOOGLE_CLOUD_PROJECT"
 LOCATION_ENV = "GOOGLE_CLOUD_LOCATION"
+# How soon a credentials refresh notices its stream's cancel.
+REFRESH_POLL_SECONDS = 0.05
+# What a refresh given up on gets to end, its socket shut down.
+REFRESH_ABANDON_SECONDS = 0.5
 
 TokenSource = Union[str, Callable[[], str]]
 
@@ -45,6 +54,7 @@ def google_auth_available() -> bool:
 
 class VertexAdapter(GeminiAdapter):
     name = "vertex"
+    otel_provider_name = "gcp.vertex_ai"
     api_key_env: Sequence[str] = ()
     requires_api_key = False  # a Bearer token from access_token= or google-auth instead
     client_settings = (
@@ -162,16 +172,24 @@ class VertexAdapter(GeminiAdapter):
     def _adc_token(self) -> str:
         import google.auth
         import google.auth.exceptions
-        import google.auth.transport.requests
 
         try:
-            with self._lock:
+            with self._lock:  # held to look the credentials up, never across a refresh
                 if self._credentials is None:
                     self._credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
                 credentials = self._credentials
-                if not credentials.valid:
-                    credentials.refresh(google.auth.transport.requests.Request())
-                return cast(str, credentials.token)  # valid (just refreshed): a str
+                if credentials.valid:
+                    return str(credentials.token)
+            # A copy is refreshed, so that a refresh stuck on a slow token endpoint holds up
+            # its own stream only: another stream refreshes its own copy meanwhile.
+            fresh = _refreshed(copy.copy(credentials), current_send_budget())
+            with self._lock:
+                if self._credentials is credentials or (self._credentials is not None and not self._credentials.valid):
+                    self._credentials = fresh
+            return str(fresh.token)
+        except google.auth.exceptions.TransportError as exc:
+            raise ConnectionLost(f"vertex: could not reach Google's token endpoint to refresh the "
+                                 f"application default credentials ({exc})") from None
         except google.auth.exceptions.GoogleAuthError as exc:
             raise AuthenticationError(
                 f"vertex: no usable application default credentials ({exc}); run `gcloud auth "
@@ -183,6 +201,84 @@ class VertexAdapter(GeminiAdapter):
         parser = GeminiParser()
         parser.provider = "vertex"
         return parser
+
+
+def _refreshed(credentials: Any, budget: Optional[SendBudget]) -> Any:
+    """``credentials`` refreshed by google-auth within the send's budget (each of its token
+    requests gets the time left, not google-auth's 120 s), on a thread of its own that a
+    cancel or the end of the budget leaves at once, its socket shut down."""
+    import google.auth.transport.requests
+    import requests
+
+    # Outside a stream's send (none tells its budget): the default connect timeout.
+    seconds = budget.seconds if budget is not None else float(Timeout().connect)
+    until = budget.until if budget is not None else time.monotonic() + seconds
+    cancelled = budget.cancelled if budget is not None else threading.Event()
+    session = requests.Session()
+    for prefix in ("http://", "https://"):  # connections that tell their socket
+        session.mount(prefix, StreamingAdapter())
+    send = google.auth.transport.requests.Request(session)
+    connection = _RefreshConnection()
+    failure: List[BaseException] = []
+    done = threading.Event()
+
+    def bounded(url: str, method: str = "GET", body: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+        import google.auth.exceptions
+
+        left = until - time.monotonic()
+        if left <= 0 or cancelled.is_set():  # between google-auth's retries
+            raise google.auth.exceptions.TransportError("no time left to refresh the credentials")  # type: ignore[no-untyped-call]
+        # A little past the budget, so that the waiting stream, not this timeout, decides
+        # when the budget is spent (a StreamTimeout, not a lost connection).
+        kwargs["timeout"] = left + REFRESH_ABANDON_SECONDS
+        return send(url, method, body, headers, **kwargs)
+
+    def refresh() -> None:
+        sending.transport = connection
+        try:
+            credentials.refresh(bounded)
+        except BaseException as exc:  # handed to the waiting stream
+            failure.append(exc)
+        finally:
+            sending.transport = None
+            session.close()
+            done.set()
+
+    worker = threading.Thread(target=refresh, name="streamcoord-vertex-token-refresh", daemon=True)
+    worker.start()
+    # Woken by the refresh, and every REFRESH_POLL_SECONDS to look at the cancel flag.
+    while not done.wait(max(min(until - time.monotonic(), REFRESH_POLL_SECONDS), 0.0)):
+        if cancelled.is_set() or time.monotonic() >= until:
+            connection.abandon()
+            done.wait(REFRESH_ABANDON_SECONDS)
+            if cancelled.is_set():
+                raise ConnectionLost("the stream was closed")
+            raise StreamTimeout(f"vertex: refreshing the application default credentials took longer than {seconds:.3g}s")
+    if failure:
+        raise failure[0]
+    return credentials
+
+
+class _RefreshConnection:
+    """Told the socket of a refresh's token request (``_sockets``), from its connect to the
+    end of its body, so that a refresh given up on is woken at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: Any = None
+        self._abandoned = False
+
+    def announce(self, sock: Any) -> None:
+        with self._lock:
+            self._sock = sock
+            if self._abandoned:
+                shutdown_socket(sock)
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            if self._sock is not None:
+                shutdown_socket(self._sock)
 
 
 def _has_authorization(headers: Dict[str, str]) -> bool:

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import requests
 
@@ -342,6 +342,110 @@ def early_close(base_url: str, n_streams: int, n_chunks: int, break_after: int) 
     return ok
 
 
+PACED_RATE = 20  # events/s per stream in the suite's runs: a fast model's pace
+
+
+def rss_kb(field: str = "VmRSS") -> int:
+    """This process's resident memory (``VmHWM``: its peak so far), in KiB, from /proc."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def paced_child(variant: str, base_url: str, n_streams: int, n_chunks: int) -> None:
+    """One paced run in this (fresh) process, for the suite: ``n_streams`` consumer threads,
+    plain requests or streamcoord; prints a JSON line of what ``rows`` reports."""
+    threads_before, sockets_before = threading.active_count(), open_sockets()
+    counts: List[int] = [0] * n_streams
+    errors: List[BaseException] = []
+    if variant == "requests":
+        session = requests.Session()
+        session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=n_streams))
+
+        def consume(i: int) -> None:
+            n = 0
+            with session.post(f"{base_url}/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True},
+                              stream=True) as resp:
+                for line in resp.iter_lines():
+                    if line.startswith(b"data: "):
+                        data = line[6:]
+                        if data == b"[DONE]":
+                            break
+                        if json.loads(data)["choices"][0]["delta"].get("content") is not None:
+                            n += 1
+            counts[i] = n
+    else:
+        session = streamcoord.new_session()
+        client = streamcoord.Client("openai", api_key="bench", base_url=base_url, max_retries=0, session=session)
+
+        def consume(i: int) -> None:
+            n = 0
+            with client.stream_chat(MESSAGES, model="m") as stream:
+                for chunk in stream:
+                    if chunk.content:
+                        n += 1
+            counts[i] = n
+
+    def guarded(i: int) -> None:
+        try:
+            consume(i)
+        except BaseException as exc:  # reported; a benchmark thread must not die silently
+            errors.append(exc)
+
+    rss_before = rss_kb()
+    cpu_started = time.process_time()
+    with Sampler() as sampler:
+        wall = run_consumers(n_streams, guarded)
+    cpu = time.process_time() - cpu_started
+    peak_kb = rss_kb("VmHWM")
+    wait_for_threads(threads_before, 5.0)
+    session.close()
+    print(json.dumps({
+        "chunks": sum(counts), "expected": n_streams * n_chunks, "errors": len(errors), "wall": wall,
+        "cpu_us": cpu / max(sum(counts), 1) * 1e6, "kb_per_stream": (peak_kb - rss_before) / n_streams,
+        "peak_threads": sampler.peak_os_threads, "threads_back": threading.active_count() == threads_before,
+        "sockets_back": open_sockets() == sockets_before,
+    }))
+
+
+def rows(quick: bool) -> List[Dict[str, str]]:
+    """The suite's rows (benchmarks/run.py): 100, 300 and 1000 paced streams, plain
+    requests threads against streamcoord, each run in a fresh process."""
+    from benchmarks import _server
+
+    n_chunks = 20 if quick else 100
+    proc, origin = _server.start()
+    out: List[Dict[str, str]] = []
+    try:
+        base_url = _server.url(origin, n=n_chunks, rate=PACED_RATE) + "/v1"
+        for n_streams in (100, 300, 1000):
+            got = {}
+            for variant in ("requests", "streamcoord"):
+                run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", variant, "--url", base_url,
+                                      "--streams", str(n_streams), "--chunks", str(n_chunks)],
+                                     stdout=subprocess.PIPE, check=True, text=True)
+                got[variant] = json.loads(run.stdout.strip().splitlines()[-1])
+            for variant, r in got.items():
+                base = got["requests"]
+                ok = (r["chunks"] == r["expected"] and not r["errors"] and r["threads_back"] and r["sockets_back"])
+                out.append({
+                    "bench": f"{n_streams} concurrent streams, {PACED_RATE} events/s each",
+                    "client": "plain requests threads" if variant == "requests" else "streamcoord",
+                    "figure": f"{r['kb_per_stream']:.0f} KB/stream, {r['peak_threads']} threads, {r['wall']:.1f}s wall",
+                    "ratio": ("" if variant == "requests" else
+                              f"{r['cpu_us'] / base['cpu_us']:.2f}x CPU, {r['kb_per_stream'] / base['kb_per_stream']:.2f}x "
+                              "memory; ") + ("all delivered, threads+sockets back" if ok else
+                                            f"FAIL: {r['chunks']}/{r['expected']} chunks, {r['errors']} errors, "
+                                            f"threads back {r['threads_back']}, sockets back {r['sockets_back']}"),
+                    "cpu": f"{r['cpu_us']:.1f} us/chunk"})
+    finally:
+        proc.kill()
+        proc.wait()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=200)
@@ -350,7 +454,12 @@ def main() -> None:
     parser.add_argument("--framing", choices=["packed", "per-event"], default="packed")
     parser.add_argument("--connection", choices=["keep-alive", "close"], default="keep-alive")
     parser.add_argument("--no-floor", action="store_true", help="skip the plain-requests reference run")
+    parser.add_argument("--child", choices=["requests", "streamcoord"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        paced_child(args.child, args.url, args.streams, args.chunks)
+        return
     if not 0 < args.break_after < args.chunks:
         parser.error("--break-after must be between 1 and --chunks - 1")
 

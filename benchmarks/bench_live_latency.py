@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -229,6 +229,17 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Row]:
             verdict = "ok" if row[2] <= row[3] else "OVER"
             print(f"{row[0]:<32} {row[1]:>8.2f} {row[2]:>8.2f} {row[3]:>8.0f} ms  {verdict}", flush=True)
     return rows
+
+
+def rows(quick: bool) -> List[Dict[str, str]]:
+    """The suite's rows (benchmarks/run.py): p50 and p99 per store against the p99 target."""
+    argv = ["--pieces", "100" if quick else "300"]
+    out = []
+    for name, p50, p99, target in main(argv):
+        out.append({"bench": "live: persist -> attached reader", "client": name,
+                    "figure": f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+                    "ratio": f"target p99 {target:.0f} ms: {'ok' if p99 <= target else 'OVER'}", "cpu": ""})
+    return out
 
 
 if __name__ == "__main__":

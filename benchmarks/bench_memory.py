@@ -202,6 +202,28 @@ def report(name: str, result: Dict[str, Any], chunks: int, every: int,
     return {"growth": growth, "text_mem": text_mem, "text_len": text_len}
 
 
+def rows(quick: bool) -> List[Dict[str, str]]:
+    """The suite's rows (benchmarks/run.py): streamcoord against requests keeping the same text."""
+    chunks, every = (200_000, 50_000) if quick else (1_000_000, 100_000)
+    proc, base_url = start_server(chunks, "packed")
+    try:
+        results = {v: run_variant(v, base_url, every) for v in VARIANTS}
+    finally:
+        proc.kill()
+        proc.wait()
+    like = results["floor-text"]["samples"][-1]
+    figures = {v: report(VARIANTS[v], results[v], chunks, every, like[3] / max(like[2], 1)) for v in VARIANTS}
+    out = []
+    for v in ("floor-text", "streamcoord"):
+        f = figures[v]
+        beyond = f["growth"] - f["text_mem"]
+        out.append({"bench": f"memory from {every // 1000}k to {chunks // 1000}k chunks (RSS growth)",
+                    "client": VARIANTS[v], "figure": f"{f['growth']:+.1f} MB, of which the text {f['text_mem']:.1f} MB",
+                    "ratio": f"{beyond:+.1f} MB beyond the text ({'flat' if beyond < FLAT_MB else 'NOT flat'})",
+                    "cpu": ""})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=1_000_000)

@@ -1,11 +1,15 @@
-"""Throughput over loopback: streamcoord against plain requests and openai-python, same run.
+"""Throughput over loopback: streamcoord against plain requests, a raw-socket client and the
+official SDKs, same run.
 
-    python benchmarks/bench_throughput.py [--chunks 200000] [--rounds 5]
+    python benchmarks/bench_throughput.py [--chunks 200000] [--rounds 5] [--workload NAME|all]
 
-A server in its own process streams OpenAI-format chunks as fast as the socket allows.
+A server in its own process (``_server.py``) streams chunks as fast as the socket allows.
 Each client consumes the whole stream; rounds are interleaved so that drift in the
-machine's speed hits every client alike, and the median chunks/second is reported with
-its ratio to the floor (plain ``requests`` + ``iter_lines`` + ``json.loads``).
+machine's speed hits every client alike. Reported: the median chunks/second with its ratio
+to the floor (plain ``requests`` + ``iter_lines`` + ``json.loads``), and the median CPU
+microseconds of this process (every thread) per chunk, the steadier figure on a busy
+machine. The raw-socket client (one thread, its own HTTP/SSE framing and ``json.loads``)
+is the practical limit: it pays for no thread hand-off at all.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ import dataclasses
 import gc
 import json
 import os
+import socket
 import statistics
-import subprocess
 import sys
-import threading
 import time
-from typing import Callable, Dict, List
+import urllib.parse
+from typing import Any, Callable, Dict, List, Optional
 
 import requests
 
@@ -28,49 +32,114 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import streamcoord  # noqa: E402
+from benchmarks import _server  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "bench"}]
+# name -> server options; the suite runs the first three.
+WORKLOADS: Dict[str, Dict[str, Any]] = {
+    "OpenAI SSE, 16 KiB HTTP chunks": {"provider": "openai", "framing": "packed", "pack": 16384},
+    "OpenAI SSE, one HTTP chunk per event": {"provider": "openai", "framing": "per-event"},
+    "Anthropic SSE, one HTTP chunk per event": {"provider": "anthropic", "framing": "per-event"},
+    "OpenAI SSE, gzip, 64 KiB HTTP chunks": {"provider": "openai", "framing": "gzip"},
+}
+SUITE_WORKLOADS = list(WORKLOADS)[:3]
+SDK_SHARE = 10  # the official SDKs are 10-25x slower: they stream a tenth of the chunks
 
 
-def start_server(n_chunks: int, framing: str = "packed"):
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "_server.py"), str(n_chunks), framing],
-        stdout=subprocess.PIPE, text=True,
-    )
-    port = int(proc.stdout.readline())
-    return proc, f"http://127.0.0.1:{port}/v1"
+def endpoint(base: str, provider: str) -> str:
+    return f"{base}/v1/chat/completions" if provider == "openai" else f"{base}/v1/messages"
 
 
-def floor_iter_lines(base_url: str) -> int:
+def request_body(provider: str) -> Dict[str, Any]:
+    return {"model": "m", "messages": MESSAGES, "stream": True, **({"max_tokens": 64} if provider == "anthropic" else {})}
+
+
+def floor(base: str, provider: str) -> int:
     """What people write by hand: requests + iter_lines + json.loads."""
     n = 0
-    with requests.post(f"{base_url}/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True},
-                       stream=True) as resp:
+    with requests.post(endpoint(base, provider), json=request_body(provider), stream=True) as resp:
         for line in resp.iter_lines():
             if line.startswith(b"data: "):
                 data = line[6:]
                 if data == b"[DONE]":
                     break
                 event = json.loads(data)
-                if event["choices"][0]["delta"].get("content") is not None:
+                if provider == "openai":
+                    if event["choices"][0]["delta"].get("content") is not None:
+                        n += 1
+                elif event["type"] == "content_block_delta" and event["delta"].get("text"):
                     n += 1
     return n
 
 
-def openai_python(base_url: str) -> int:
-    import openai
-
-    client = openai.OpenAI(api_key="bench", base_url=base_url, max_retries=0)
-    n = 0
-    for event in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
-        if event.choices and event.choices[0].delta.content is not None:
-            n += 1
+def raw_socket(base: str, provider: str) -> int:
+    """One thread, no library: HTTP/1.1 chunked framing, SSE splitting and json.loads by hand."""
+    parts = urllib.parse.urlsplit(endpoint(base, provider))
+    payload = json.dumps(request_body(provider)).encode()
+    sock = socket.create_connection((parts.hostname, parts.port))
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                 % (parts.path.encode(), parts.netloc.encode(), len(payload), payload))
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(65536)
+    buf = buf.partition(b"\r\n\r\n")[2]
+    sse, n, done, loads = b"", 0, False, json.loads
+    with sock:
+        while not done:
+            pos, body = 0, []
+            while True:  # every complete HTTP chunk in buf
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                size = int(buf[pos:eol], 16)
+                if size == 0:
+                    done = True
+                    break
+                if eol + 4 + size > len(buf):
+                    break
+                body.append(buf[eol + 2:eol + 2 + size])
+                pos = eol + 4 + size
+            buf = buf[pos:]
+            events = (sse + b"".join(body)).split(b"\n\n")
+            sse = events.pop()
+            for event in events:
+                data = event[event.find(b"data: ") + 6:]
+                if provider == "openai":
+                    if data != b"[DONE]" and loads(data)["choices"][0]["delta"].get("content") is not None:
+                        n += 1
+                elif event.startswith(b"event: content_block_delta") and loads(data)["delta"].get("text"):
+                    n += 1
+            if not done:
+                more = sock.recv(65536)
+                if not more:
+                    break
+                buf += more
     return n
 
 
-def streamcoord_client(client_options=None, **options) -> Callable[[str], int]:
-    def run(base_url: str) -> int:
-        client = streamcoord.Client("openai", api_key="bench", base_url=base_url, max_retries=0, **(client_options or {}))
+def official_sdk(base: str, provider: str) -> int:
+    n = 0
+    if provider == "openai":
+        import openai
+
+        client = openai.OpenAI(api_key="bench", base_url=f"{base}/v1", max_retries=0)
+        for event in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):  # type: ignore
+            if event.choices and event.choices[0].delta.content is not None:
+                n += 1
+    else:
+        import anthropic
+
+        aclient = anthropic.Anthropic(api_key="bench", base_url=base, max_retries=0)
+        for aevent in aclient.messages.create(model="m", messages=MESSAGES, max_tokens=64, stream=True):  # type: ignore
+            if aevent.type == "content_block_delta" and getattr(aevent.delta, "text", None):
+                n += 1
+    return n
+
+
+def streamcoord_client(client_options: Optional[Dict[str, Any]] = None, **options: Any) -> Callable[[str, str], int]:
+    def run(base: str, provider: str) -> int:
+        client = streamcoord.Client(provider, api_key="bench", base_url=f"{base}/v1" if provider == "openai" else base,
+                                    max_retries=0, **(client_options or {}))
         n = 0
         for chunk in client.stream_chat(MESSAGES, model="m", **options):
             if chunk.content:
@@ -80,15 +149,15 @@ def streamcoord_client(client_options=None, **options) -> Callable[[str], int]:
     return run
 
 
-def identity(chunk):
+def identity(chunk: Any) -> Any:
     return chunk
 
 
-def accept(chunk):
+def accept(chunk: Any) -> None:
     return None
 
 
-def disk_store():
+def disk_store() -> Any:
     """A DiskStore in a temporary directory, removed at exit."""
     import atexit
     import shutil
@@ -102,49 +171,33 @@ def disk_store():
     return store
 
 
-CLIENTS: Dict[str, Callable[[str], int]] = {
-    "requests+iter_lines+json.loads (floor)": floor_iter_lines,
-    "streamcoord, features off": streamcoord_client(),
-    "streamcoord, track_metrics": streamcoord_client(track_metrics=True, on_metrics=lambda m: None),
-    "streamcoord, all features": streamcoord_client(
-        track_metrics=True, on_metrics=lambda m: None, transform_chunk=identity, validate_chunk=accept, buffer_chunks=8,
-    ),
-}
-# Recovery writes the text of every network read to the store before handing it over.
-OPTIONAL_CLIENTS: Dict[str, Callable[[], Callable[[str], int]]] = {
-    "streamcoord, recovery (DiskStore)": lambda: streamcoord_client(
-        {"recovery_store": disk_store()}, stream_recovery=True
-    ),
-}
+FLOOR = "requests+iter_lines+json.loads (floor)"
+RAW = "raw socket, one thread (limit)"
+OFF = "streamcoord, features off"
+SDK = "official SDK"
 
 
-def telemetry_client() -> Callable[[str], int]:
-    """Telemetry on, recorded by OpenTelemetry's SDK (spans kept in memory, metrics
-    aggregated for a reader that is never collected): the cost on the stream's path.
-    Exporting runs off that path (a batch processor, a periodic reader)."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
-
-    streamcoord.instrument(tracer_provider=TracerProvider(), meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
-    try:
-        return streamcoord_client({"telemetry": True})
-    finally:
-        streamcoord.uninstrument()  # the other clients stay without telemetry
-
-
-def telemetry_available() -> bool:
-    try:
-        import opentelemetry.sdk  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def clients(recovery: bool = True, sdk: bool = True) -> Dict[str, Callable[[str, str], int]]:
+    out: Dict[str, Callable[[str, str], int]] = {
+        FLOOR: floor, RAW: raw_socket, OFF: streamcoord_client(),
+        "streamcoord, track_metrics": streamcoord_client(track_metrics=True, on_metrics=lambda m: None),
+        "streamcoord, all features": streamcoord_client(
+            track_metrics=True, on_metrics=lambda m: None, transform_chunk=identity, validate_chunk=accept,
+            buffer_chunks=8,
+        ),
+    }
+    if recovery:
+        out["streamcoord, recovery (DiskStore)"] = streamcoord_client({"recovery_store": disk_store()},
+                                                                      stream_recovery=True)
+    if sdk:
+        out[SDK] = official_sdk
+    return out
 
 
 @dataclasses.dataclass
 class Result:
     name: str
-    rates: List[float]
+    rates: List[float] = dataclasses.field(default_factory=list)
     cpu: List[float] = dataclasses.field(default_factory=list)  # this process's CPU seconds per chunk
 
     @property
@@ -153,72 +206,76 @@ class Result:
 
     @property
     def cpu_us(self) -> float:
-        """Median CPU microseconds per chunk: steadier than chunks/s on a busy machine."""
         return statistics.median(self.cpu) * 1e6
 
 
-def measure(
-    chunks: int, rounds: int, with_openai: bool, framing: str = "packed", with_recovery: bool = True,
-    with_telemetry: bool = True,
-) -> List[Result]:
-    clients = dict(CLIENTS)
-    if with_recovery:
-        clients.update((name, make()) for name, make in OPTIONAL_CLIENTS.items())
-    if with_telemetry and telemetry_available():
-        clients["streamcoord, telemetry on (OTel SDK)"] = telemetry_client()
-    if with_openai:
-        clients["openai-python"] = openai_python
-    proc, base_url = start_server(chunks, framing)
+def measure(origin: str, workload: str, chunks: int, rounds: int, **which: bool) -> List[Result]:
+    options = WORKLOADS[workload]
+    provider = options["provider"]
+    todo = clients(**which)
+    counts = {name: chunks // SDK_SHARE if name == SDK else chunks for name in todo}
+    bases = {name: _server.url(origin, n=counts[name], **options) for name in todo}
+    results = {name: Result(name) for name in todo}
+    for name, fn in todo.items():  # warm-up: imports, the server's cached bodies
+        fn(bases[name], provider)
+    for _ in range(rounds):
+        for name, fn in todo.items():
+            gc.collect()  # every client starts from the same collector state
+            started, cpu_started = time.perf_counter(), time.process_time()
+            got = fn(bases[name], provider)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            assert got == counts[name], (workload, name, got, counts[name])
+            results[name].rates.append(got / elapsed)
+            results[name].cpu.append(cpu / got)
+    return list(results.values())
+
+
+def table_rows(workload: str, results: List[Result]) -> List[Dict[str, str]]:
+    base = results[0]
+    off = next(r for r in results if r.name == OFF)
+    rows = []
+    for r in results:
+        name = r.name if r.name != SDK else ("openai-python" if "OpenAI" in workload else "anthropic-python") + " (SDK)"
+        rows.append({"bench": workload, "client": name, "figure": f"{r.median:,.0f} chunks/s",
+                     "ratio": f"{r.median / base.median:.2f}x floor" + (
+                         f", {r.median / off.median:.2f}x off" if r.name not in (FLOOR, RAW, OFF, SDK) else ""),
+                     "cpu": f"{r.cpu_us:.2f} us/chunk"})
+    return rows
+
+
+def rows(quick: bool) -> List[Dict[str, str]]:
+    """The suite's rows (benchmarks/run.py)."""
+    chunks, rounds = (40_000, 2) if quick else (200_000, 5)
+    proc, origin = _server.start()
     try:
-        results = {name: Result(name, []) for name in clients}
-        for fn in clients.values():  # warm-up: imports, connection pools
-            fn(base_url)
-        for _ in range(rounds):
-            for name, fn in clients.items():
-                gc.collect()  # every client starts from the same collector state
-                started, cpu_started = time.perf_counter(), time.process_time()
-                got = fn(base_url)
-                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-                assert got == chunks, (name, got, chunks)
-                results[name].rates.append(chunks / elapsed)
-                results[name].cpu.append(cpu / chunks)
-        return list(results.values())
+        out: List[Dict[str, str]] = []
+        for workload in SUITE_WORKLOADS:
+            out += table_rows(workload, measure(origin, workload, chunks, rounds))
+        return out
     finally:
         proc.kill()
         proc.wait()
-
-
-def report(results: List[Result]) -> str:
-    floor = results[0].median
-    off = next((r.median for r in results if r.name == "streamcoord, features off"), floor)
-    off_cpu = next((r.cpu_us for r in results if r.name == "streamcoord, features off"), results[0].cpu_us)
-    lines = [f"{'client':44} {'chunks/s (median)':>18} {'vs floor':>9} {'vs off':>7} {'CPU us/chunk':>13} {'vs off':>7}"]
-    for r in results:
-        lines.append(
-            f"{r.name:44} {r.median:18,.0f} {r.median / floor:8.2f}x {r.median / off:6.2f}x "
-            f"{r.cpu_us:13.2f} {r.cpu_us / off_cpu:6.2f}x"
-        )
-    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--no-openai", action="store_true", help="skip openai-python (it is slow on big streams)")
-    parser.add_argument("--framing", choices=["packed", "per-event", "gzip", "all"], default="all",
-                        help="gzip: the packed stream, gzip-compressed (Content-Encoding: gzip)")
+    parser.add_argument("--workload", choices=list(WORKLOADS) + ["all"], default="all")
+    parser.add_argument("--no-sdk", action="store_true", help="skip the official SDK")
     parser.add_argument("--no-recovery", action="store_true", help="skip the recovery (DiskStore) client")
-    parser.add_argument("--no-telemetry", action="store_true", help="skip the telemetry-on client (needs opentelemetry-sdk)")
     args = parser.parse_args()
-    before = threading.active_count()
-    for framing in (["packed", "per-event", "gzip"] if args.framing == "all" else [args.framing]):
-        results = measure(args.chunks, args.rounds, not args.no_openai, framing, not args.no_recovery, not args.no_telemetry)
-        shape = "gzip-compressed, packed" if framing == "gzip" else framing
-        print(f"\n{args.chunks:,} chunks per stream, {shape} HTTP chunks, {args.rounds} rounds, "
-              f"Python {sys.version.split()[0]}")
-        print(report(results))
-    print(f"threads before {before}, after {threading.active_count()}")
+    proc, origin = _server.start()
+    try:
+        for workload in (SUITE_WORKLOADS if args.workload == "all" else [args.workload]):
+            results = measure(origin, workload, args.chunks, args.rounds, recovery=not args.no_recovery,
+                              sdk=not args.no_sdk)
+            print(f"\n{workload}: {args.chunks:,} chunks per stream, {args.rounds} rounds, Python {sys.version.split()[0]}")
+            for row in table_rows(workload, results):
+                print(f"  {row['client']:40} {row['figure']:>20} {row['ratio']:>24} {row['cpu']:>16}")
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 if __name__ == "__main__":

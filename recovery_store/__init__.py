@@ -12,11 +12,41 @@ Pass a store as ``streamcoord.Client(recovery_store=...)``:
 :func:`cut_point` implements the resume strategies in :data:`STRATEGIES`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Dict, List
+
 from .base import DEFAULT_TTL, RecoveryStore, StoreUnavailable, StreamRecord
-from .disk import DiskStore, default_store
-from .memory import MemoryStore
-from .redis import RedisStore  # the module does not import the redis package itself
 from .strategies import STRATEGIES, cut_point
+
+if TYPE_CHECKING:
+    from .disk import DiskStore, default_store
+    from .memory import MemoryStore
+    from .redis import RedisStore
+
+# The stores are imported when first named: ``import streamcoord`` never pays for
+# diskcache (which imports django.core.cache when Django is installed).
+_STORES: Dict[str, str] = {
+    "DiskStore": ".disk",
+    "MemoryStore": ".memory",
+    "RedisStore": ".redis",  # the module does not import the redis package itself
+    "default_store": ".disk",
+}
+
+
+def __getattr__(name: str) -> Any:  # PEP 562
+    module = _STORES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_STORES))
+
 
 __all__ = [
     "DEFAULT_TTL",

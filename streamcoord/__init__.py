@@ -8,17 +8,19 @@
 See ``Client``, ``ChatStream``, ``Chunk``, ``StreamingCoordinator`` and ``streamcoord.errors``.
 """
 
-from streamcoord import events  # typed stream events: stream.events()
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
 from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._chunk import Chunk
 from streamcoord._client import Client, new_session, stream_chat
 from streamcoord._config import Retry, Timeout
-from streamcoord._coordinator import StreamHandle, StreamingCoordinator
 from streamcoord._logging import enable_logging
 from streamcoord._metrics import StreamMetrics
 from streamcoord._registry import names as adapter_names
 from streamcoord._stream import ChatStream
-from streamcoord._telemetry import instrument, uninstrument
 from streamcoord.errors import (
     APIError,
     AuthenticationError,
@@ -34,7 +36,22 @@ from streamcoord.errors import (
     StreamTimeout,
 )
 
+if TYPE_CHECKING:
+    from streamcoord import events  # typed stream events: stream.events()
+    from streamcoord._coordinator import StreamHandle, StreamingCoordinator
+    from streamcoord._telemetry import instrument, uninstrument
+
 __version__ = "0.1.0"
+
+# Imported when first named (PEP 562), so that a script that only streams pays for what it
+# uses: name -> (module, attribute; None for the module itself).
+_LAZY: Dict[str, Tuple[str, Optional[str]]] = {
+    "StreamHandle": ("streamcoord._coordinator", "StreamHandle"),
+    "StreamingCoordinator": ("streamcoord._coordinator", "StreamingCoordinator"),
+    "events": ("streamcoord.events", None),
+    "instrument": ("streamcoord._telemetry", "instrument"),
+    "uninstrument": ("streamcoord._telemetry", "uninstrument"),
+}
 
 __all__ = [
     "APIError",
@@ -68,3 +85,17 @@ __all__ = [
     "stream_chat",
     "uninstrument",
 ]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(where[0])
+    value = module if where[1] is None else getattr(module, where[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -154,7 +154,7 @@ class Adapter:
 
     Class attributes describe the provider: ``name``; ``wire_format`` ("sse" or
     "ndjson"); ``default_base_url``; ``api_key_env`` (environment variables tried in order);
-    ``requires_api_key``.
+    ``requires_api_key``; ``otel_provider_name`` (telemetry's ``gen_ai.provider.name``).
     """
 
     name = "custom"
@@ -162,6 +162,9 @@ class Adapter:
     default_base_url = ""
     api_key_env: Sequence[str] = ()
     requires_api_key = True
+    # gen_ai.provider.name in telemetry: one of OpenTelemetry's well-known values ("openai",
+    # "aws.bedrock", "gcp.vertex_ai", ...); empty: ``name`` as it is.
+    otel_provider_name = ""
     # The provider settings this adapter takes as ``Client(...)`` keyword arguments
     # (bedrock: ``region``; vertex: ``project``, ``location``, ``access_token``;
     # azure_openai: ``api_version``, ``azure_ad_token_provider``).

@@ -269,7 +269,8 @@ class Client(LiveStreams):
                     recovery.keep = True
         telemetry = None
         if self._telemetry is not None:
-            telemetry = self._telemetry.stream(self.provider, opts.stream_id, request.url, request_options, messages)
+            telemetry = self._telemetry.stream(
+                self.adapter.otel_provider_name or self.provider, opts.stream_id, request.url, request_options, messages)
         spec = StreamSpec(
             options=opts,
             provider=self.provider,

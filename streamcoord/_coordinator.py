@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Optional
 
 import requests
 
-from streamcoord import _telemetry
+from streamcoord import _registry, _telemetry
 from streamcoord._adapter import Adapter, EventParser, HTTPRequest
 from streamcoord._chunk import Chunk
 from streamcoord._client import _default_session
@@ -159,7 +159,7 @@ class StreamingCoordinator:
         if instruments is not None:
             messages = request.get("messages")
             messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
-            stream_telemetry = instruments.stream(provider, opts.stream_id, url, request, messages)
+            stream_telemetry = instruments.stream(_otel_provider_name(provider), opts.stream_id, url, request, messages)
         adapter = Adapter()
         adapter.name = provider
         spec = StreamSpec(
@@ -197,3 +197,11 @@ class StreamingCoordinator:
         return StreamingCoordinator.start_stream(
             url, request, headers or {}, callback, parse_chunk_fn=parse_chunk, **(options or {})
         )
+
+
+def _otel_provider_name(provider: str) -> str:
+    """gen_ai.provider.name of a stream of the direct API: the declared one of the adapter
+    registered as ``provider``, else ``provider`` as it is."""
+    if provider in _registry.names():
+        return _registry.get(provider).otel_provider_name or provider
+    return provider

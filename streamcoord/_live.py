@@ -18,18 +18,15 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Type
 
 from recovery_store import RecoveryStore
 from recovery_store.base import LeaseLost
+from streamcoord import errors
 from streamcoord._recovery import RecordWriter
 from streamcoord.errors import (
     APIError,
-    AuthenticationError,
-    ConnectionLost,
-    ProtocolError,
-    RateLimitError,
+    CallbackError,
+    ChunkValidationError,
     RecoveryFailed,
-    ServerError,
     StreamcoordError,
     StreamError,
-    StreamTimeout,
 )
 
 if TYPE_CHECKING:
@@ -56,11 +53,13 @@ CANCEL_POLL_SECONDS = 0.2
 #: outcome: readers still catching up, and a browser reconnecting just after the end.
 FINAL_TEXT_SECONDS = 30.0
 
-# The error classes an outcome can name; anything else comes back as a StreamError.
-_ERRORS: Dict[str, Type[StreamcoordError]] = {cls.__name__: cls for cls in (
-    APIError, AuthenticationError, RateLimitError, ServerError, StreamError, StreamTimeout,
-    ConnectionLost, ProtocolError, RecoveryFailed,
-)}
+# The error classes an outcome can name: the whole tree in streamcoord.errors. Anything
+# else (an exception class of the application's) comes back as a StreamError.
+_ERRORS: Dict[str, Type[StreamcoordError]] = {
+    name: cls
+    for name, cls in ((name, getattr(errors, name)) for name in errors.__all__)
+    if isinstance(cls, type) and issubclass(cls, StreamcoordError)
+}
 
 
 class LiveProducer:
@@ -185,6 +184,9 @@ class LiveProducer:
         if error is not None:
             outcome["error"] = {
                 "type": type(error).__name__, "message": str(error), "status": getattr(error, "status", None),
+                # What the class's constructor takes besides the message (CallbackError,
+                # ChunkValidationError), for readers to raise the same error.
+                "callback": getattr(error, "callback", None), "reason": getattr(error, "reason", None),
             }
         delete = status == "completed" and not self.keep
         if delete:
@@ -268,7 +270,15 @@ def error_from_outcome(stream_id: str, provider: str, error: Dict[str, Any], tex
         return cls(message, status=status if isinstance(status, int) else None, provider=provider)
     if cls is RecoveryFailed:
         return RecoveryFailed(message, partial_text=text)
-    return cls(message)
+    if cls is CallbackError:
+        return CallbackError(message, str(error.get("callback") or "a callback"))
+    if cls is ChunkValidationError:
+        reason = error.get("reason")
+        return ChunkValidationError(reason if isinstance(reason, str) else message, None)
+    try:
+        return cls(message)
+    except TypeError:  # a class whose constructor takes more than a message
+        return StreamError(message)
 
 
 class StreamHandle:

@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Optional, Union
 from recovery_store import RecoveryStore
 from recovery_store.base import validate_stream_id
 from streamcoord._adapter import validate_messages
-from streamcoord._attach import AttachReader, AttachSpec
 from streamcoord._config import Timeout
 from streamcoord._keys import check_extra_headers
 from streamcoord._live import StreamHandle
@@ -146,6 +145,8 @@ class LiveStreams:
             # cut, so the reader's first hand-over announces that rewind.
             shown = text + UNKNOWN_CHARACTER * (offset - len(text))
         stream_options["stream_id"] = stream_id
+        from streamcoord._attach import AttachReader, AttachSpec  # the reader machinery, on first attach
+
         spec = AttachSpec(
             options=StreamOptions(stream_options, self.timeout), provider=self.provider, store=store,
             shown=shown, take_over=lambda: self._take_over(store, stream_id), whole_text=whole_text,

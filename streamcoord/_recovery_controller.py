@@ -164,6 +164,8 @@ class RecoveryController:
         recovery.take_attempt(exc)  # raises RecoveryFailed
         self.metrics.recoveries += 1
         self.log.info("resuming natively after %r: attempt %d of %d", exc, recovery.attempts, recovery.max_retries)
+        if self.spec.telemetry is not None:  # a recovery like any other, with nothing to rewind
+            self.spec.telemetry.recovery(recovery.attempts, "native", 0, exc)
         self._native = request
         return request
 

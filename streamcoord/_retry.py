@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import email.utils
 import time
-from typing import Any, Callable, Optional
-
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from streamcoord._config import Retry
 from streamcoord.errors import APIError, ConnectionLost, StreamTimeout
+
+if TYPE_CHECKING:  # tenacity is imported by the first stream, not by `import streamcoord`
+    from tenacity import Retrying
 
 __all__ = [
     "RETRY_STATUSES", "is_retryable", "make_retrying", "retry_after_seconds", "retry_delay", "should_retry_header",
@@ -74,6 +75,8 @@ def retry_delay(policy: Retry, exc: Optional[BaseException], attempt: int) -> fl
     after = getattr(exc, "retry_after", None)
     if after is not None and 0 <= after <= policy.max_retry_after:
         return float(after)
+    from tenacity import RetryCallState, Retrying, wait_random_exponential
+
     backoff = wait_random_exponential(multiplier=policy.backoff, max=policy.max_backoff)
     # A wait outside tenacity's loop too (before a recovery): a real state at that attempt.
     state = RetryCallState(Retrying(), None, (), {})
@@ -87,6 +90,8 @@ def make_retrying(
     sleep: Callable[[float], None],
     before_sleep: Callable[[Any], None],
 ) -> Retrying:
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
     return Retrying(
         stop=stop_after_attempt(policy.max_retries + 1),
         wait=lambda state: retry_delay(

@@ -16,7 +16,6 @@ from typing import Any, Dict, List, Optional
 
 from recovery_store import RecoveryStore, StoreUnavailable, StreamRecord
 from recovery_store.base import check_record, validate_stream_id
-from recovery_store.disk import default_directory
 from streamcoord._adapter import validate_messages
 from streamcoord._keys import MIN_SECRET_LENGTH, Scrubber
 from streamcoord._recovery import RecordWriter, default_store, recovery_options
@@ -43,6 +42,8 @@ def _cannot_open(exc: BaseException) -> str:
     message does already, and says what to do)."""
     if isinstance(exc, StoreUnavailable):
         return str(exc)
+    from recovery_store.disk import default_directory  # diskcache: imported when a DiskStore is used
+
     return f"the recovery store in {default_directory()!r} cannot be opened ({_reason(exc)})"
 
 

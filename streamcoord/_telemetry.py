@@ -34,8 +34,8 @@ from streamcoord._telemetry_content import capture_content, content_attributes
 
 __all__ = [
     "DURATION_BUCKETS",
-    "PROVIDER_NAMES",
     "TOKEN_BUCKETS",
+    "TOKEN_COUNTS",
     "Instruments",
     "StreamTelemetry",
     "instrument",
@@ -45,13 +45,8 @@ __all__ = [
 
 logger = logging.getLogger("streamcoord")
 
-# streamcoord's provider names -> gen_ai.provider.name's well-known values; any other name
-# (an OpenAI-compatible server, a custom adapter) is used as it is.
-PROVIDER_NAMES = {
-    "openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "vertex": "gcp.vertex_ai",
-    "bedrock": "aws.bedrock", "azure_openai": "azure.ai.openai", "mistral": "mistral_ai", "ollama": "ollama",
-    "groq": "groq", "deepseek": "deepseek", "openai_responses": "openai", "azure_openai_responses": "azure.ai.openai",
-}
+# gen_ai.token.type -> the usage key of its count.
+TOKEN_COUNTS = (("input", "prompt_tokens"), ("output", "completion_tokens"))
 # The bucket boundaries the GenAI metrics conventions ask for.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
@@ -177,7 +172,7 @@ class _Shape:
 
     def __init__(self, provider: str, url: str, model: Any) -> None:
         self.name = f"chat {model}" if model else "chat"
-        common: Dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": PROVIDER_NAMES.get(provider, provider)}
+        common: Dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider}
         if model:
             common["gen_ai.request.model"] = str(model)
         address = urlsplit(url)
@@ -316,9 +311,10 @@ class StreamTelemetry:
                 end["gen_ai.response.id"] = self.response_id
             if answer.finish_reason:
                 end["gen_ai.response.finish_reasons"] = [answer.finish_reason]
-            if usage:
-                end["gen_ai.usage.input_tokens"] = int(usage.get("prompt_tokens") or 0)
-                end["gen_ai.usage.output_tokens"] = int(usage.get("completion_tokens") or 0)
+            for kind, key in TOKEN_COUNTS:  # a count the provider did not give is left out, not 0
+                count = usage.get(key) if usage else None
+                if isinstance(count, int):
+                    end[f"gen_ai.usage.{kind}_tokens"] = count
             if self.messages is not None:
                 end.update(content_attributes(self.messages, answer))
             if error is not None:
@@ -341,6 +337,7 @@ class StreamTelemetry:
         if self.gaps is not None:
             self._record_gaps()
         usage = answer.usage
-        if usage:
-            instruments.tokens.record(int(usage.get("prompt_tokens") or 0), input_attributes)
-            instruments.tokens.record(int(usage.get("completion_tokens") or 0), output_attributes)
+        if usage:  # a count the provider did not give "MUST NOT be reported"
+            for (_kind, key), attributes in zip(TOKEN_COUNTS, (input_attributes, output_attributes)):
+                if isinstance(usage.get(key), int):
+                    instruments.tokens.record(usage[key], attributes)

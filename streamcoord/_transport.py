@@ -23,6 +23,7 @@ socket cannot be reached (an adapter that is not urllib3's) is read through urll
 from __future__ import annotations
 
 import json
+import select
 import threading
 import time
 from typing import Any, Callable, Dict, Optional
@@ -217,6 +218,24 @@ class Transport:
             if error is None:
                 raise
             raise error from exc
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the next ``read`` has bytes in hand (decoded text left over, TLS records
+        decrypted, or the socket readable) within ``timeout`` seconds, so it would return
+        without waiting. A cancel wakes it (the shut-down socket is readable)."""
+        content = self._content
+        if content is not None and content.pending:
+            return True
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            pending = getattr(sock, "pending", None)  # TLS: what the SSL object has decrypted
+            if pending is not None and pending():
+                return True
+            return bool(select.select([sock], [], [], max(timeout, 0.0))[0])
+        except (OSError, ValueError):  # closed or cancelled meanwhile: the next read will tell
+            return True
 
     def _read_timeout(self, exc: Optional[BaseException] = None) -> StreamTimeout:
         return StreamTimeout(f"no data from {self._provider} within the time limit")

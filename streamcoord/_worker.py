@@ -28,6 +28,7 @@ from streamcoord._read_loop import DRAIN_BYTES, DRAIN_SECONDS, READ_SIZE, ReadLo
 from streamcoord._recovery import is_recoverable
 from streamcoord._recovery_controller import RecoveryController
 from streamcoord._retry import is_retryable, make_retrying, retry_delay
+from streamcoord._send_budget import send_budget
 from streamcoord._spec import Cancelled, End, StreamSpec
 from streamcoord._transport import Transport
 from streamcoord.errors import (
@@ -146,24 +147,28 @@ class Worker:
 
     def _stop_generation(self) -> None:
         """A generation the server runs on its own (a background response) is stopped
-        when the consumer gives up on it, best effort and bounded: it would run, and cost,
-        to its end. Not with recovery on: its stored record stays resumable."""
-        if self.recovery is not None:
+        when the stream is cancelled, best effort and bounded: it would run, and cost, to
+        its end. A consumer that merely closed a resumable stream (recovery on) leaves it
+        running, as its stored record stays resumable; an explicit cancel (a live stream's
+        cancel mark: ``cancel_stream``, ``StreamHandle.cancel``) stops it either way."""
+        live = self.spec.live
+        if self.recovery is not None and not (live is not None and live.cancelled):
             return
         request = self.spec.adapter.cancel_request(self.spec.request, self.resume_state)
         if request is None:
             return
+        # Through a transport of its own (this stream's is cancelled): its error mapping
+        # and redirect policy (same origin only), headers and body each within the bound.
+        transport = Transport(self.spec.session, self.spec.provider)
         try:
-            request = self._authorized(request)
-            response = self.spec.session.request(
-                request.method, request.url, json=request.json, headers=request.headers,
-                timeout=(STOP_GENERATION_SECONDS, STOP_GENERATION_SECONDS),
-                allow_redirects=False,  # credentials never follow a redirect to another origin
-            )
-            response.close()
+            with send_budget(STOP_GENERATION_SECONDS, threading.Event()):  # this stream is cancelled already
+                request = self._authorized(request)
+            response = transport.open(request, STOP_GENERATION_SECONDS, STOP_GENERATION_SECONDS)
             self.log.debug("asked %s to stop the generation: HTTP %d", self.spec.provider, response.status_code)
         except Exception as exc:  # best effort: the stream is closed either way
             self.log.debug("could not ask %s to stop the generation: %r", self.spec.provider, self.spec.scrubber.exception(exc))
+        finally:
+            transport.close()
 
     def _outgoing(self, exc: BaseException) -> BaseException:
         """The error as the consumer gets it: a StreamcoordError (anything else that got this

@@ -84,6 +84,42 @@ def test_tool_results_and_assistant_calls_become_responses_items(server, make):
     ]
 
 
+def test_the_done_events_complete_what_the_deltas_left_out(server, make):
+    # The .done events carry the final text and arguments: a call whose arguments came in
+    # output_item.done alone, a call announced only there, text some of whose deltas never came.
+    wire = ResponsesStream("resp_done")
+    empty_call = {"id": "fc_1", "type": "function_call", "status": "in_progress", "arguments": "",
+                  "call_id": "call_a", "name": "get_weather"}
+    unannounced = {"id": "fc_2", "type": "function_call", "status": "completed", "arguments": '{"tz": "CET"}',
+                   "call_id": "call_b", "name": "get_time"}
+    done_call = dict(empty_call, status="completed", arguments='{"city": "Paris"}')
+    wire.add("response.output_item.added", output_index=0, item=empty_call)
+    wire.add("response.output_item.done", output_index=0, item=done_call)
+    wire.add("response.output_item.done", output_index=1, item=unannounced)
+    wire.output = [done_call, unannounced]
+    wire.text(["Hel", "lo"])  # output_index 2
+    for event in wire.events:  # the final text, longer than its deltas
+        if event["type"] == "response.output_text.done":
+            event["text"] = "Hello, wörld"
+    server.enqueue(wire.completed().response())
+    stream = make().stream_chat(MESSAGES, model="gpt-5-mini")
+    list(stream)
+    assert stream.text == "Hello, wörld"
+    assert stream.finish_reason == "tool_calls"
+    calls = [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in stream.tool_calls]
+    assert calls == [("call_a", "get_weather", {"city": "Paris"}), ("call_b", "get_time", {"tz": "CET"})]
+
+
+def test_the_done_events_repeat_nothing_the_deltas_gave(server, make):
+    wire = (ResponsesStream("resp_full").function_call("get_weather", ['{"city":', ' "Paris"}'], "call_a", "fc_1")
+            .text(PIECES).completed())
+    server.enqueue(wire.response())
+    stream = make().stream_chat(MESSAGES, model="gpt-5-mini")
+    list(stream)
+    assert stream.text == TEXT
+    assert [json.loads(c["function"]["arguments"]) for c in stream.tool_calls] == [{"city": "Paris"}]
+
+
 @pytest.mark.parametrize("reason, finish", [("max_output_tokens", "length"), ("content_filter", "content_filter")])
 def test_incomplete_response_finishes_with_the_normalized_reason(server, make, reason, finish):
     server.enqueue(ResponsesStream().text(["Part"]).incomplete(reason).response())
@@ -294,3 +330,25 @@ def test_closing_a_background_stream_with_recovery_keeps_the_response_resumable(
                 break
     assert server.connection_closed.wait(5)
     assert [r.method for r in server.requests] == ["POST"]
+
+
+@pytest.mark.parametrize("how", ["cancel_stream", "handle.cancel"])
+def test_cancelling_a_live_background_stream_cancels_the_response(server, make, how):
+    # A live stream has recovery on (its record stays resumable when a consumer merely
+    # closes it); an explicit cancel still stops the generation on the server.
+    wire = background_stream()
+    server.enqueue(dataclasses.replace(wire.response(), parts=_stall_after_delta(wire.response().parts, 2)),
+                   Response(parts=(json.dumps({"id": "resp_bg", "status": "cancelled"}).encode(),),
+                            content_type="application/json"))
+    client = make(recovery_store=MemoryStore())
+    handle = client.start(MESSAGES, stream_id="bg-1", model="m", background=True)
+    assert server.stalled.wait(5)
+    if how == "cancel_stream":
+        client.cancel_stream("bg-1")
+    else:
+        handle.cancel()
+    assert handle.wait(5)
+    assert server.wait_for_requests(2)
+    cancel = server.requests[1]
+    assert (cancel.method, cancel.path) == ("POST", "/v1/responses/resp_bg/cancel")
+    assert cancel.headers["authorization"] == f"Bearer {API_KEY}"

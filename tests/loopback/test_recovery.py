@@ -42,6 +42,7 @@ BUILDERS = {"openai": openai_text, "anthropic": anthropic_text, "gemini": gemini
 PROVIDERS = sorted(BUILDERS)
 STRATEGIES = ["exact", "paragraph", "sentence"]
 FAULTS = ["drop", "stall", "error_event"]
+STALL_IDLE_SECONDS = 1.0
 MAX_TOKENS = 200
 
 # The first response delivers BROKEN_PIECES (a paragraph break, sentence ends, and a
@@ -177,7 +178,10 @@ def test_broken_stream_is_continued_into_one_coherent_answer(server, rclient, st
     kept = kept_text(provider, strategy)
     server.enqueue(broken_response(provider, fault), continuation_response(provider, FULL[len(kept):]))
     reported = []
-    stream = start(rclient, provider, strategy=strategy, timeout=0.2 if fault == "stall" else 5.0,
+    # The stall is noticed by the idle timeout: long enough that a loaded machine (a thread
+    # not run for a few hundred ms) never trips it before the broken pieces are all in or
+    # while the continuation streams, which would make a second recovery.
+    stream = start(rclient, provider, strategy=strategy, timeout=STALL_IDLE_SECONDS if fault == "stall" else 5.0,
                    on_error=lambda status, body: reported.append(status))
     chunks = list(stream)
 

@@ -125,13 +125,27 @@ def test_records_expire_in_real_time_and_disappear_from_disk(tmp_path):
 
 
 def test_pieces_outlive_ttl_while_the_stream_keeps_writing(tmp_path):
-    # The stream lasts about 3 ttl; early pieces must not expire under a live head.
-    with DiskStore(tmp_path, ttl=0.3) as store:
-        store.start("s1", {"provider": "openai"})
-        for i in range(9):
-            store.append("s1", f"{i} ")
-            time.sleep(0.1)
-        assert store.load("s1").text == "".join(f"{i} " for i in range(9))
+    # The stream writes for more than 2 ttl (diskcache expires pieces 2 ttl after their
+    # write, by the wall clock); early pieces must not expire under a live head. Each gap
+    # between writes leaves 0.4 s of a ttl for a loaded machine; a run in which this thread
+    # still did not get to write for a whole ttl expired the head itself, as it should, and
+    # proves nothing about the pieces: it is run again.
+    ttl, pieces = 0.5, [f"{i} " for i in range(11)]
+    for attempt in range(3):
+        with DiskStore(tmp_path / str(attempt), ttl=ttl) as store:
+            store.start("s1", {"provider": "openai"})
+            written, longest_gap = time.monotonic(), 0.0
+            for piece in pieces:
+                time.sleep(0.1)
+                longest_gap = max(longest_gap, time.monotonic() - written)
+                if longest_gap >= ttl:
+                    break
+                store.append("s1", piece)
+                written = time.monotonic()
+            if longest_gap < ttl:
+                assert store.load("s1").text == "".join(pieces)
+                return
+    pytest.fail(f"three runs each had a pause of a whole ttl ({ttl} s) between two writes")
 
 
 def test_an_append_writes_one_piece_and_a_small_head(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 from binascii import crc32
 
 import pytest
@@ -135,3 +136,21 @@ def test_impossible_lengths_are_protocol_errors():
     prelude = struct.pack(">II", 10, 0)  # shorter than a message can be
     with pytest.raises(ProtocolError, match="impossible lengths"):
         EventStreamDecoder().feed(prelude + struct.pack(">I", crc32(prelude)))
+
+
+def test_a_long_message_arriving_in_many_reads_is_held_once_not_copied_with_each_read():
+    # Joining the pending bytes and each read anew held two copies of the message at once
+    # (and copied it ~size/64 KiB times): peak memory twice its size.
+    payload = bytes(range(256)) * (4 * 1024 * 1024 // 256)
+    message = encode_message([header(":event-type", "contentBlockDelta")], payload)
+    reads = [message[i:i + 65536] for i in range(0, len(message), 65536)]
+    decoder = EventStreamDecoder()
+    tracemalloc.start()
+    try:
+        assert [decoder.feed(read) for read in reads[:-1]] == [[]] * (len(reads) - 1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * len(message)
+    (decoded,) = decoder.feed(reads[-1])
+    assert decoded.event == "contentBlockDelta" and decoded.payload == payload

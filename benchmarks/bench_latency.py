@@ -1,0 +1,191 @@
+"""Latency added per chunk, and time to first chunk, over loopback.
+
+    python benchmarks/bench_latency.py [--events 1000] [--rate 200] [--rounds 3] [--first 200]
+
+**Added latency**: a server in its own process (``_server.py`` with ``rate``) sends one
+OpenAI event per HTTP chunk at ``--rate`` events/second, each stamped with its send time
+(``time.monotonic_ns()``, one clock for every process on Linux); each client notes the
+receive time of every chunk. Reported: p50 and p99 of receive minus send, per client, and
+what streamcoord adds over plain requests.
+
+**Time to first chunk** on a new connection (the server answers ``Connection: close``):
+from the call (``requests.post``, ``client.stream_chat``, ``create``) to the first content
+chunk in the caller's hands, ``--first`` times per client, interleaved; the client objects
+are made once, as an application makes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import streamcoord  # noqa: E402
+from benchmarks import _server  # noqa: E402
+from benchmarks.bench_throughput import MESSAGES, disk_store  # noqa: E402
+
+Receiver = Callable[[str], List[int]]  # base URL -> the latency of each chunk, in ns
+
+
+def floor(base: str) -> List[int]:
+    out = []
+    with requests.post(f"{base}/v1/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True},
+                       stream=True) as resp:
+        for line in resp.iter_lines():
+            if line.startswith(b"data: "):
+                data = line[6:]
+                if data == b"[DONE]":
+                    break
+                content = json.loads(data)["choices"][0]["delta"].get("content")
+                if content:
+                    out.append(time.monotonic_ns() - int(content[2:]))
+    return out
+
+
+def streamcoord_receiver(client_options: Dict[str, Any], **options: Any) -> Receiver:
+    def run(base: str) -> List[int]:
+        client = streamcoord.Client("openai", api_key="bench", base_url=f"{base}/v1", max_retries=0, **client_options)
+        out = []
+        for chunk in client.stream_chat(MESSAGES, model="m", **options):
+            if chunk.content:
+                out.append(time.monotonic_ns() - int(chunk.content[2:]))
+        return out
+
+    return run
+
+
+def openai_sdk(base: str) -> List[int]:
+    import openai
+
+    client = openai.OpenAI(api_key="bench", base_url=f"{base}/v1", max_retries=0)
+    out = []
+    for event in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):  # type: ignore
+        if event.choices and event.choices[0].delta.content:
+            out.append(time.monotonic_ns() - int(event.choices[0].delta.content[2:]))
+    return out
+
+
+FLOOR = "plain requests"
+
+
+def receivers() -> Dict[str, Receiver]:
+    return {
+        FLOOR: floor,
+        "streamcoord, features off": streamcoord_receiver({}),
+        "streamcoord, recovery (DiskStore)": streamcoord_receiver({"recovery_store": disk_store()},
+                                                                  stream_recovery=True),
+        "openai-python (SDK)": openai_sdk,
+    }
+
+
+def percentile(values: List[int], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0  # us
+
+
+def latency_rows(origin: str, events: int, rate: int, rounds: int) -> List[Dict[str, str]]:
+    base = _server.url(origin, n=events, rate=rate)
+    todo = receivers()
+    got: Dict[str, List[int]] = {name: [] for name in todo}
+    for fn in todo.values():
+        fn(_server.url(origin, n=5, rate=1000))  # warm-up
+    for _ in range(rounds):
+        for name, fn in todo.items():
+            values = fn(base)
+            assert len(values) == events, (name, len(values))
+            got[name] += values[5:]  # the first few ride on the connection's start
+    p50, p99 = percentile(got[FLOOR], 0.5), percentile(got[FLOOR], 0.99)
+    rows = []
+    for name, values in got.items():
+        a, b = percentile(values, 0.5), percentile(values, 0.99)
+        rows.append({"bench": f"latency per chunk at {rate} events/s", "client": name,
+                     "figure": f"p50 {a:,.0f} us, p99 {b:,.0f} us, max {max(values) / 1000:,.0f} us",
+                     "ratio": "" if name == FLOOR else f"+{a - p50:,.0f} us p50, +{b - p99:,.0f} us p99", "cpu": ""})
+    return rows
+
+
+def first_chunk_rows(origin: str, times: int) -> List[Dict[str, str]]:
+    base = _server.url(origin, n=5)
+    session = requests.Session()
+    client = streamcoord.Client("openai", api_key="bench", base_url=f"{base}/v1", max_retries=0)
+    import openai
+
+    sdk = openai.OpenAI(api_key="bench", base_url=f"{base}/v1", max_retries=0)
+
+    def plain() -> None:
+        with session.post(f"{base}/v1/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True},
+                          stream=True) as resp:
+            for line in resp.iter_lines():
+                if line.startswith(b"data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                    return
+
+    def ours() -> None:
+        with client.stream_chat(MESSAGES, model="m") as stream:
+            for chunk in stream:
+                if chunk.content:
+                    return
+
+    def official() -> None:
+        stream = sdk.chat.completions.create(model="m", messages=MESSAGES, stream=True)  # type: ignore
+        try:
+            for event in stream:
+                if event.choices and event.choices[0].delta.content:
+                    return
+        finally:
+            stream.close()
+
+    todo = {FLOOR: plain, "streamcoord": ours, "openai-python (SDK)": official}
+    got: Dict[str, List[float]] = {name: [] for name in todo}
+    for fn in todo.values():
+        fn()
+    for _ in range(times):
+        for name, fn in todo.items():
+            started = time.perf_counter()
+            fn()
+            got[name].append(time.perf_counter() - started)
+    floor_ms = statistics.median(got[FLOOR]) * 1000
+    rows = []
+    for name, values in got.items():
+        ms = statistics.median(values) * 1000
+        rows.append({"bench": "time to first chunk, new connection", "client": name, "figure": f"{ms:.2f} ms median",
+                     "ratio": "" if name == FLOOR else f"+{ms - floor_ms:.2f} ms ({ms / floor_ms:.2f}x)", "cpu": ""})
+    return rows
+
+
+def rows(quick: bool) -> List[Dict[str, str]]:
+    proc, origin = _server.start()
+    try:
+        return (latency_rows(origin, 200 if quick else 1000, 200, 2 if quick else 3)
+                + first_chunk_rows(origin, 50 if quick else 300))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--first", type=int, default=300, help="first-chunk timings per client")
+    args = parser.parse_args()
+    proc, origin = _server.start()
+    try:
+        for row in latency_rows(origin, args.events, args.rate, args.rounds) + first_chunk_rows(origin, args.first):
+            print(f"{row['bench']:38} {row['client']:36} {row['figure']:40} {row['ratio']}")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    main()
