@@ -61,24 +61,26 @@ class DiskLiveStreams:
     def acquire_lease(self, stream_id: str, ttl: float) -> Optional[str]:
         validate_stream_id(stream_id)
         ttl = validate_ttl(ttl)
-        if self._closed:
-            raise _closed(self)
-        token = new_lease_token()
-        # add is atomic across processes and treats an expired lease as absent.
-        return token if self._cache.add("l:" + stream_id, token, expire=ttl, retry=True) else None
+        with self._txn():  # SQLite's write lock: one acquirer at a time, across processes
+            if self._lease_holder(stream_id) is not None:
+                return None
+            token = new_lease_token()
+            self._write_lease(stream_id, token, ttl)
+            return token
 
     def renew_lease(self, stream_id: str, token: str, ttl: float) -> bool:
         validate_stream_id(stream_id)
         ttl = validate_ttl(ttl)
         with self._txn():
-            if self._cache.get("l:" + stream_id) != token:
+            if self._lease_holder(stream_id) != token:
                 return False
-            return bool(self._cache.touch("l:" + stream_id, expire=ttl))
+            self._write_lease(stream_id, token, ttl)
+            return True
 
     def release_lease(self, stream_id: str, token: str) -> bool:
         validate_stream_id(stream_id)
         with self._txn():
-            if self._cache.get("l:" + stream_id) != token:
+            if self._lease_holder(stream_id) != token:
                 return False
             return bool(self._cache.delete("l:" + stream_id))
 
@@ -86,7 +88,31 @@ class DiskLiveStreams:
         validate_stream_id(stream_id)
         if self._closed:
             raise _closed(self)
-        return self._cache.get("l:" + stream_id, retry=True) is not None
+        return self._lease_holder(stream_id, retry=True) is not None
+
+    # A lease is timed on CLOCK_MONOTONIC (time.monotonic), never on the wall clock that
+    # diskcache's expire uses: a clock step (NTP, a user) must not end a live producer's
+    # lease and give the stream two owners. CLOCK_MONOTONIC is one clock for the whole
+    # machine on Linux, macOS and Windows, so every process sharing this directory reads
+    # the same deadline the same way. It starts over at boot: a deadline more than its ttl
+    # ahead cannot have been written on this boot, so its holder is gone.
+    def _write_lease(self, sid: str, token: str, ttl: float) -> None:
+        lease = {"token": token, "until": time.monotonic() + ttl, "ttl": ttl}
+        # diskcache's (wall-clock) expiry only reclaims the space of a dead holder's lease,
+        # long after the lease itself has ended.
+        self._cache.set("l:" + sid, lease, expire=max(self.ttl, ttl))
+
+    def _lease_holder(self, sid: str, retry: bool = False) -> Optional[str]:
+        """The token of the live lease on ``sid``, or None (free, ended, or damaged);
+        a write with ``lease=`` checks it in its own transaction."""
+        lease = self._cache.get("l:" + sid, retry=retry)
+        if not isinstance(lease, dict):
+            return None
+        token, until, ttl = lease.get("token"), lease.get("until"), lease.get("ttl")
+        if not isinstance(token, str) or not isinstance(until, (int, float)) or not isinstance(ttl, (int, float)):
+            return None  # damaged by a hand: free
+        left = until - time.monotonic()
+        return token if 0 < left <= ttl else None
 
     def revision(self, stream_id: str) -> int:
         validate_stream_id(stream_id)

@@ -23,7 +23,13 @@ Live streams (one producer, any number of readers in any process sharing the sto
 * a **lease** per stream id (``acquire_lease``/``renew_lease``/``release_lease``/
   ``leased``): at most one holder at a time, identified by a random token; it lives
   ``ttl`` seconds past its last renewal, timed by the store (a monotonic clock in
-  memory, diskcache's expiry on disk, Redis's ``PX`` in Redis), never by a caller's clock.
+  memory and on disk (the machine's), Redis's ``PX`` in Redis), never by a wall clock that
+  can step.
+* **fenced writes**: ``append``, ``replace_text``, ``set_status`` and ``update_meta`` take
+  ``lease=token``; such a write is refused with :class:`LeaseLost`, in the same atomic step
+  as the write, unless ``token`` holds the lease then. So a producer that was paused past
+  its lease (GC, SIGSTOP) and woke up can never write into its successor's generation.
+  Stores that do so say ``fenced_writes = True``.
 * a **revision** per record (``revision``/``wait_for``): a number that changes on every
   write, from one store-wide counter, so a reader can block until something changed
   instead of polling the whole record. An unknown record's revision is 0.
@@ -50,6 +56,7 @@ from typing import Any, Dict, Optional, cast
 __all__ = [
     "DEFAULT_TTL",
     "STATUSES",
+    "LeaseLost",
     "RecoveryStore",
     "StoreUnavailable",
     "StreamRecord",
@@ -99,6 +106,16 @@ class StoreUnavailable(OSError):
     streamcoord never lets it reach a stream: a stream goes on without recovery (logged at
     WARNING), and ``Client.resume`` raises ``RecoveryFailed`` with this as its cause.
     """
+
+
+class LeaseLost(Exception):
+    """A write with ``lease=token`` while ``token`` no longer holds the lease (it expired,
+    or another producer took it): nothing was written. The writer writes no more, unless
+    it can take the lease again (an expired lease nobody took)."""
+
+
+def _lease_lost(stream_id: str) -> LeaseLost:
+    return LeaseLost(f"the lease of stream {stream_id!r} is held by another producer now (or expired); not written")
 
 
 @dataclasses.dataclass
@@ -200,6 +217,9 @@ class RecoveryStore(abc.ABC):
     """
 
     ttl: float = DEFAULT_TTL
+    #: Whether the write methods take ``lease=`` (see the module docstring); a store
+    #: written before live streams does not, and its producers are fenced by renewal only.
+    fenced_writes: bool = False
 
     @abc.abstractmethod
     def start(self, stream_id: str, meta: Dict[str, Any]) -> None:

@@ -9,8 +9,8 @@ Layout, per stream (``{id}`` is the validated stream id):
 * ``p:{id}:{i}``: the i-th appended piece of text, ``0 <= i < n``. An append writes one
   piece and the head: O(len(delta)), not O(total).
 * Live streams: the head's ``rev`` (from the store-wide counter ``revision``, bumped in
-  the same transaction as each write), the lease ``l:{id}`` (the holder's token, taken
-  with diskcache's atomic ``add`` and expired by diskcache itself), the cancel mark
+  the same transaction as each write), the lease ``l:{id}`` (the holder's token and its
+  deadline on the machine's monotonic clock, taken and renewed in a transaction), the cancel mark
   ``x:{id}`` and the producer's outcome ``o:{id}``. SQLite has no way to notify another process, so ``wait_for`` polls the
   head every :data:`WAIT_POLL_INTERVAL` seconds (one indexed read each). That code is in
   ``_disk_live``, with the head's ``epoch`` (the revision of the last ``start`` or
@@ -49,6 +49,7 @@ from .base import (
     StoreUnavailable,
     StreamRecord,
     _closed,
+    _lease_lost,
     _unknown,
     dump_meta,
     logger,
@@ -191,6 +192,8 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
     diskcache's own expiry (real time) reclaims the space.
     """
 
+    fenced_writes = True  # writes take lease= (see the store contract)
+
     def __init__(
         self,
         directory: Optional[PathLike] = None,
@@ -253,10 +256,12 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
         self._cache.set("revision", head["rev"], expire=2 * self.ttl)
         self._cache.set("h:" + sid, head, expire=self.ttl)
 
-    def _existing(self, sid: str) -> Dict[str, Any]:
+    def _existing(self, sid: str, lease: Optional[str] = None) -> Dict[str, Any]:
         head = self._head(sid)
         if head is None:
             raise _unknown(sid)
+        if lease is not None and self._lease_holder(sid) != lease:
+            raise _lease_lost(sid)  # checked in the write's own transaction: no gap to slip into
         return head
 
     # -- the contract ----------------------------------------------------------------------
@@ -272,21 +277,21 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
             head = {"status": "streaming", "n": 0, "keep_until": time.time() + long, "epoch": secrets.token_hex(8)}
             self._write_head(stream_id, head)
 
-    def append(self, stream_id: str, text: str) -> None:
+    def append(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_text(text)
         with self._txn():
-            head = self._existing(stream_id)
+            head = self._existing(stream_id, lease)
             if text:
                 self._cache.set(f"p:{stream_id}:{head['n']}", text, expire=2 * self.ttl)
                 head["n"] += 1
             self._write_head(stream_id, head)
 
-    def replace_text(self, stream_id: str, text: str) -> None:
+    def replace_text(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_text(text)
         with self._txn():
-            head = self._existing(stream_id)
+            head = self._existing(stream_id, lease)
             for i in range(1, head["n"]):
                 self._cache.delete(f"p:{stream_id}:{i}")
             if text:
@@ -297,21 +302,21 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
             head["epoch"] = secrets.token_hex(8)  # the pieces are new: readers read them whole
             self._write_head(stream_id, head)
 
-    def update_meta(self, stream_id: str, changes: Dict[str, Any]) -> None:
+    def update_meta(self, stream_id: str, changes: Dict[str, Any], *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         with self._txn():
-            head = self._existing(stream_id)
+            head = self._existing(stream_id, lease)
             meta = self._cache.get("m:" + stream_id)
             merged = dict(meta if isinstance(meta, dict) else {}, **changes)
             dump_meta(merged)
             self._cache.set("m:" + stream_id, merged, expire=2 * self.ttl)
             self._write_head(stream_id, head)
 
-    def set_status(self, stream_id: str, status: str) -> None:
+    def set_status(self, stream_id: str, status: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_status(status)
         with self._txn():
-            head = self._existing(stream_id)
+            head = self._existing(stream_id, lease)
             head["status"] = status
             self._write_head(stream_id, head)
 

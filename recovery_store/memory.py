@@ -17,6 +17,7 @@ from .base import (
     RecoveryStore,
     StreamRecord,
     _closed,
+    _lease_lost,
     _unknown,
     dump_meta,
     new_lease_token,
@@ -53,6 +54,8 @@ class MemoryStore(RecoveryStore):
     variable that every write notifies.
     """
 
+    fenced_writes = True  # writes take lease= (see the store contract)
+
     def __init__(self, ttl: float = DEFAULT_TTL, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = validate_ttl(ttl)
         self._clock = clock
@@ -78,10 +81,12 @@ class MemoryStore(RecoveryStore):
             return None
         return entry
 
-    def _writable(self, stream_id: str, now: float) -> _Entry:
+    def _writable(self, stream_id: str, now: float, lease: Optional[str] = None) -> _Entry:
         entry = self._live(stream_id, now)
         if entry is None:
             raise _unknown(stream_id)
+        if lease is not None and (self._lease(stream_id, now) or ("",))[0] != lease:
+            raise _lease_lost(stream_id)
         entry.updated_at = time.time()
         entry.deadline = now + self.ttl
         entry.revision = self._changed()
@@ -127,35 +132,35 @@ class MemoryStore(RecoveryStore):
             self._outcomes.pop(stream_id, None)
             self._entries[stream_id] = _Entry(meta_json, time.time(), now + self.ttl, self._changed())
 
-    def append(self, stream_id: str, text: str) -> None:
+    def append(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_text(text)
         with self._lock:
-            entry = self._writable(stream_id, self._clock())
+            entry = self._writable(stream_id, self._clock(), lease)
             if text:
                 entry.pieces.append(text)
                 entry.length += len(text)
 
-    def replace_text(self, stream_id: str, text: str) -> None:
+    def replace_text(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_text(text)
         with self._lock:
-            entry = self._writable(stream_id, self._clock())
+            entry = self._writable(stream_id, self._clock(), lease)
             entry.pieces = [text] if text else []
             entry.length = len(text)
             entry.epoch = entry.revision
 
-    def update_meta(self, stream_id: str, changes: Dict[str, Any]) -> None:
+    def update_meta(self, stream_id: str, changes: Dict[str, Any], *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         with self._lock:
-            entry = self._writable(stream_id, self._clock())
+            entry = self._writable(stream_id, self._clock(), lease)
             entry.meta_json = dump_meta(dict(json.loads(entry.meta_json), **changes))
 
-    def set_status(self, stream_id: str, status: str) -> None:
+    def set_status(self, stream_id: str, status: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_status(status)
         with self._lock:
-            self._writable(stream_id, self._clock()).status = status
+            self._writable(stream_id, self._clock(), lease).status = status
 
     def load(self, stream_id: str) -> Optional[StreamRecord]:
         validate_stream_id(stream_id)

@@ -15,6 +15,8 @@ Live streams add, beside the record (which older versions still read as before):
 * ``{prefix}{id}:lease``: the holder's token, taken with ``SET NX PX`` and renewed or
   released by Lua scripts that first check the token, so only the holder can; Redis's
   own expiry ends it, whatever the clocks of the machines say.
+* A write with ``lease=token`` also WATCHes ``{prefix}{id}:lease`` and checks the token
+  before ``MULTI``: a producer that lost its lease writes nothing (``LeaseLost``).
 * ``{prefix}{id}:cancel``: the cancel mark, ``SET PX ttl``; ``{prefix}{id}:outcome``: how
   the generation ended (JSON), ``SET PX``.
 
@@ -40,6 +42,7 @@ from .base import (
     RecoveryStore,
     StreamRecord,
     _closed,
+    _lease_lost,
     _unknown,
     dump_meta,
     new_lease_token,
@@ -93,6 +96,8 @@ class RedisStore(RecoveryStore):
     leaves that client open. ``clock`` (default :func:`time.time`) stamps ``updated_at``
     and decides expiry on ``load``; Redis's own ``PEXPIRE`` reclaims the keys.
     """
+
+    fenced_writes = True  # writes take lease= (see the store contract)
 
     def __init__(
         self,
@@ -150,19 +155,29 @@ class RedisStore(RecoveryStore):
     def _expired(self, updated_at: Any) -> bool:
         return updated_at is None or self._clock() - float(_s(updated_at)) >= self.ttl
 
-    def _update(self, sid: str, write: Callable[[Any, str, str, Dict[str, Any]], None], *fields: str) -> None:
+    def _update(
+        self, sid: str, write: Callable[[Any, str, str, Dict[str, Any]], None], *fields: str,
+        lease: Optional[str] = None,
+    ) -> None:
         """Run ``write(pipe, head, text, values)`` in a transaction on an existing record.
 
         ``values`` holds the head's ``updated_at`` and ``fields``; ``KeyError`` if the record
-        is unknown or expired. ``write`` queues commands; the stamp and expiries are added.
+        is unknown or expired, ``LeaseLost`` if ``lease`` is given and is not the lease's
+        token. ``write`` queues commands; the stamp and expiries are added.
         """
         head, text = self._keys(sid)
         names = ("updated_at",) + fields
+        lease_key = self._key(sid, "lease")
+        watched = [head, lease_key] if lease is not None else [head]
 
         def txn(pipe: Any) -> None:
             got = pipe.hmget(head, *names)
             if self._expired(got[0]):
                 raise _unknown(sid)
+            # The lease key is WATCHed with the head: if it changes (expires, is taken)
+            # between this check and EXEC, the transaction runs again and sees that.
+            if lease is not None and _s(pipe.get(lease_key)) != lease:
+                raise _lease_lost(sid)
             rev = self._redis.incr(self.prefix + "revision")
             pipe.multi()
             write(pipe, head, text, dict(zip(names, got)))
@@ -171,7 +186,7 @@ class RedisStore(RecoveryStore):
             pipe.pexpire(head, self._ttl_ms)
             pipe.pexpire(text, self._ttl_ms)
 
-        self._redis.transaction(txn, head)
+        self._redis.transaction(txn, *watched)
 
     # -- the contract ----------------------------------------------------------------------
     def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
@@ -190,7 +205,7 @@ class RedisStore(RecoveryStore):
         self._announce(pipe, stream_id, rev)
         pipe.execute()
 
-    def append(self, stream_id: str, text: str) -> None:
+    def append(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_text(text)
         data = _b(text)
@@ -199,9 +214,9 @@ class RedisStore(RecoveryStore):
             if data:
                 pipe.append(key, data)
 
-        self._update(stream_id, write)
+        self._update(stream_id, write, lease=lease)
 
-    def replace_text(self, stream_id: str, text: str) -> None:
+    def replace_text(self, stream_id: str, text: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_text(text)
         data = _b(text)
@@ -213,9 +228,9 @@ class RedisStore(RecoveryStore):
                 pipe.delete(key)
             pipe.hset(head, "epoch", secrets.token_hex(8))  # new text: readers read it whole
 
-        self._update(stream_id, write)
+        self._update(stream_id, write, lease=lease)
 
-    def update_meta(self, stream_id: str, changes: Dict[str, Any]) -> None:
+    def update_meta(self, stream_id: str, changes: Dict[str, Any], *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
 
         def write(pipe: Any, head: str, key: str, values: Dict[str, Any]) -> None:
@@ -223,16 +238,16 @@ class RedisStore(RecoveryStore):
             merged = dict(json.loads(_s(meta)) if meta is not None else {}, **changes)
             pipe.hset(head, "meta", _b(dump_meta(merged)))
 
-        self._update(stream_id, write, "meta")
+        self._update(stream_id, write, "meta", lease=lease)
 
-    def set_status(self, stream_id: str, status: str) -> None:
+    def set_status(self, stream_id: str, status: str, *, lease: Optional[str] = None) -> None:
         validate_stream_id(stream_id)
         validate_status(status)
 
         def write(pipe: Any, head: str, key: str, values: Dict[str, Any]) -> None:
             pipe.hset(head, "status", status)
 
-        self._update(stream_id, write)
+        self._update(stream_id, write, lease=lease)
 
     def load(self, stream_id: str) -> Optional[StreamRecord]:
         validate_stream_id(stream_id)

@@ -14,24 +14,29 @@ Closing the reader stops only the reader: the generation belongs to its producer
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional, Union
 
 from recovery_store import RecoveryStore
 from streamcoord._chunk import Chunk
-from streamcoord._live import error_from_outcome
+from streamcoord._live import StreamHandle, error_from_outcome
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._options import StreamOptions
 from streamcoord._pipeline import Pipeline
+from streamcoord._recovery import DEFAULT_STRATEGY
 from streamcoord._spec import Cancelled, End
 from streamcoord.errors import RecoveryFailed, StreamcoordError, StreamError
 
-__all__ = ["WAIT_SLICE_SECONDS", "AttachReader", "AttachSpec"]
+__all__ = ["PRODUCER_END_SECONDS", "WAIT_SLICE_SECONDS", "AttachReader", "AttachSpec"]
 
 #: The longest a reader blocks in the store before it looks at the lease, the cancel mark
 #: and its own close again; a closed reader's thread ends within this.
 WAIT_SLICE_SECONDS = 0.25
+#: The longest a reader that took a generation over waits, at the end, for its producer's
+#: own end (the outcome is written before the record is deleted and the lease given up).
+PRODUCER_END_SECONDS = 2.0
 
 
 class AttachSpec:
@@ -44,7 +49,7 @@ class AttachSpec:
         provider: str,
         store: RecoveryStore,
         shown: str,
-        take_over: Callable[[], bool],
+        take_over: Callable[[], Union[bool, StreamHandle]],
         whole_text: bool = False,
     ) -> None:
         self.options = options
@@ -52,7 +57,8 @@ class AttachSpec:
         self.provider = provider
         self.store = store
         self.shown = shown  # what the caller has: the stored text up to its offset, at attach time
-        self.take_over = take_over  # True if this process now produces the stream
+        # Truthy if this process produces the stream now: the StreamHandle of that producer.
+        self.take_over = take_over
         self.whole_text = whole_text  # stream.text starts with what the caller has (a resume)
         self.recovery = None  # a reader persists nothing
         self.callback = None
@@ -60,17 +66,8 @@ class AttachSpec:
 
 
 def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    lo, hi = 0, n  # binary search on the first difference: O(n) compares, not O(n^2)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """The length of the longest common prefix of ``a`` and ``b``."""
+    return len(os.path.commonprefix([a, b]))  # one scan from the start: O(n)
 
 
 class AttachReader:
@@ -88,6 +85,7 @@ class AttachReader:
         self.queue = self.pipeline.queue
         self.answer = self.pipeline.answer
         self._shown = spec.shown  # the producer's text as this reader's consumer has it
+        self._producer: Optional[StreamHandle] = None  # set when this reader took the generation over
         self._cursor: Any = None  # where the last read_text ended: the next reads what is new
         if spec.whole_text and spec.shown:
             self.answer.add_text(spec.shown)
@@ -171,7 +169,10 @@ class AttachReader:
                         f"live stream {sid!r} failed; client.resume({sid!r}) takes it up again",
                         partial_text=record.text,
                     )
-                if spec.take_over():
+                taken = spec.take_over()
+                if isinstance(taken, StreamHandle):
+                    self._producer = taken
+                if taken:
                     self.log.info("the producer of %r is gone; this process took the generation over", sid)
                 continue
             store.wait_for(sid, revision, WAIT_SLICE_SECONDS)
@@ -195,15 +196,41 @@ class AttachReader:
         if rewind:
             self.metrics.recoveries += 1  # what this reader saw of the producer's recoveries
             self.answer.cut_text(rewind)
-            info = {"attempt": None, "strategy": None, "rewind": rewind}
+            info = dict(self._rewound_by(), rewind=rewind)
             pipeline.put([pipeline.control_chunk("", {"recovery": info})])
         self._shown = text
         if len(text) > keep:
             pipeline.deliver([Chunk(content=text[keep:], index=pipeline.next_index)])
             pipeline.next_index += 1
 
+    def _rewound_by(self) -> Dict[str, Any]:
+        """The producer's attempt and strategy that cut its text back, as it stored them
+        with the cut; from a producer that did not (an older version), this reader's count
+        of the rewinds it saw and the stream's stored strategy. The meta is read only
+        here: a rewind is rare, and it was stored before the cut text."""
+        try:
+            record = self.spec.store.load(self.spec.stream_id)
+        except Exception:  # the cut is announced all the same; the store's failure shows next round
+            record = None
+        meta = record.meta if record is not None else {}
+        noted = meta.get("rewind")
+        attempt = noted.get("attempt") if isinstance(noted, dict) else None
+        strategy = noted.get("strategy") if isinstance(noted, dict) else None
+        if isinstance(attempt, bool) or not isinstance(attempt, int):
+            attempt = self.metrics.recoveries
+        if not isinstance(strategy, str):
+            stored = meta.get("recovery")
+            strategy = stored.get("strategy") if isinstance(stored, dict) else meta.get("strategy")
+            strategy = strategy if isinstance(strategy, str) else DEFAULT_STRATEGY
+        return {"attempt": attempt, "strategy": strategy}
+
     def _end(self, outcome: Any, text: str) -> None:
         spec, pipeline = self.spec, self.pipeline
+        if self._producer is not None:
+            # This reader took the generation over: its producer (a thread of this process)
+            # finishes its end (the record deleted, the lease given up) before this stream
+            # ends, so a process that exits once it has read the answer leaves nothing half done.
+            self._producer.wait(PRODUCER_END_SECONDS)
         error = outcome.get("error")
         if isinstance(error, dict):
             pipeline.flush_pending()

@@ -16,10 +16,10 @@ from recovery_store import RecoveryStore
 from streamcoord import _registry, _telemetry
 from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
-from streamcoord._keys import SCRUBBED, Scrubber, check_headers, secrets_in_headers
+from streamcoord._keys import SCRUBBED, Scrubber, check_extra_headers, check_headers, secrets_in_headers
 from streamcoord._live import DEFAULT_LEASE_TTL, LiveProducer
-from streamcoord._live_client import LiveAlready, LiveStreams, check_extra_headers, live_options, try_lease
-from streamcoord._options import StreamOptions, split_options
+from streamcoord._live_client import LiveAlready, LiveStreams, final_text, try_lease
+from streamcoord._options import StreamOptions, live_options, split_options
 from streamcoord._recovery import RecordWriter, Recovery, default_store, recovery_options
 from streamcoord._spec import Resume, StreamSpec
 from streamcoord._stored import ScrubbedWrites, load_stored, store_for_resume, store_for_stream
@@ -178,6 +178,8 @@ class Client(LiveStreams):
         live = live_options(stream_options)
         token = None
         # A completed (kept) record is replayed as before, live or not: nothing to follow.
+        if stored is None and final_text(store, stream_id) is not None:
+            return self._attach(stream_id, offset, True, live)  # completed just now: its final text, kept briefly
         if stored is not None and not stored.completed:
             token = try_lease(store, stream_id, self.lease_ttl)
             if token is False:  # a live producer has it: follow that one, never a second generation
@@ -254,13 +256,17 @@ class Client(LiveStreams):
             if store is None:
                 meta = None  # a store that cannot be opened leaves the stream without recovery
             else:
-                writes: RecordWriter = ScrubbedWrites(store, scrubber) if scrubber else store
-                recovery = Recovery(writes, opts.stream_id, strategy, max_retries, keep, self.provider)
+                writes: RecordWriter = store
                 if lease is not None:
+                    live = LiveProducer(lease[0], opts.stream_id, lease[1], self.lease_ttl, keep)
+                    writes = live.fence(store)  # its writes carry the lease: refused once it is lost
+                if scrubber:
+                    writes = ScrubbedWrites(writes, scrubber)
+                recovery = Recovery(writes, opts.stream_id, strategy, max_retries, keep, self.provider)
+                if live is not None:
                     # Readers elsewhere need the end: the worker keeps the record, and the
                     # producer deletes it (unless keep) after recording the outcome.
                     recovery.keep = True
-                    live = LiveProducer(lease[0], opts.stream_id, lease[1], self.lease_ttl, keep)
         telemetry = None
         if self._telemetry is not None:
             telemetry = self._telemetry.stream(

@@ -27,6 +27,7 @@ __all__ = [
     "SECRET_HEADERS",
     "Scrubber",
     "check_api_key",
+    "check_extra_headers",
     "check_headers",
     "is_secret_header",
     "live_secrets",
@@ -312,3 +313,10 @@ def live_secrets() -> Tuple[str, ...]:
         secrets = tuple(sorted(unique, key=len, reverse=True))
         _cached = (generation, secrets)
         return secrets
+
+
+def check_extra_headers(request_options: Dict[str, Any]) -> None:
+    """``extra_headers`` checked (and stripped) before any request is built."""
+    extra = request_options.get("extra_headers")
+    if extra is not None:
+        request_options["extra_headers"] = check_headers(extra, "extra_headers")

@@ -17,7 +17,9 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Type
 
 from recovery_store import RecoveryStore
+from recovery_store.base import LeaseLost
 from streamcoord import errors
+from streamcoord._recovery import RecordWriter
 from streamcoord.errors import (
     APIError,
     CallbackError,
@@ -30,7 +32,15 @@ from streamcoord.errors import (
 if TYPE_CHECKING:
     from streamcoord._stream import ChatStream
 
-__all__ = ["CANCEL_POLL_SECONDS", "DEFAULT_LEASE_TTL", "FINAL_TEXT_SECONDS", "LiveProducer", "StreamHandle", "error_from_outcome"]
+__all__ = [
+    "CANCEL_POLL_SECONDS",
+    "DEFAULT_LEASE_TTL",
+    "FINAL_TEXT_SECONDS",
+    "FencedWrites",
+    "LiveProducer",
+    "StreamHandle",
+    "error_from_outcome",
+]
 
 logger = logging.getLogger("streamcoord")
 
@@ -67,9 +77,25 @@ class LiveProducer:
         self._released = False
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
+        self._cancel: Optional[Callable[[], None]] = None
+        # Nobody reads this stream but through the store (client.start's StreamHandle): a
+        # lost lease stops it. A stream someone reads directly (stream_chat, resume) goes
+        # on for that reader instead, no longer recorded: cutting it short would hand its
+        # reader a truncated answer that looks complete.
+        self.detached = False
+
+    def fence(self, store: RecoveryStore) -> RecordWriter:
+        """``store`` as this producer's recovery writes to it: each write carries the
+        lease's token, so the store refuses it once another producer holds the lease."""
+        return FencedWrites(store, self) if getattr(store, "fenced_writes", False) else store
 
     def begin(self, cancel: Callable[[], None]) -> None:
         """The worker started: keep the lease and watch for a cancel until ``end``."""
+        self._cancel = cancel
+        if self.lost:  # a write was refused before the worker ran
+            if self.detached:
+                cancel()
+            return
         self._thread = threading.Thread(
             target=self._keep, args=(cancel,), name=f"streamcoord-lease-{self.stream_id}", daemon=True
         )
@@ -85,16 +111,50 @@ class LiveProducer:
                     cancel()
                     return
                 if time.monotonic() >= next_renewal:
-                    if not self.store.renew_lease(self.stream_id, self.token, self.lease_ttl):
-                        self.lost = True
-                        logger.warning("lost the lease of live stream %r; stopping", self.stream_id)
-                        cancel()
+                    token = self.token
+                    if not self.store.renew_lease(self.stream_id, token, self.lease_ttl) and not self.reclaim(token):
+                        self.lose()
                         return
                     next_renewal = time.monotonic() + renew_every
             except Exception as exc:  # a store hiccup: the lease lasts lease_ttl, try again
                 logger.warning("renewing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
             if self._stop.wait(min(CANCEL_POLL_SECONDS, renew_every)):
                 return
+
+    def reclaim(self, failed: str) -> bool:
+        """The lease of token ``failed`` lapsed (the stream was read late, or a pause
+        outlasted it): take it again if nobody else did meanwhile. The store's atomic
+        acquire keeps it to one owner; True if this producer holds it now (under a new
+        token, which the lease thread or the writer may have taken already)."""
+        with self._lock:
+            if self.lost or self._released:
+                return False
+            if self.token != failed:
+                return True  # the other of the lease thread and the writer reclaimed it
+            token = self.store.acquire_lease(self.stream_id, self.lease_ttl)
+            if not token:
+                return False
+            self.token = token
+            return True
+
+    def lose(self) -> None:
+        """Another producer holds the lease now (this one was paused past it, or its store
+        lost it): write nothing more, so attached readers follow only the new producer;
+        stop quietly, unless someone reads this stream directly (see ``detached``)."""
+        with self._lock:
+            if self.lost:
+                return
+            self.lost = True
+        self._stop.set()
+        if not self.detached:
+            logger.warning(
+                "lost the lease of live stream %r to another producer; this stream goes on for its reader, "
+                "no longer recorded", self.stream_id,
+            )
+            return
+        logger.warning("lost the lease of live stream %r to another producer; stopping", self.stream_id)
+        if self._cancel is not None:
+            self._cancel()
 
     def end(self, status: str, error: Optional[BaseException], answer: Any) -> None:
         """The worker ended (``status`` completed, failed or cancelled): tell the readers
@@ -150,6 +210,57 @@ class LiveProducer:
             logger.warning("releasing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
 
 
+class FencedWrites:
+    """The store as a live producer's recovery writes to it (the calls a stream makes):
+    every write carries the producer's lease token. A write the store refuses takes a
+    lapsed lease again (``reclaim``) or, when it is another's now, marks the producer lost
+    (``lose``); nothing it writes after that reaches the store."""
+
+    def __init__(self, store: RecoveryStore, producer: LiveProducer) -> None:
+        self.store = store
+        self._producer = producer
+
+    def __repr__(self) -> str:
+        return repr(self.store)
+
+    def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
+        self.store.start(stream_id, meta)  # right after the lease was taken (client.start)
+
+    def append(self, stream_id: str, text: str) -> None:
+        self._write(self.store.append, stream_id, text)
+
+    def replace_text(self, stream_id: str, text: str) -> None:
+        self._write(self.store.replace_text, stream_id, text)
+
+    def update_meta(self, stream_id: str, changes: Dict[str, Any]) -> None:
+        self._write(self.store.update_meta, stream_id, changes)
+
+    def set_status(self, stream_id: str, status: str) -> None:
+        self._write(self.store.set_status, stream_id, status)
+
+    def finish(self, stream_id: str, keep: bool = False) -> None:
+        if keep:
+            self.set_status(stream_id, "completed")
+        elif not self._producer.lost:
+            self.store.finish(stream_id, False)
+
+    def _write(self, operation: Callable[..., None], stream_id: str, value: Any) -> None:
+        producer = self._producer
+        if producer.lost:
+            return
+        token = producer.token
+        try:
+            operation(stream_id, value, lease=token)
+        except LeaseLost:
+            try:
+                if producer.reclaim(token):  # it had lapsed, and nobody took it: write as its owner again
+                    operation(stream_id, value, lease=producer.token)
+                    return
+            except LeaseLost:
+                pass
+            producer.lose()
+
+
 def error_from_outcome(stream_id: str, provider: str, error: Dict[str, Any], text: str) -> StreamcoordError:
     """The producer's error as a reader raises it: the same class and message."""
     cls = _ERRORS.get(str(error.get("type")), StreamError)
@@ -183,6 +294,9 @@ class StreamHandle:
         self.provider = stream.provider
         self._stream = stream
         self._cancel = cancel
+        live = getattr(stream._spec, "live", None)
+        if live is not None:
+            live.detached = True  # nobody reads it here: a lost lease stops it
         self.error: Optional[BaseException] = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"streamcoord-live-{self.stream_id}", daemon=True)

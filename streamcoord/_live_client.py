@@ -14,9 +14,9 @@ from recovery_store import RecoveryStore
 from recovery_store.base import validate_stream_id
 from streamcoord._adapter import validate_messages
 from streamcoord._config import Timeout
-from streamcoord._keys import check_headers
+from streamcoord._keys import check_extra_headers
 from streamcoord._live import StreamHandle
-from streamcoord._options import StreamOptions, split_options
+from streamcoord._options import RECORDING_OPTIONS, StreamOptions, split_options
 from streamcoord._spec import Resume
 from streamcoord._stored import load_stored, store_for_resume
 from streamcoord._stream import ChatStream
@@ -29,8 +29,7 @@ __all__ = [
     "UNKNOWN_CHARACTER",
     "LiveAlready",
     "LiveStreams",
-    "check_extra_headers",
-    "live_options",
+    "final_text",
     "try_lease",
 ]
 
@@ -38,6 +37,13 @@ __all__ = [
 #: them) and those that shape what one reader gets (each ``attach`` gets them).
 PRODUCER_OPTIONS = frozenset({"validate_chunk", "on_invalid", "on_error", "timeout", "recovery", "max_line_bytes"})
 READER_OPTIONS = frozenset({"track_metrics", "on_metrics", "transform_chunk", "buffer_chunks"})
+
+#: A noncharacter: never part of a model's text, so it matches nothing the producer stores.
+UNKNOWN_CHARACTER = "\ufdd0"
+
+#: A live generation's total deadline when neither the client nor start() sets one: nobody
+#: may be reading it to notice a model that never stops.
+LIVE_TOTAL_SECONDS = 900.0
 
 
 class LiveAlready(ValueError):
@@ -71,10 +77,7 @@ class LiveStreams:
         messages = validate_messages(messages)
         check_extra_headers(request_options)
         request = self._build_request(messages, request_options)
-        default = self.timeout if self.timeout.total is not None else Timeout(
-            self.timeout.idle, connect=self.timeout.connect, total=LIVE_TOTAL_SECONDS
-        )
-        opts = StreamOptions(stream_options, default)
+        opts = StreamOptions(stream_options, self._live_timeout())
         store = store_for_resume(self.recovery_store, stream_id)
         token = try_lease(store, stream_id, self.lease_ttl)
         if token is False:
@@ -112,7 +115,7 @@ class LiveStreams:
         validate_stream_id(stream_id)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
-        refused = sorted(set(stream_options) & {"stream_id", "stream_recovery", "recovery"})
+        refused = sorted(set(stream_options) & RECORDING_OPTIONS)
         stream_options, request_options = split_options(stream_options)
         if refused or request_options:
             raise TypeError(
@@ -121,7 +124,7 @@ class LiveStreams:
             )
         store = store_for_resume(self.recovery_store, stream_id)
         stored = load_stored(store, stream_id)
-        text = stored.text if stored is not None else _outcome_text(store, stream_id)
+        text = stored.text if stored is not None else final_text(store, stream_id)
         if text is None and _leased(store, stream_id):
             text = ""  # its producer took the lease and is about to write the record: follow it
         if text is None:
@@ -181,7 +184,15 @@ class LiveStreams:
                     pass  # another request (in any process) started it first: follow that one
         return self.attach(stream_id, offset or 0, **reader)
 
-    def _take_over(self, store: RecoveryStore, stream_id: str) -> bool:
+    def _live_timeout(self) -> Timeout:
+        """The client's timeout, with a total deadline of ``LIVE_TOTAL_SECONDS`` unless it
+        has one: a live generation (started or taken over) may have nobody reading it to
+        notice a model that never stops."""
+        if self.timeout.total is not None:
+            return self.timeout
+        return Timeout(self.timeout.idle, connect=self.timeout.connect, total=LIVE_TOTAL_SECONDS)
+
+    def _take_over(self, store: RecoveryStore, stream_id: str) -> Union[bool, StreamHandle]:
         """The producer of ``stream_id`` is gone: produce it here, in the background, from
         what it stored (the recovery continuation). False if another process was faster."""
         token = try_lease(store, stream_id, self.lease_ttl)
@@ -195,23 +206,14 @@ class LiveStreams:
             request_options = dict(stored.options)
             request = self._build_request(stored.messages, request_options)
             opts = StreamOptions(
-                {"stream_id": stream_id, "stream_recovery": True, "recovery": stored.recovery}, self.timeout
+                {"stream_id": stream_id, "stream_recovery": True, "recovery": stored.recovery}, self._live_timeout()
             )
             resume = Resume(stored.text, len(stored.text), False, stored.resume_state)  # natively where it can
             stream = self._stream(request, opts, stored.messages, stored.options, resume, (store, token))
         except BaseException:
             store.release_lease(stream_id, token)
             raise
-        StreamHandle(stream, lambda: self.cancel_stream(stream_id))
-        return True
-
-
-# A noncharacter: never part of a model's text, so it matches nothing the producer stores.
-UNKNOWN_CHARACTER = "\ufdd0"
-
-# A live generation's total deadline when neither the client nor start() sets one: nobody
-# may be reading it to notice a model that never stops.
-LIVE_TOTAL_SECONDS = 900.0
+        return StreamHandle(stream, lambda: self.cancel_stream(stream_id))
 
 
 def try_lease(store: RecoveryStore, stream_id: str, ttl: float) -> Union[str, bool, None]:
@@ -236,13 +238,13 @@ def _leased(store: RecoveryStore, stream_id: str) -> bool:
 def _known(store: RecoveryStore, stream_id: str) -> bool:
     """Whether the store has a record, an outcome or a lease for ``stream_id``."""
     try:
-        return store.load(stream_id) is not None or _outcome_text(store, stream_id) is not None or _leased(
+        return store.load(stream_id) is not None or final_text(store, stream_id) is not None or _leased(
             store, stream_id)
     except Exception as exc:
         raise RecoveryFailed(f"the recovery store {store!r} failed to read stream {stream_id!r}: {exc}") from exc
 
 
-def _outcome_text(store: RecoveryStore, stream_id: str) -> Optional[str]:
+def final_text(store: RecoveryStore, stream_id: str) -> Optional[str]:
     """The final text of a stream completed without ``keep`` (kept briefly with its outcome)."""
     try:
         outcome = store.outcome(stream_id)
@@ -250,15 +252,3 @@ def _outcome_text(store: RecoveryStore, stream_id: str) -> Optional[str]:
         return None
     text = outcome.get("text") if outcome else None
     return text if isinstance(text, str) else None
-
-
-def live_options(stream_options: Dict[str, Any]) -> Dict[str, Any]:
-    """The stream options an attach takes (resume's, without its recovery settings)."""
-    return {k: v for k, v in stream_options.items() if k not in ("stream_id", "stream_recovery", "recovery")}
-
-
-def check_extra_headers(request_options: Dict[str, Any]) -> None:
-    """``extra_headers`` checked (and stripped) before any request is built."""
-    extra = request_options.get("extra_headers")
-    if extra is not None:
-        request_options["extra_headers"] = check_headers(extra, "extra_headers")

@@ -9,7 +9,7 @@ from recovery_store.base import STREAM_ID_RE
 from streamcoord._config import Timeout
 from streamcoord._decoders import DEFAULT_MAX_LINE_BYTES
 
-__all__ = ["STREAM_OPTIONS", "StreamOptions", "new_stream_id", "split_options"]
+__all__ = ["RECORDING_OPTIONS", "STREAM_OPTIONS", "StreamOptions", "live_options", "new_stream_id", "split_options"]
 
 STREAM_OPTIONS = frozenset({
     "track_metrics", "on_metrics", "transform_chunk", "validate_chunk", "on_invalid",
@@ -92,3 +92,13 @@ def split_options(options: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, An
     stream = {k: v for k, v in options.items() if k in STREAM_OPTIONS}
     request = {k: v for k, v in options.items() if k not in STREAM_OPTIONS}
     return stream, request
+
+
+#: The stream options that say how a stream is recorded: an attach takes none of them (the
+#: producer's are stored), and a resume that attaches leaves them out.
+RECORDING_OPTIONS = frozenset({"stream_id", "stream_recovery", "recovery"})
+
+
+def live_options(stream_options: Dict[str, Any]) -> Dict[str, Any]:
+    """The stream options an attach takes: ``stream_options`` without the recording ones."""
+    return {k: v for k, v in stream_options.items() if k not in RECORDING_OPTIONS}

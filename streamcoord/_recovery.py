@@ -19,7 +19,7 @@ from recovery_store import STRATEGIES, RecoveryStore, cut_point
 from streamcoord._retry import RETRY_STATUSES
 from streamcoord.errors import APIError, ConnectionLost, RecoveryFailed, StreamTimeout
 
-__all__ = ["RECOVERABLE_STATUSES", "RecordWriter", "Recovery", "default_store", "recovery_options"]
+__all__ = ["DEFAULT_STRATEGY", "RECOVERABLE_STATUSES", "RecordWriter", "Recovery", "default_store", "recovery_options"]
 
 logger = logging.getLogger("streamcoord")
 
@@ -152,11 +152,23 @@ class Recovery:
 
     def start_from(self, text: str, resumed: bool = False) -> None:
         """Go on from ``text``: after a break, or taking up a stored record (``resumed``)."""
+        if self._persisting and self._meta_updates and (resumed or len(text) < sum(map(len, self.parts))):
+            self._note_rewind()  # a cut (a take-up may cut the stored text back too)
         self.parts = [text] if text else []
         self._resume_noted = False  # a continuation is a new generation: its own resume state
         self._write(self.store.replace_text, self.stream_id, text)
         if resumed:
             self._write(self.store.set_status, self.stream_id, "streaming")
+
+    def _note_rewind(self) -> None:
+        """Store which attempt (and strategy) cuts the text back, before the cut text: a
+        reader attached in another process that sees the cut announces it as this one."""
+        try:
+            self.store.update_meta(self.stream_id, {"rewind": {"attempt": self.attempts, "strategy": self.strategy}})
+        except NotImplementedError:
+            self._meta_updates = False
+        except Exception as exc:
+            self._store_failed(exc)
 
     def cut(self, text: str, trim_trailing_space: bool) -> str:
         """The part of ``text`` a continuation starts from, under this stream's strategy."""

@@ -78,11 +78,11 @@ class RecoveryController:
         else:
             kept = recovery.cut(resume.text, spec.adapter.continuation_trims_space(spec.request))
             self._trimmed_space = recovery.cut(resume.text, False)[len(kept):]
-        recovery.start_from(kept, resumed=not resume.completed)
-        pipeline.content_seen = bool(kept)
         if not resume.completed:
             recovery.attempts += 1  # taking a stream up again is a recovery, and counts as one
             self.metrics.recoveries += 1
+        recovery.start_from(kept, resumed=not resume.completed)
+        pipeline.content_seen = bool(kept)
         # The stored text is the model's; the consumer gets it as the live stream would
         # have given it: through transform_chunk.
         replay = pipeline.control_chunk(kept, {"replay": True})

@@ -18,7 +18,7 @@ from recovery_store import RecoveryStore, StoreUnavailable, StreamRecord
 from recovery_store.base import check_record, validate_stream_id
 from streamcoord._adapter import validate_messages
 from streamcoord._keys import MIN_SECRET_LENGTH, Scrubber
-from streamcoord._recovery import default_store, recovery_options
+from streamcoord._recovery import RecordWriter, default_store, recovery_options
 from streamcoord.errors import RecoveryFailed
 
 __all__ = ["ScrubbedWrites", "StoredStream", "load_stored", "store_for_resume", "store_for_stream"]
@@ -145,7 +145,7 @@ class ScrubbedWrites:
     most one secret long.
     """
 
-    def __init__(self, store: RecoveryStore, scrubber: Scrubber) -> None:
+    def __init__(self, store: RecordWriter, scrubber: Scrubber) -> None:
         self.store = store
         self._scrubber = scrubber
         self._overlap = max(len(s) for s in scrubber.secrets) - 1

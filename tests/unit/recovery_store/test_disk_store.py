@@ -10,12 +10,14 @@ import stat
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
 
 import recovery_store
 from recovery_store import DiskStore, default_store
+from recovery_store import _disk_live as disk_live_module
 from recovery_store import disk as disk_module
 
 REPO_ROOT = Path(recovery_store.__file__).resolve().parent.parent
@@ -205,3 +207,43 @@ def test_a_file_where_the_directory_should_be_is_store_unavailable_naming_it(tmp
     with pytest.raises(recovery_store.StoreUnavailable, match="a file stands where") as info:
         DiskStore(directory)
     assert str(directory) in str(info.value)
+
+
+def _clock_module(**changes):
+    """The ``time`` module as a process sees it after the machine's clock changed."""
+    fake = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("__")})
+    for name, shift in changes.items():
+        real = getattr(time, name)
+        setattr(fake, name, lambda real=real, shift=shift: real() + shift)
+    return fake
+
+
+def test_a_wall_clock_step_forward_does_not_end_a_live_lease(tmp_path, monkeypatch):
+    store = DiskStore(tmp_path)
+    token = store.acquire_lease("s1", 10)
+    monkeypatch.setattr(time, "time", _clock_module(time=60).time)  # NTP steps the clock 60 s ahead
+    assert store.leased("s1")
+    assert store.acquire_lease("s1", 10) is None, "a second owner"
+    assert DiskStore(tmp_path).acquire_lease("s1", 10) is None, "a second owner in another store"
+    assert store.renew_lease("s1", token, 10)
+
+
+def test_a_wall_clock_step_back_does_not_keep_a_dead_holders_lease(tmp_path, monkeypatch):
+    store = DiskStore(tmp_path)
+    store.acquire_lease("s1", 0.2)
+    monkeypatch.setattr(time, "time", _clock_module(time=-3600).time)
+    deadline = time.monotonic() + 5
+    successor = None
+    while successor is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        successor = store.acquire_lease("s1", 10)
+    assert successor, "the lease outlived its ttl by the wall clock's step"
+
+
+def test_a_lease_written_before_a_reboot_is_free(tmp_path, monkeypatch):
+    store = DiskStore(tmp_path)
+    store.acquire_lease("s1", 10)
+    # The monotonic clock started over at boot: the old deadline lies far ahead of it.
+    monkeypatch.setattr(disk_live_module, "time", _clock_module(monotonic=-10 ** 6))
+    assert not store.leased("s1")
+    assert store.acquire_lease("s1", 10)

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from recovery_store import RecoveryStore
+from recovery_store.base import LeaseLost
 
 META = {"provider": "openai", "request": {"model": "m"}}
 SHORT_TTL = 0.25  # a lease that must expire within a test; renewed well inside it
@@ -227,6 +228,52 @@ def test_an_outcome_expires_after_its_own_ttl(store):
     while store.outcome("s1") is not None and time.monotonic() < deadline:
         time.sleep(SHORT_TTL / 4)
     assert store.outcome("s1") is None and store.load("s1") is not None
+
+
+def _successor(store, stream_id):
+    """The lease of ``stream_id`` taken by a new holder once the old one's has expired."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        token = store.acquire_lease(stream_id, 60)
+        if token:
+            return token
+        time.sleep(SHORT_TTL / 6)
+    pytest.fail("the lease never expired")
+
+
+def test_writes_carrying_a_lost_lease_are_refused_and_change_nothing(store):
+    # A producer paused past its lease (GC, SIGSTOP) wakes up after another took over.
+    assert store.fenced_writes
+    store.start("s1", META)
+    paused = store.acquire_lease("s1", SHORT_TTL)
+    store.append("s1", "Kept. ", lease=paused)
+    successor = _successor(store, "s1")
+    store.replace_text("s1", "Kept. ", lease=successor)
+    rev = store.revision("s1")
+    for write in (
+        lambda: store.append("s1", "stale", lease=paused),
+        lambda: store.replace_text("s1", "stale", lease=paused),
+        lambda: store.set_status("s1", "completed", lease=paused),
+        lambda: store.update_meta("s1", {"stale": True}, lease=paused),
+    ):
+        with pytest.raises(LeaseLost):
+            write()
+    record = store.load("s1")
+    assert (record.text, record.status, "stale" in record.meta) == ("Kept. ", "streaming", False)
+    assert store.revision("s1") == rev, "a refused write is no write"
+    store.append("s1", "Fresh.", lease=successor)
+    assert store.load("s1").text == "Kept. Fresh."
+    store.release_lease("s1", successor)
+    with pytest.raises(LeaseLost):
+        store.append("s1", "after the end", lease=successor)
+    store.append("s1", " Unfenced.")  # a write without lease= is not checked, as before
+    assert store.load("s1").text == "Kept. Fresh. Unfenced."
+
+
+def test_a_fenced_write_to_an_unknown_record_is_still_a_key_error(store):
+    token = store.acquire_lease("s1", 60)
+    with pytest.raises(KeyError):
+        store.append("s1", "x", lease=token)
 
 
 def test_read_text_gives_only_what_is_new_until_the_text_is_replaced(store):
