@@ -188,28 +188,31 @@ class Client(LiveStreams):
             raise RecoveryFailed(
                 f"no stored stream {stream_id!r}: it is unknown, was completed (and not kept), or has expired"
             )
-        if stored.provider != self.provider:
-            raise ValueError(
-                f"stream {stream_id!r} was started with provider {stored.provider!r}; "
-                f"resume it with Client({stored.provider!r})"
-            )
-        if offset > len(stored.text):
-            raise ValueError(f"offset {offset} is past the {len(stored.text)} characters stored for {stream_id!r}")
-        recovery = dict(stored.recovery, **(stream_options.get("recovery") or {}))
-        stream_options.update(stream_id=stream_id, stream_recovery=True, recovery=recovery)
-        request_options = dict(stored.options)
-        if extra_headers:
-            request_options["extra_headers"] = extra_headers
-        try:
-            request = self._build_request(stored.messages, request_options)
-        except (TypeError, ValueError) as exc:  # the stored options, changed by hand
-            raise RecoveryFailed(
-                f"cannot resume stream {stream_id!r}: its record in {stored.where} holds a request that is not "
-                f"valid ({exc}); delete it and start a new stream"
-            ) from exc
-        resume = Resume(stored.text, offset, stored.completed, stored.resume_state)
+        # Every check below may refuse the resume: the lease taken above is given back then, or a
+        # mistaken resume (another client's provider, an offset past the text) would block the id
+        # for lease_ttl, every attach following a producer that does not exist.
         lease = (store, token) if isinstance(token, str) else None
         try:
+            if stored.provider != self.provider:
+                raise ValueError(
+                    f"stream {stream_id!r} was started with provider {stored.provider!r}; "
+                    f"resume it with Client({stored.provider!r})"
+                )
+            if offset > len(stored.text):
+                raise ValueError(f"offset {offset} is past the {len(stored.text)} characters stored for {stream_id!r}")
+            recovery = dict(stored.recovery, **(stream_options.get("recovery") or {}))
+            stream_options.update(stream_id=stream_id, stream_recovery=True, recovery=recovery)
+            request_options = dict(stored.options)
+            if extra_headers:
+                request_options["extra_headers"] = extra_headers
+            try:
+                request = self._build_request(stored.messages, request_options)
+            except (TypeError, ValueError) as exc:  # the stored options, changed by hand
+                raise RecoveryFailed(
+                    f"cannot resume stream {stream_id!r}: its record in {stored.where} holds a request that is not "
+                    f"valid ({exc}); delete it and start a new stream"
+                ) from exc
+            resume = Resume(stored.text, offset, stored.completed, stored.resume_state)
             return self._stream(
                 request, StreamOptions(stream_options, self.timeout), stored.messages, stored.options, resume, lease
             )

@@ -253,7 +253,10 @@ runpy.run_module("streamcoord", run_name="__main__", alter_sys=True)
                                                         "AZURE_OPENAI_ENDPOINT"]),
     (["--provider", "vertex", "--location", "us-central1", "--access-token", KEY],
      ["vertex needs --project (or GOOGLE_CLOUD_PROJECT)"]),
-    (["--provider", "bedrock", "--region", "us-east-1"], ["AWS_BEARER_TOKEN_BEDROCK", "pip install streamcoord[bedrock]"]),
+    # On 3.9 the bedrock extra cannot install botocore (it pins urllib3<1.27): the line says so instead.
+    (["--provider", "bedrock", "--region", "us-east-1"],
+     ["AWS_BEARER_TOKEN_BEDROCK",
+      "pip install streamcoord[bedrock]" if sys.version_info >= (3, 10) else "needs Python 3.10 or later"]),
     (["--provider", "openai", "--api-key", KEY, "--region", "us-east-1"], ["--region is a setting of bedrock, not of openai"]),
 ])
 def test_a_provider_without_what_it_needs_is_one_clear_line(args, expected):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import time
 
 import pytest
 
@@ -461,6 +462,27 @@ def test_resume_replays_the_stored_text_from_offset_then_continues(server, rclie
     assert len(server.requests) == 2
     assert_continuation_carries("openai", server.requests[0], server.requests[1], kept)
     assert store.load("resume-1") is None
+
+
+@pytest.mark.parametrize("mistake", ["offset past the text", "another provider"])
+def test_a_refused_resume_leaves_the_id_free_for_the_next_resume(server, rclient, store, mistake):
+    # A resume refused after it took the id's lease (a browser's offset past the stored text,
+    # the client of another provider) gives the lease back: the next resume generates at once
+    # instead of following a producer that does not exist until lease_ttl (60 s here) runs out.
+    server.enqueue(openai_text(BROKEN_PIECES + REST_PIECES, stall_after=len(BROKEN_PIECES)))
+    seen = break_off(rclient, store, lease_ttl=60)
+    assert server.connection_closed.wait(2)
+    server.enqueue(continuation_response("openai", FULL[len(BROKEN):]))
+    with pytest.raises(ValueError, match="past the|resume it with Client"):
+        if mistake == "offset past the text":
+            rclient(lease_ttl=60).resume("resume-1", offset=len(BROKEN) + 1)
+        else:
+            rclient("anthropic", lease_ttl=60).resume("resume-1", offset=len(BROKEN))
+    began = time.monotonic()
+    resumed = rclient(lease_ttl=60).resume("resume-1", offset=len(BROKEN), timeout=5)
+    assert consumer_view(list(resumed), seen) == FULL
+    assert time.monotonic() - began < 5
+    assert len(server.requests) == 2
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
