@@ -287,9 +287,12 @@ class StreamTelemetry:
                 "streamcoord.recovery.rewind": rewind, "error.type": type(exc).__qualname__,
             })
 
-    def end(self, status: str, error: Optional[BaseException], answer: Any, metrics: Any) -> None:
+    def end(self, status: str, error: Optional[BaseException], answer: Any, metrics: Any, scrubber: Any = None) -> None:
+        """``scrubber``: the stream's (``streamcoord._keys.Scrubber``); captured message
+        content goes to another host (the collector), so a key the model or server echoed
+        is replaced by ``***`` there as in every error, log and stored record."""
         try:
-            self._end_span(status, error, answer)
+            self._end_span(status, error, answer, scrubber)
         except Exception:
             logger.exception("OpenTelemetry: ending the span failed; the stream is not affected")
         try:
@@ -297,7 +300,7 @@ class StreamTelemetry:
         except Exception:
             logger.exception("OpenTelemetry: recording the metrics failed; the stream is not affected")
 
-    def _end_span(self, status: str, error: Optional[BaseException], answer: Any) -> None:
+    def _end_span(self, status: str, error: Optional[BaseException], answer: Any, scrubber: Any = None) -> None:
         span = self.span
         if span is None:
             return
@@ -316,7 +319,8 @@ class StreamTelemetry:
                 if isinstance(count, int):
                     end[f"gen_ai.usage.{kind}_tokens"] = count
             if self.messages is not None:
-                end.update(content_attributes(self.messages, answer))
+                content = content_attributes(self.messages, answer)
+                end.update(scrubber.value(content) if scrubber else content)
             if error is not None:
                 end["error.type"] = type(error).__qualname__
                 trace = self.instruments.trace

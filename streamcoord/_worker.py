@@ -126,7 +126,7 @@ class Worker:
                 self.error = error
                 snap = self.metrics.finish(status)
                 if self.telemetry is not None:
-                    self.telemetry.end(status, error, self.answer, self.metrics)
+                    self.telemetry.end(status, error, self.answer, self.metrics, spec.scrubber)
                 if error is not None:
                     self.log.debug("stream failed: %r", error)
                 self.log.debug(

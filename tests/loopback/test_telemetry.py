@@ -237,6 +237,19 @@ def test_message_content_is_recorded_only_when_asked_for(server, client, otel, m
     assert API_KEY not in span.to_json()
 
 
+def test_captured_content_never_carries_the_key_a_model_echoes(server, client, otel, monkeypatch):
+    # Captured content goes to the collector, another host: a key the model (or a server)
+    # echoes in the answer is *** there, as in errors, logs and stored records.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    server.enqueue(openai_text(["Your key is ", API_KEY[:6], API_KEY[6:], "."], usage=True))
+    stream = client("openai").stream_chat(MESSAGES, model="gpt-4o-mini")
+    list(stream)
+    (span,) = otel.spans()
+    output = json.loads(span.attributes["gen_ai.output.messages"])
+    assert output[0]["parts"][0]["content"] == "Your key is ***."
+    assert API_KEY not in span.to_json()
+
+
 def test_instrument_covers_clients_made_afterwards_and_telemetry_false_opts_out(server, client, otel):
     server.enqueue(openai_text(PIECES), openai_text(PIECES), openai_text(PIECES))
     list(client("openai", telemetry=False).stream_chat(MESSAGES, model="gpt-4o-mini"))
