@@ -209,6 +209,23 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def floor_stream(session: "requests.Session", base_url: str) -> int:
+    """One stream read the plain way (requests + ``iter_lines`` + ``json.loads``): the
+    floor's consumer in both the standalone run and the suite's paced rows. Returns the
+    content chunks it saw."""
+    n = 0
+    with session.post(f"{base_url}/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True},
+                      stream=True) as resp:
+        for line in resp.iter_lines():
+            if line.startswith(b"data: "):
+                data = line[6:]
+                if data == b"[DONE]":
+                    break
+                if json.loads(data)["choices"][0]["delta"].get("content") is not None:
+                    n += 1
+    return n
+
+
 def floor_reference(base_url: str, n_streams: int, n_chunks: int) -> float:
     """The same consumers with plain requests + ``iter_lines`` + ``json.loads`` (one thread
     per stream, no worker): the reference for the aggregate chunks/second."""
@@ -217,17 +234,7 @@ def floor_reference(base_url: str, n_streams: int, n_chunks: int) -> float:
     counts: List[int] = [0] * n_streams
 
     def consume(i: int) -> None:
-        n = 0
-        with session.post(f"{base_url}/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True},
-                          stream=True) as resp:
-            for line in resp.iter_lines():
-                if line.startswith(b"data: "):
-                    data = line[6:]
-                    if data == b"[DONE]":
-                        break
-                    if json.loads(data)["choices"][0]["delta"].get("content") is not None:
-                        n += 1
-        counts[i] = n
+        counts[i] = floor_stream(session, base_url)
 
     wall = run_consumers(n_streams, consume)
     session.close()
@@ -365,17 +372,7 @@ def paced_child(variant: str, base_url: str, n_streams: int, n_chunks: int) -> N
         session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=n_streams))
 
         def consume(i: int) -> None:
-            n = 0
-            with session.post(f"{base_url}/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True},
-                              stream=True) as resp:
-                for line in resp.iter_lines():
-                    if line.startswith(b"data: "):
-                        data = line[6:]
-                        if data == b"[DONE]":
-                            break
-                        if json.loads(data)["choices"][0]["delta"].get("content") is not None:
-                            n += 1
-            counts[i] = n
+            counts[i] = floor_stream(session, base_url)
     else:
         session = streamcoord.new_session()
         client = streamcoord.Client("openai", api_key="bench", base_url=base_url, max_retries=0, session=session)
