@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from recovery_store import RecoveryStore
 from streamcoord._chunk import Chunk
@@ -87,6 +87,7 @@ class AttachReader:
         self._shown = spec.shown  # the producer's text as this reader's consumer has it
         self._producer: Optional[StreamHandle] = None  # set when this reader took the generation over
         self._cursor: Any = None  # where the last read_text ended: the next reads what is new
+        self._announced: Dict[str, Any] = {}  # the producer's rewind note this reader last announced
         if spec.whole_text and spec.shown:
             self.answer.add_text(spec.shown)
         self.thread = threading.Thread(target=self._run, name=f"streamcoord-attach-{spec.stream_id}", daemon=True)
@@ -133,9 +134,11 @@ class AttachReader:
             # Only what is new since the last read, where the store can tell (read_text).
             read = store.read_text(sid, self._cursor)
             if read is not None:
+                # A whole text after a cursor: the producer replaced its text since (a cut).
+                replaced = self._cursor is not None
                 text, whole, self._cursor = read
                 if whole:
-                    self._show(text)
+                    self._show(text, replaced)
                 elif text:
                     self._show_more(text)
             else:
@@ -185,37 +188,46 @@ class AttachReader:
         pipeline.deliver([Chunk(content=new, index=pipeline.next_index)])
         pipeline.next_index += 1
 
-    def _show(self, text: str) -> None:
-        """Hand over what ``text`` (the producer's whole text now) adds to what was shown."""
+    def _show(self, text: str, replaced: bool = False) -> None:
+        """Hand over what ``text`` (the producer's whole text now) adds to what was shown;
+        ``replaced``: the producer cut its text back since the last read, and may have
+        written the same words again by now, so its note says where the cut was."""
         pipeline = self.pipeline
         shown = self._shown
-        if text == shown:
-            return
         keep = len(shown) if text.startswith(shown) else _common_prefix(shown, text)
+        note, meta = self._rewind_note() if replaced or keep < len(shown) else ({}, {})
+        kept = note.get("kept")
+        if replaced and isinstance(kept, int) and not isinstance(kept, bool) and note != self._announced:
+            keep = max(0, min(keep, kept))
         rewind = len(shown) - keep
         if rewind:
+            self._announced = note
             self.metrics.recoveries += 1  # what this reader saw of the producer's recoveries
             self.answer.cut_text(rewind)
-            info = dict(self._rewound_by(), rewind=rewind)
+            info = dict(self._rewound_by(note, meta), rewind=rewind)
             pipeline.put([pipeline.control_chunk("", {"recovery": info})])
         self._shown = text
         if len(text) > keep:
             pipeline.deliver([Chunk(content=text[keep:], index=pipeline.next_index)])
             pipeline.next_index += 1
 
-    def _rewound_by(self) -> Dict[str, Any]:
-        """The producer's attempt and strategy that cut its text back, as it stored them
-        with the cut; from a producer that did not (an older version), this reader's count
-        of the rewinds it saw and the stream's stored strategy. The meta is read only
-        here: a rewind is rare, and it was stored before the cut text."""
+    def _rewind_note(self) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """The producer's note of its last cut (attempt, strategy, kept length), stored
+        before the cut text (``{}`` when there is none), and the record's meta. Read only
+        on a cut: a rare event."""
         try:
             record = self.spec.store.load(self.spec.stream_id)
         except Exception:  # the cut is announced all the same; the store's failure shows next round
             record = None
         meta = record.meta if record is not None else {}
         noted = meta.get("rewind")
-        attempt = noted.get("attempt") if isinstance(noted, dict) else None
-        strategy = noted.get("strategy") if isinstance(noted, dict) else None
+        return (noted if isinstance(noted, dict) else {}), meta
+
+    def _rewound_by(self, note: Dict[str, Any], meta: Dict[str, Any]) -> Dict[str, Any]:
+        """The attempt and strategy of the cut ``note`` describes; from a producer that
+        did not note them (an older version), this reader's count of the rewinds it saw
+        and the stream's stored strategy."""
+        attempt, strategy = note.get("attempt"), note.get("strategy")
         if isinstance(attempt, bool) or not isinstance(attempt, int):
             attempt = self.metrics.recoveries
         if not isinstance(strategy, str):

@@ -153,18 +153,21 @@ class Recovery:
     def start_from(self, text: str, resumed: bool = False) -> None:
         """Go on from ``text``: after a break, or taking up a stored record (``resumed``)."""
         if self._persisting and self._meta_updates and (resumed or len(text) < sum(map(len, self.parts))):
-            self._note_rewind()  # a cut (a take-up may cut the stored text back too)
+            self._note_rewind(len(text))  # a cut (a take-up may cut the stored text back too)
         self.parts = [text] if text else []
         self._resume_noted = False  # a continuation is a new generation: its own resume state
         self._write(self.store.replace_text, self.stream_id, text)
         if resumed:
             self._write(self.store.set_status, self.stream_id, "streaming")
 
-    def _note_rewind(self) -> None:
-        """Store which attempt (and strategy) cuts the text back, before the cut text: a
-        reader attached in another process that sees the cut announces it as this one."""
+    def _note_rewind(self, kept: int) -> None:
+        """Store which attempt (and strategy) cuts the text back to ``kept`` characters,
+        before the cut text: a reader attached in another process that sees the cut
+        announces it as this one, even when it reads only after the continuation wrote
+        the same words again."""
+        note = {"attempt": self.attempts, "strategy": self.strategy, "kept": kept}
         try:
-            self.store.update_meta(self.stream_id, {"rewind": {"attempt": self.attempts, "strategy": self.strategy}})
+            self.store.update_meta(self.stream_id, {"rewind": note})
         except NotImplementedError:
             self._meta_updates = False
         except Exception as exc:

@@ -224,6 +224,68 @@ def test_a_reader_announces_the_producers_recovery_with_its_attempt_and_strategy
     assert handle.wait(5) and len(server.requests) == 2
 
 
+class LateReadersStore(MemoryStore):
+    """A MemoryStore whose attached readers, once ``hold`` is set, are scheduled late: each
+    one woken by a write looks only after the producer has written ``until`` again, and
+    the producer ends only after both readers looked (``looked``)."""
+
+    def __init__(self, until):
+        super().__init__()
+        self.until, self.hold, self.rewritten, self.looked = until, threading.Event(), threading.Event(), threading.Event()
+        self._readers = set()
+
+    def append(self, stream_id, text, *, lease=None):
+        super().append(stream_id, text, lease=lease)
+        record = self.load(stream_id)
+        if self.hold.is_set() and record is not None and record.text == self.until:
+            self.rewritten.set()
+
+    def wait_for(self, stream_id, after, timeout):
+        revision = super().wait_for(stream_id, after, timeout)
+        if self.hold.is_set():
+            self.rewritten.wait(10)
+        return revision
+
+    def read_text(self, stream_id, cursor=None):
+        read = super().read_text(stream_id, cursor)
+        if self.rewritten.is_set() and threading.current_thread().name.startswith("streamcoord-attach-"):
+            self._readers.add(threading.get_ident())
+            if len(self._readers) == 2:
+                self.looked.set()
+        return read
+
+
+def test_a_reader_that_looks_only_after_the_continuation_rewrote_the_same_words_announces_the_cut(server, client):
+    kept = KEPT["paragraph"]
+    assert FULL.startswith(BROKEN), "the continuation writes the cut words again"
+    drop, store = threading.Event(), LateReadersStore(FULL)
+    server.enqueue(
+        openai_text(BROKEN_PIECES + REST_PIECES, stall_after=len(BROKEN_PIECES), stall=Gate(drop),
+                    drop_after=len(BROKEN_PIECES)),
+        openai_text([FULL[len(kept):]], usage=USAGE, stall_after=1, stall=Gate(store.looked)),
+    )
+    live = client(recovery_store=store, lease_ttl=LEASE_TTL)
+    handle = live.start(MESSAGES, stream_id="late", model="gpt-4o-mini")
+    wait_for_text(store, "late", BROKEN)
+    as_events, as_chunks = live.attach("late"), live.attach("late")
+    events, chunks = iter(as_events.events()), iter(as_chunks)
+    first_events, first_chunks, text = [], [], ""
+    while text != BROKEN:
+        first_events.append(next(events))
+        text += first_events[-1].text if isinstance(first_events[-1], TextDelta) else ""
+    while consumer_view(first_chunks) != BROKEN:
+        first_chunks.append(next(chunks))
+    store.hold.set()
+    drop.set()
+    all_events, all_chunks = first_events + list(events), first_chunks + list(chunks)
+    assert store.looked.is_set(), "the readers looked only after the rewrite"
+    expected = {"attempt": 1, "strategy": "paragraph", "rewind": len(BROKEN) - len(kept)}
+    assert [e for e in all_events if isinstance(e, Rewind)] == [Rewind(expected["rewind"], 1, "paragraph")]
+    assert rewinds(all_chunks) == [expected]
+    assert consumer_view(all_chunks) == FULL and as_events.text == FULL
+    assert handle.wait(5) and len(server.requests) == 2
+
+
 def test_a_recovering_stream_read_after_its_lease_lapsed_still_gives_the_whole_answer(server, client):
     server.enqueue(openai_text(BROKEN_PIECES + REST_PIECES, usage=USAGE))
     store = MemoryStore()
