@@ -259,8 +259,8 @@ def test_writes_carrying_a_lost_lease_are_refused_and_change_nothing(store):
     # A producer paused past its lease (GC, SIGSTOP) wakes up after another took over.
     assert store.fenced_writes
     store.start("s1", META)
+    store.append("s1", "Kept. ")  # before the lease: a pause past SHORT_TTL here would lose it early
     paused = store.acquire_lease("s1", SHORT_TTL)
-    store.append("s1", "Kept. ", lease=paused)
     successor = _successor(store, "s1")
     store.replace_text("s1", "Kept. ", lease=successor)
     rev = store.revision("s1")
