@@ -18,7 +18,7 @@ API_KEY = "sk-test-SECRET-0123456789"
 
 def pytest_configure(config):
     # trio (installed with selenium) hands Hypothesis its PRNG when Hypothesis first runs, after
-    # the freeze below: Hypothesis's check cannot see the frozen module that holds it and warns.
+    # a freeze (below): Hypothesis's check cannot see the frozen module that holds it and warns.
     config.addinivalue_line("filterwarnings", "ignore:It looks like `register_random`:hypothesis.errors.HypothesisWarning")
     try:
         check_conformance_dir()
@@ -26,13 +26,22 @@ def pytest_configure(config):
         raise pytest.UsageError(str(exc)) from None
 
 
-def pytest_collection_finish(session):
-    # What is imported and collected by now (~360k objects) lives for the whole run: moved
-    # out of the collector's sight, so a full collection during a test walks only what the
-    # tests made. Unfrozen, gen2 collections late in a run paused every thread for 200-350 ms
-    # on a 2-core machine, longer than the windows timing tests leave a stream.
-    gc.collect()
-    gc.freeze()
+_frozen_before: list = [None]  # the test module whose first test last froze the heap
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Before each test module, what is alive by then (imports, collection: ~360k objects at
+    # the first) is moved out of the collector's sight: a full collection during a test walks
+    # only what the module's tests made. Unfrozen, gen2 collections late in a run paused
+    # every thread for 200-350 ms on a loaded 2-core machine (up to 1.1 s in the web tests),
+    # longer than the windows timing tests leave a stream. Garbage is collected first, so
+    # nothing frozen is garbage; an object frozen here is still freed by its reference count.
+    module = item.nodeid.split("::")[0]
+    if module != _frozen_before[0]:
+        _frozen_before[0] = module
+        gc.collect()
+        gc.freeze()
 
 
 def pytest_report_header(config):
