@@ -322,7 +322,9 @@ class RecoveryStore(abc.ABC):
         an earlier call returned; ``whole`` False), or the whole text (``whole`` True: no
         cursor, the text was replaced or restarted since, or the store cannot tell);
         ``None`` when there is no record. The stores read only what is new; this default
-        reads the whole record."""
+        reads the whole record. The stores' cursors are ``(epoch, position)`` pairs, the
+        epoch new on every ``start`` and ``replace_text``: a live producer compares epochs
+        to tell whether another producer took its text over."""
         record = self.load(stream_id)
         return None if record is None else (record.text, True, None)
 

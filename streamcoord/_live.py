@@ -78,6 +78,10 @@ class LiveProducer:
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._cancel: Optional[Callable[[], None]] = None
+        # Where this producer last wrote the whole text (start, replace_text): the store's
+        # read cursor there, whose epoch changes when anyone else starts or replaces it.
+        self._wrote_text = False
+        self._cursor: Any = None
         # Nobody reads this stream but through the store (client.start's StreamHandle): a
         # lost lease stops it. A stream someone reads directly (stream_chat, resume) goes
         # on for that reader instead, no longer recorded: cutting it short would hand its
@@ -124,8 +128,10 @@ class LiveProducer:
     def reclaim(self, failed: str) -> bool:
         """The lease of token ``failed`` lapsed (the stream was read late, or a pause
         outlasted it): take it again if nobody else did meanwhile. The store's atomic
-        acquire keeps it to one owner; True if this producer holds it now (under a new
-        token, which the lease thread or the writer may have taken already)."""
+        acquire keeps it to one owner, and a successor that held it in between and has
+        finished (or cut the text) keeps its work: the lease goes back untouched. True if
+        this producer holds it now (under a new token, which the lease thread or the writer
+        may have taken already)."""
         with self._lock:
             if self.lost or self._released:
                 return False
@@ -134,8 +140,41 @@ class LiveProducer:
             token = self.store.acquire_lease(self.stream_id, self.lease_ttl)
             if not token:
                 return False
+            try:
+                elsewhere = self._produced_elsewhere()
+            except BaseException:
+                self.store.release_lease(self.stream_id, token)
+                raise
+            if elsewhere:
+                self.store.release_lease(self.stream_id, token)
+                return False
             self.token = token
             return True
+
+    def wrote_text(self) -> None:
+        """This producer has just written the whole text (``start``, ``replace_text``),
+        holding the lease: note the store's cursor there for ``_produced_elsewhere``."""
+        try:
+            read = self.store.read_text(self.stream_id)
+        except Exception:  # the store's failure shows in the writes; this reclaims as before
+            return
+        self._wrote_text = True
+        self._cursor = read[2] if read is not None else None
+
+    def _produced_elsewhere(self) -> bool:
+        """Whether another producer took this stream up while this one's lease had lapsed:
+        it recorded an outcome, or deleted, restarted or replaced (a take-over's first
+        write) the text this producer wrote. Before this producer's first write (a stream
+        read late) there is nothing of its own to compare: it reclaims as before."""
+        if not self._wrote_text:
+            return False
+        sid = self.stream_id
+        if self.store.outcome(sid) is not None:
+            return True  # this producer's start (or resume) cleared the one before
+        read = self.store.read_text(sid, self._cursor)
+        if read is None:
+            return True
+        return bool(_epoch(read[2]) != _epoch(self._cursor))
 
     def lose(self) -> None:
         """Another producer holds the lease now (this one was paused past it, or its store
@@ -225,12 +264,14 @@ class FencedWrites:
 
     def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
         self.store.start(stream_id, meta)  # right after the lease was taken (client.start)
+        self._producer.wrote_text()
 
     def append(self, stream_id: str, text: str) -> None:
         self._write(self.store.append, stream_id, text)
 
     def replace_text(self, stream_id: str, text: str) -> None:
-        self._write(self.store.replace_text, stream_id, text)
+        if self._write(self.store.replace_text, stream_id, text):
+            self._producer.wrote_text()
 
     def update_meta(self, stream_id: str, changes: Dict[str, Any]) -> None:
         self._write(self.store.update_meta, stream_id, changes)
@@ -244,21 +285,30 @@ class FencedWrites:
         elif not self._producer.lost:
             self.store.finish(stream_id, False)
 
-    def _write(self, operation: Callable[..., None], stream_id: str, value: Any) -> None:
+    def _write(self, operation: Callable[..., None], stream_id: str, value: Any) -> bool:
+        """Write as the lease's holder; True if it was written."""
         producer = self._producer
         if producer.lost:
-            return
+            return False
         token = producer.token
         try:
             operation(stream_id, value, lease=token)
+            return True
         except LeaseLost:
             try:
                 if producer.reclaim(token):  # it had lapsed, and nobody took it: write as its owner again
                     operation(stream_id, value, lease=producer.token)
-                    return
+                    return True
             except LeaseLost:
                 pass
             producer.lose()
+            return False
+
+
+def _epoch(cursor: Any) -> Any:
+    """The epoch of a store's read cursor (the stores' cursors are ``(epoch, position)``);
+    None from a store that gives no cursor."""
+    return cursor[0] if isinstance(cursor, (tuple, list)) and len(cursor) == 2 else None
 
 
 def error_from_outcome(stream_id: str, provider: str, error: Dict[str, Any], text: str) -> StreamcoordError:

@@ -1,6 +1,7 @@
 """A live stream taken up again, over loopback HTTP: readers attached while a failed stream
 is resumed follow the new generation, not the old failure (memory, disk, a real
-redis-server)."""
+redis-server); a producer whose lease lapsed while a successor finished the answer leaves
+the successor's answer as it is."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 
 from recovery_store import DiskStore, MemoryStore
 from streamcoord.errors import ServerError
+from tests.loopback.test_live_ownership import pausable
 from tests.loopback.test_live_streams import LEASE_TTL, MESSAGES, USAGE, gated_answer, wait_for_text
-from tests.loopback.test_recovery import BROKEN, FULL, consumer_view
-from tests.support.fakeserver import error
+from tests.loopback.test_recovery import BROKEN, FULL, KEPT, consumer_view
+from tests.support.fakeserver import error, openai_text
 from tests.unit.recovery_store.conftest import redis_url  # noqa: F401 - the fixture: a throwaway redis-server
 
 
@@ -51,3 +53,25 @@ def test_an_attach_while_a_failed_live_stream_is_resumed_follows_the_new_generat
     assert consumer_view(got + list(followed)) == FULL, "the reader followed the new generation, not the old error"
     assert (reader.finish_reason, reader.usage) == ("stop", USAGE)
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_a_producer_whose_lease_lapsed_leaves_a_finished_successors_answer_as_it_is(server, client, tmp_path, kind):
+    kept = KEPT["paragraph"]
+    wake_old = threading.Event()
+    server.enqueue(gated_answer(wake_old), openai_text([FULL[len(kept):]], usage=USAGE))
+    store = pausable(kind, tmp_path)
+    live = client(recovery_store=store, lease_ttl=LEASE_TTL)
+    handle = live.start(MESSAGES, stream_id="lapsed", model="gpt-4o-mini")
+    wait_for_text(store, "lapsed", BROKEN)
+    store.paused.set()  # the first producer's renewals hang past its lease
+    successor = live.attach("lapsed")  # takes the generation over once the lease expires, and finishes it
+    assert consumer_view(list(successor)) == FULL
+    assert len(server.requests) == 2 and store.outcome("lapsed")["text"] == FULL
+    store.resumed.set()  # the first producer wakes: its renewal fails, and it tries to reclaim the lease
+    wake_old.set()
+    assert handle.wait(5)
+    assert store.outcome("lapsed")["text"] == FULL, "the successor's outcome stays"
+    late = live.attach("lapsed")
+    assert consumer_view(list(late)) == FULL and late.finish_reason == "stop"
+    assert not store.leased("lapsed"), "the reclaimed lease was given back"
