@@ -259,7 +259,7 @@ class Client(LiveStreams):
             else:
                 writes: RecordWriter = store
                 if lease is not None:
-                    live = LiveProducer(lease[0], opts.stream_id, lease[1], self.lease_ttl, keep)
+                    live = LiveProducer(lease[0], opts.stream_id, lease[1], self.lease_ttl, keep, self.provider)
                     writes = live.fence(store)  # its writes carry the lease: refused once it is lost
                 if scrubber:
                     writes = ScrubbedWrites(writes, scrubber)

@@ -11,7 +11,6 @@ whether or not anyone attaches.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Type
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Type
 from recovery_store import RecoveryStore
 from recovery_store.base import LeaseLost
 from streamcoord import errors
+from streamcoord._logging import StreamLogger
 from streamcoord._recovery import RecordWriter
 from streamcoord.errors import (
     APIError,
@@ -42,8 +42,6 @@ __all__ = [
     "error_from_outcome",
 ]
 
-logger = logging.getLogger("streamcoord")
-
 #: How long a lease lives past its last renewal unless ``Client(lease_ttl=)`` says otherwise.
 DEFAULT_LEASE_TTL = 10.0
 #: How often a producer looks for a cancel mark: ``cancel_stream`` takes effect within this
@@ -65,9 +63,12 @@ _ERRORS: Dict[str, Type[StreamcoordError]] = {
 class LiveProducer:
     """The lease, the cancel watch and the outcome of one producing worker."""
 
-    def __init__(self, store: RecoveryStore, stream_id: str, token: str, lease_ttl: float, keep: bool) -> None:
+    def __init__(
+        self, store: RecoveryStore, stream_id: str, token: str, lease_ttl: float, keep: bool, provider: str = "-"
+    ) -> None:
         self.store = store
         self.stream_id = stream_id
+        self.log = StreamLogger(stream_id, provider)
         self.token = token
         self.lease_ttl = lease_ttl
         self.keep = keep  # the caller's choice; the worker itself always keeps the record
@@ -121,7 +122,7 @@ class LiveProducer:
                         return
                     next_renewal = time.monotonic() + renew_every
             except Exception as exc:  # a store hiccup: the lease lasts lease_ttl, try again
-                logger.warning("renewing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
+                self.log.warning("renewing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
             if self._stop.wait(min(CANCEL_POLL_SECONDS, renew_every)):
                 return
 
@@ -186,12 +187,12 @@ class LiveProducer:
             self.lost = True
         self._stop.set()
         if not self.detached:
-            logger.warning(
+            self.log.warning(
                 "lost the lease of live stream %r to another producer; this stream goes on for its reader, "
                 "no longer recorded", self.stream_id,
             )
             return
-        logger.warning("lost the lease of live stream %r to another producer; stopping", self.stream_id)
+        self.log.warning("lost the lease of live stream %r to another producer; stopping", self.stream_id)
         if self._cancel is not None:
             self._cancel()
 
@@ -208,7 +209,9 @@ class LiveProducer:
             if status == "completed" or status == "failed" or self.cancelled:
                 self._write_outcome(status, error, answer)
         except Exception as exc:
-            logger.warning("recording the end of live stream %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
+            self.log.warning(
+                "recording the end of live stream %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc
+            )
         finally:
             self.release()
 
@@ -246,7 +249,7 @@ class LiveProducer:
         try:
             self.store.release_lease(self.stream_id, self.token)
         except Exception as exc:  # it expires by itself within lease_ttl
-            logger.warning("releasing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
+            self.log.warning("releasing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
 
 
 class FencedWrites:

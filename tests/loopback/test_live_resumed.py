@@ -1,10 +1,11 @@
 """A live stream taken up again, over loopback HTTP: readers attached while a failed stream
 is resumed follow the new generation, not the old failure (memory, disk, a real
 redis-server); a producer whose lease lapsed while a successor finished the answer leaves
-the successor's answer as it is."""
+the successor's answer as it is; the producer's warnings carry stream_id and provider."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 
@@ -75,3 +76,31 @@ def test_a_producer_whose_lease_lapsed_leaves_a_finished_successors_answer_as_it
     late = live.attach("lapsed")
     assert consumer_view(list(late)) == FULL and late.finish_reason == "stop"
     assert not store.leased("lapsed"), "the reclaimed lease was given back"
+
+
+class FlakyLeases(MemoryStore):
+    """A MemoryStore whose first lease renewal and every release fail (a store hiccup)."""
+
+    def __init__(self):
+        super().__init__()
+        self.renewals = 0
+
+    def renew_lease(self, stream_id, token, ttl):
+        self.renewals += 1
+        if self.renewals == 1:
+            raise OSError("the store is briefly unreachable")
+        return super().renew_lease(stream_id, token, ttl)
+
+    def release_lease(self, stream_id, token):
+        raise OSError("the store is briefly unreachable")
+
+
+def test_a_live_producers_warnings_carry_its_stream_id_and_provider(server, client, caplog):
+    server.enqueue(openai_text(["Hel", "lo."], usage=USAGE))
+    live = client(recovery_store=FlakyLeases(), lease_ttl=LEASE_TTL)
+    with caplog.at_level(logging.WARNING, logger="streamcoord"):
+        handle = live.start(MESSAGES, stream_id="noted", model="gpt-4o-mini")
+        assert handle.wait(5) and handle.text == "Hello."
+    warnings = [r for r in caplog.records if r.module == "_live"]
+    assert {r.getMessage().split(" of ")[0] for r in warnings} == {"renewing the lease", "releasing the lease"}
+    assert all((r.stream_id, r.provider) == ("noted", "openai") for r in warnings)
