@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 
 import pytest
@@ -75,6 +76,9 @@ def test_a_producer_whose_lease_lapsed_leaves_a_finished_successors_answer_as_it
     assert store.outcome("lapsed")["text"] == FULL, "the successor's outcome stays"
     late = live.attach("lapsed")
     assert consumer_view(list(late)) == FULL and late.finish_reason == "stop"
+    deadline = time.monotonic() + 5  # the successor's own end gives its lease up too
+    while store.leased("lapsed") and time.monotonic() < deadline:
+        store.wait_for("lapsed", store.revision("lapsed"), 0.1)
     assert not store.leased("lapsed"), "the reclaimed lease was given back"
 
 
