@@ -38,11 +38,19 @@ __all__ = ["AzureOpenAIAdapter", "AzureOpenAIParser", "AzureResponsesAdapter"]
 ENDPOINT_ENV = "AZURE_OPENAI_ENDPOINT"
 API_VERSION_ENV = "OPENAI_API_VERSION"
 TOKEN_PROVIDER = "azure_ad_token_provider"
+# A choice's filter verdicts: content_filter_offsets says which span of the answer an
+# Asynchronous Filter annotation judged.
+FILTER_KEYS = ("content_filter_results", "content_filter_offsets")
 
 
 class AzureOpenAIParser(OpenAIParser):
     """OpenAI's parser; Azure's filter results kept in the metadata of the chunks that
-    carry them (the prompt's on a chunk of their own, before the answer)."""
+    carry them (the prompt's on a chunk of their own, before the answer; an Asynchronous
+    Filter annotation, a choice with filter results and no delta, on a chunk of its own)."""
+
+    # OpenAI's own choice keys: a choice with anything else (content_filter_results on
+    # every content chunk) takes parse_object, which keeps it.
+    inline_choice_keys = frozenset(("index", "delta", "logprobs", "finish_reason"))
 
     def parse_object(self, obj: Dict[str, Any], out: List[Any]) -> None:
         before = len(out)
@@ -53,9 +61,15 @@ class AzureOpenAIParser(OpenAIParser):
             return
         choices = obj.get("choices")
         main = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-        results = main.get("content_filter_results")
-        if results and len(out) > before and not out[before].metadata.get("choice"):
-            out[before].metadata["content_filter_results"] = results
+        if main.get("index"):
+            return  # another choice's results stay on that choice's chunk (n > 1: not kept)
+        filters = {key: main[key] for key in FILTER_KEYS if main.get(key)}
+        if not filters:
+            return
+        if len(out) > before and "choice" not in out[before].metadata:
+            out[before].metadata.update(filters)
+        else:  # an annotation of text already sent (the asynchronous filter): metadata only
+            out.append(self._chunk(obj, "", None, None, None, filters))
 
 
 class _Azure:
