@@ -5,6 +5,7 @@ provider flags (``--region``, ``--project``, ...) are made from the same setting
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import textwrap
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -50,11 +51,17 @@ def describe(name: str) -> ProviderInfo:
     settings = tuple(settings_of(adapter))
     # The settings a command line could give, as placeholders ("{region}"), so that the
     # addresses that depend on them are shown in their general form.
+    placeholders = {str(s): "{%s}" % s for s in settings if s.command_line and not s.secret}
     shown = adapter
     try:
-        shown = adapter.configure(**{s: "{%s}" % s for s in settings if s.command_line and not s.secret})
+        shown = adapter.configure(**placeholders)
     except (TypeError, ValueError):
-        pass
+        # An adapter that checks its settings against real names (a region, a project)
+        # refuses placeholders: a copy gets them as they are, only to show the shape.
+        shown = copy.copy(adapter)
+        for setting, placeholder in placeholders.items():
+            if hasattr(shown, setting):
+                setattr(shown, setting, placeholder)
     return ProviderInfo(
         name=name, request=_request_line(shown), address=adapter.address_help or shown.default_base_url,
         address_env=tuple(adapter.base_url_env), key_env=tuple(adapter.api_key_env),

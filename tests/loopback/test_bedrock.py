@@ -324,6 +324,31 @@ def test_the_region_comes_from_the_environment_and_gives_the_default_address(mon
         streamcoord.Client("bedrock", api_key=API_KEY)
 
 
+@pytest.mark.parametrize("bad", ["attacker.example#", "us-east-1 eu", "attacker.example/", "us-east-1.evil", "US-EAST-1"])
+@pytest.mark.parametrize("given_as", ["argument", "AWS_REGION", "AWS_DEFAULT_REGION"])
+def test_a_region_that_is_no_aws_region_is_refused_before_the_key_goes_anywhere(server, bedrock, monkeypatch, bad,
+                                                                                given_as):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    if given_as == "argument":
+        region, source = bad, "the region= argument"
+    else:
+        monkeypatch.setenv(given_as, bad)
+        region, source = None, f"the environment variable {given_as}"
+    with pytest.raises(ValueError) as caught:
+        bedrock(region=region).stream_chat(MESSAGES, model=MODEL)
+    assert source in str(caught.value) and "'us-east-1'" in str(caught.value)
+    assert API_KEY not in str(caught.value) and server.requests == []
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "ap-southeast-5", "us-gov-west-1", "cn-north-1", "eu-isoe-west-1"])
+def test_every_partitions_region_form_is_taken(server, bedrock, region):
+    assert streamcoord.Client("bedrock", api_key=API_KEY, region=region).base_url == (
+        f"https://bedrock-runtime.{region}.amazonaws.com")
+    server.enqueue(answer(text_frames()))
+    assert "".join(c.content for c in bedrock(region=region).stream_chat(MESSAGES, model=MODEL)) == "".join(PIECES)
+
+
 def test_without_botocore_and_without_a_key_the_error_says_what_to_install(monkeypatch):
     from adapters._sigv4 import INSTALL_HINT
 
