@@ -331,6 +331,8 @@ def bearer_headers(api_key: Optional[str], options: Dict[str, Any]) -> Dict[str,
 
 def error_message(body: Any) -> str:
     """A short human message from a provider's error body (JSON or text)."""
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]  # Google's streaming methods answer an error as a one-element array
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):

@@ -123,10 +123,24 @@ def test_a_mid_stream_break_is_recovered_with_a_model_turn(server, vertex):
     assert continuation.json["contents"][-2] == {"role": "model", "parts": [{"text": "Hello, wor"}]}
 
 
-def test_an_error_event_is_classified_by_its_status(server, vertex):
+def test_an_error_event_is_classified_by_its_status_and_reported_as_vertex(server, vertex):
     server.enqueue(sse([{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}]))
-    with pytest.raises(streamcoord.RateLimitError, match="Quota exceeded"):
+    with pytest.raises(streamcoord.RateLimitError, match="^vertex sent an error event: Quota exceeded$") as caught:
         list(vertex(access_token=TOKEN, max_retries=0).stream_chat(MESSAGES, model=MODEL))
+    assert caught.value.provider == "vertex"
+
+
+def test_an_http_error_answered_as_a_one_element_array_shows_its_message(server, vertex):
+    # Vertex's streaming methods answer an HTTP error with a JSON array of one error.
+    body = [{"error": {"code": 400, "message": "Unable to submit request because it has an empty text parameter.",
+                       "status": "INVALID_ARGUMENT"}}]
+    server.enqueue(error(400, body))
+    bodies = []
+    with pytest.raises(streamcoord.APIError) as caught:
+        list(vertex(access_token=TOKEN, max_retries=0).stream_chat(
+            MESSAGES, model=MODEL, on_error=lambda status, got: bodies.append((status, got))))
+    assert str(caught.value) == "vertex answered HTTP 400: Unable to submit request because it has an empty text parameter."
+    assert (caught.value.status, caught.value.provider) == (400, "vertex") and bodies == [(400, body)]
 
 
 def test_addresses_project_and_location_from_arguments_or_the_environment(monkeypatch):
