@@ -222,6 +222,9 @@ class Adapter:
             raise TypeError(f"base_url must be a str such as 'http://localhost:8000/v1', got {type(base_url).__name__}")
         url = (base_url or self.default_base_url).rstrip("/")
         if url and not url.lower().startswith(("http://", "https://")):
+            scheme, found, rest = url.partition("://")
+            if found:  # another scheme (ftp://x): the same address over HTTPS is the likely meaning
+                raise ValueError(f"base_url must start with http:// or https://, not {scheme}://: e.g. 'https://{rest}'")
             raise ValueError(f"base_url must start with http:// or https://, e.g. 'http://{url}'")
         return url
 

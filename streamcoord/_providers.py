@@ -71,11 +71,21 @@ def describe(name: str) -> ProviderInfo:
 
 
 def _request_line(adapter: Adapter) -> str:
-    try:
-        request = adapter.build_request(SHAPE_MESSAGES, {"model": "{model}"}, base_url="{base_url}", api_key=None)
-    except Exception:  # noqa: BLE001 - a custom adapter that cannot build it from placeholders
-        return ""
-    return f"{request.method} {unquote(request.url)}"
+    """The request, one per form of address an adapter shows (``shown_addresses``: Azure's
+    v1 endpoint, deployment URL and resource endpoint make different paths), each with the
+    address written ``{base_url}``."""
+    forms = getattr(adapter, "shown_addresses", None) or (("{base_url}", ""),)
+    lines = []
+    for address, what in forms:
+        try:
+            request = adapter.build_request(SHAPE_MESSAGES, {"model": "{model}"}, base_url=address, api_key=None)
+        except Exception:  # noqa: BLE001 - a custom adapter that cannot build it from placeholders
+            continue
+        url = unquote(request.url)
+        if url.startswith(address):
+            url = "{base_url}" + url[len(address):]
+        lines.append(f"{request.method} {url}" + (f" (base_url {address}: {what})" if what else ""))
+    return "; ".join(lines)
 
 
 def describe_all() -> List[ProviderInfo]:

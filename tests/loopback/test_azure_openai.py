@@ -156,6 +156,19 @@ def test_settings_are_checked_and_a_failing_token_provider_is_a_callback_error(s
     assert info.value.callback == "azure_ad_token_provider" and server.requests == []
 
 
+def test_an_api_version_is_refused_with_the_v1_endpoint_and_by_the_responses_adapter(server, client, no_azure_env,
+                                                                                      monkeypatch):
+    v1 = server.base_url + "/openai/v1"
+    with pytest.raises(ValueError, match="the v1 endpoint takes no API version: leave api_version= out"):
+        client("azure_openai", base_url=v1, api_version="2024-10-21")
+    with pytest.raises(TypeError, match="unexpected argument.*api_version"):
+        client("azure_openai_responses", base_url=v1, api_version="2024-10-21")
+    monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")  # read by other tools too: ignored on the v1 API
+    server.enqueue(azure_text(["A"]))
+    assert "".join(c.content for c in client("azure_openai", base_url=v1).stream_chat(MESSAGES, model="dep")) == "A"
+    assert server.requests[0].query == {}
+
+
 def test_a_provider_setting_given_to_one_request_says_it_belongs_to_the_client(server, client, no_azure_env):
     azure = client("azure_openai", base_url=server.base_url + "/openai/v1")
     with pytest.raises(TypeError, match=r"argument of the client.*Client\('azure_openai', api_version=\.\.\.\)"):
