@@ -3,7 +3,8 @@
 Messages become ``messages`` of content blocks (``{"text"}``, ``{"toolUse"}``,
 ``{"toolResult"}``), system messages ``system``; ``max_tokens``/``temperature``/``top_p``/
 ``stop`` go to ``inferenceConfig``; OpenAI-style tools to ``toolConfig.tools[].toolSpec``
-and ``tool_choice`` to ``toolConfig.toolChoice``. The Converse API's own top-level fields
+and ``tool_choice`` to ``toolConfig.toolChoice`` (``"none"``, which Converse lacks, by
+sending no tools). The Converse API's own top-level fields
 (``additionalModelRequestFields``, ``guardrailConfig``, ...) are options in snake_case.
 """
 
@@ -54,7 +55,18 @@ def converse_body(messages: List[Dict[str, Any]], options: Dict[str, Any]) -> Di
     tool_config = dict(options.get("tool_config") or {})  # Converse's own form, as given
     if options.get("tools") is not None:
         tool_config["tools"] = [_tool(t) for t in options["tools"]]
-    if options.get("tool_choice") is not None:
+    if options.get("tool_choice") == "none":
+        # Converse's toolChoice has no "none" (auto, any, tool): the tools are withheld, so
+        # that the model cannot call them. Bedrock refuses a conversation holding toolUse or
+        # toolResult blocks without its toolConfig, and with it the model could call a tool.
+        if _has_tool_blocks(turns):
+            raise ValueError(
+                "bedrock cannot honour tool_choice='none' here: Converse has no 'none', and messages holding "
+                "tool calls or tool results must be sent with their tools, which the model may then call; "
+                "leave tool_choice out (the model decides), or send the conversation without its tool messages"
+            )
+        tool_config = {}
+    elif options.get("tool_choice") is not None:
         tool_config["toolChoice"] = _tool_choice(options["tool_choice"])
     if tool_config:
         body["toolConfig"] = tool_config
@@ -124,8 +136,13 @@ def _tool(tool: Dict[str, Any]) -> Dict[str, Any]:
     return {"toolSpec": spec}
 
 
+def _has_tool_blocks(turns: List[Dict[str, Any]]) -> bool:
+    return any("toolUse" in block or "toolResult" in block
+               for turn in turns for block in turn["content"] if isinstance(block, dict))
+
+
 def _tool_choice(choice: Any) -> Any:
-    if choice in ("auto", "none"):  # Converse has no "none": auto, and the caller's tools stay
+    if choice == "auto":
         return {"auto": {}}
     if choice in ("required", "any"):
         return {"any": {}}

@@ -25,7 +25,7 @@ import copy
 import dataclasses
 import os
 import urllib.parse
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from adapters.base import Adapter, EventParser, HTTPRequest, ProviderSetting, bearer_headers
 from adapters.openai import OpenAIAdapter, OpenAIParser
@@ -38,11 +38,21 @@ __all__ = ["AzureOpenAIAdapter", "AzureOpenAIParser", "AzureResponsesAdapter"]
 ENDPOINT_ENV = "AZURE_OPENAI_ENDPOINT"
 API_VERSION_ENV = "OPENAI_API_VERSION"
 TOKEN_PROVIDER = "azure_ad_token_provider"
+TOKEN_SETTING = ProviderSetting(TOKEN_PROVIDER, "a callable returning a Microsoft Entra token, asked before each request",
+                                command_line=False)
+# A choice's filter verdicts: content_filter_offsets says which span of the answer an
+# Asynchronous Filter annotation judged.
+FILTER_KEYS = ("content_filter_results", "content_filter_offsets")
 
 
 class AzureOpenAIParser(OpenAIParser):
     """OpenAI's parser; Azure's filter results kept in the metadata of the chunks that
-    carry them (the prompt's on a chunk of their own, before the answer)."""
+    carry them (the prompt's on a chunk of their own, before the answer; an Asynchronous
+    Filter annotation, a choice with filter results and no delta, on a chunk of its own)."""
+
+    # OpenAI's own choice keys: a choice with anything else (content_filter_results on
+    # every content chunk) takes parse_object, which keeps it.
+    inline_choice_keys = frozenset(("index", "delta", "logprobs", "finish_reason"))
 
     def parse_object(self, obj: Dict[str, Any], out: List[Any]) -> None:
         before = len(out)
@@ -53,9 +63,15 @@ class AzureOpenAIParser(OpenAIParser):
             return
         choices = obj.get("choices")
         main = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-        results = main.get("content_filter_results")
-        if results and len(out) > before and not out[before].metadata.get("choice"):
-            out[before].metadata["content_filter_results"] = results
+        if main.get("index"):
+            return  # another choice's results stay on that choice's chunk (n > 1: not kept)
+        filters = {key: main[key] for key in FILTER_KEYS if main.get(key)}
+        if not filters:
+            return
+        if len(out) > before and "choice" not in out[before].metadata:
+            out[before].metadata.update(filters)
+        else:  # an annotation of text already sent (the asynchronous filter): metadata only
+            out.append(self._chunk(obj, "", None, None, None, filters))
 
 
 class _Azure:
@@ -70,8 +86,13 @@ class _Azure:
     client_settings: Sequence[str] = (
         ProviderSetting("api_version", "the Azure OpenAI API version of a deployment URL, e.g. 2024-10-21",
                         env=(API_VERSION_ENV,)),
-        ProviderSetting(TOKEN_PROVIDER, "a callable returning a Microsoft Entra token, asked before each request",
-                        command_line=False),
+        TOKEN_SETTING,
+    )
+    # What ``providers`` shows the request for: (an address of each form, what it is).
+    shown_addresses: Sequence[Tuple[str, str]] = (
+        ("https://{resource}.openai.azure.com/openai/v1", "the v1 endpoint"),
+        ("https://{resource}.openai.azure.com/openai/deployments/{deployment}", "a deployment's URL"),
+        ("https://{resource}.openai.azure.com", "the resource endpoint: the deployment is the model"),
     )
     base_url_env: Sequence[str] = (ENDPOINT_ENV,)
     address_help = (
@@ -107,6 +128,12 @@ class _Azure:
             raise ValueError(
                 f"{self.name} needs its address: pass base_url='https://{{resource}}.openai.azure.com/openai/v1' "
                 f"(or a deployment's URL) or set {ENDPOINT_ENV}"
+            )
+        if self.api_version and _path(url).endswith("/openai/v1"):
+            # Refused, not dropped unseen (OPENAI_API_VERSION, which other tools read too, is ignored there).
+            raise ValueError(
+                f"api_version={self.api_version!r} is for a deployment URL (.../openai/deployments/{{deployment}}); "
+                "the v1 endpoint takes no API version: leave api_version= out"
             )
         return url
 
@@ -176,6 +203,12 @@ class AzureResponsesAdapter(_Azure, OpenAIResponsesAdapter):
     name = "azure_openai_responses"
     example_model = "your deployment's name"
     address_help = "https://{resource}.openai.azure.com/openai/v1, or the resource endpoint https://{resource}.openai.azure.com"
+    # The v1 API has no api-version: not a setting here (OPENAI_API_VERSION is not read).
+    client_settings: Sequence[str] = (TOKEN_SETTING,)
+    shown_addresses: Sequence[Tuple[str, str]] = (
+        ("https://{resource}.openai.azure.com/openai/v1", "the v1 endpoint"),
+        ("https://{resource}.openai.azure.com", "the resource endpoint"),
+    )
 
     def url(self, base_url: str, path: str, query: Optional[Dict[str, Any]] = None) -> str:
         if "/openai/" not in _path(base_url) + "/":

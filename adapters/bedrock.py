@@ -16,12 +16,12 @@ without one, SigV4 through botocore (``adapters._sigv4``), signed just before ea
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import quote
 
 from adapters._bedrock_request import converse_body, max_tokens_path
 from adapters._options import check_options, require_model
+from adapters._place_names import AWS_REGION
 from adapters._sigv4 import INSTALL_HINT, SigV4Signer, botocore_available, request_body
 from adapters.base import (
     CONTINUE_INSTRUCTION,
@@ -206,10 +206,8 @@ class BedrockAdapter(Adapter):
     # configure() calls this with the names in client_settings only, by keyword: narrower
     # than the base's **settings on purpose.
     def apply_settings(self, region: Optional[str] = None) -> None:  # type: ignore[override]
-        if region is not None and (not isinstance(region, str) or not region.strip()):
-            raise ValueError(f"region must be an AWS region name such as 'us-east-1', got {region!r:.80}")
-        region = region or next((os.environ[v] for v in REGION_ENV if os.environ.get(v)), None)
-        self.region = region.strip() if region else None
+        # The region makes the host the key or signature goes to: checked, from wherever it came.
+        self.region = AWS_REGION.resolve("region", region, REGION_ENV)
         self._signer = None
 
     @property

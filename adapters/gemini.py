@@ -88,13 +88,14 @@ class GeminiParser(EventParser):
         self._tool_index = 0
 
     def parse(self, event: Any) -> Optional[Chunk]:
-        obj = json_object(event.data, "gemini")
+        provider = self.provider  # "vertex" for Gemini on Vertex AI
+        obj = json_object(event.data, provider)
         if obj.get("error"):
             err = obj["error"]
             kind = err.get("status") if isinstance(err, dict) else None
             code = err.get("code") if isinstance(err, dict) and isinstance(err.get("code"), int) else None
             cls, status = api_error_for_type(kind, code)
-            raise cls(f"gemini sent an error event: {error_message(obj)}", status=status, body=obj, provider="gemini")
+            raise cls(f"{provider} sent an error event: {error_message(obj)}", status=status, body=obj, provider=provider)
         texts: List[str] = []
         thoughts: List[str] = []
         tool_calls: List[Dict[str, Any]] = []

@@ -6,7 +6,7 @@ DeepSeek, Together, ...): same wire format, another ``base_url`` and key variabl
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from adapters._options import check_options, merge_stream_options, require_model
 from adapters.base import Adapter, EventParser, HTTPRequest, bearer_headers, error_message, json_object, json_scan_once
@@ -58,6 +58,11 @@ class OpenAIParser(EventParser):
     # Raw finish_reason -> normalized; unknown values count as "stop". Subclasses (Mistral)
     # extend it.
     finish_reasons: Dict[str, str] = FINISH_REASONS
+    # The keys a choice may have for the inline path of parse_into to stand in for
+    # parse_object; None: any (this class's parse_object reads no other key of a choice).
+    # A subclass whose parse_object reads more of a choice (Azure's filter results) names
+    # them here, so only its streams pay for the check.
+    inline_choice_keys: Optional[FrozenSet[str]] = None
 
     def __init__(self, provider: str = "openai") -> None:
         super().__init__()
@@ -78,6 +83,7 @@ class OpenAIParser(EventParser):
         append = out.append
         parse_object = self.parse_object
         scan = json_scan_once
+        inline_keys = self.inline_choice_keys
         plain = True
         for event in events:
             data = event.data
@@ -91,7 +97,8 @@ class OpenAIParser(EventParser):
             if choices.__class__ is list and len(choices) == 1:
                 choice = choices[0]
                 delta = choice.get("delta")
-                if delta.__class__ is dict and len(delta) == 1 and choice.get("finish_reason") is None:
+                if (delta.__class__ is dict and len(delta) == 1 and choice.get("finish_reason") is None
+                        and (inline_keys is None or choice.keys() <= inline_keys)):
                     text = delta.get("content")
                     if text and text.__class__ is str and not choice.get("index") and not obj.get("usage") and "error" not in obj:
                         index = self.next_index

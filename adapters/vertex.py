@@ -4,10 +4,12 @@ publishers/google/models/{model}:streamGenerateContent?alt=sse``.
 The body and the stream are the Gemini API's (``adapters.gemini``: the same request
 mapping, the same parser). What differs is where it goes and how it authenticates:
 
-* the address: ``https://{location}-aiplatform.googleapis.com``, or
-  ``https://aiplatform.googleapis.com`` for the ``global`` location; project and location
+* the address: ``https://{location}-aiplatform.googleapis.com``,
+  ``https://aiplatform.googleapis.com`` for the ``global`` location, or
+  ``https://aiplatform.{us,eu}.rep.googleapis.com`` for a multi-region; project and location
   from ``Client(..., project=, location=)`` or ``GOOGLE_CLOUD_PROJECT`` /
-  ``GOOGLE_CLOUD_LOCATION``;
+  ``GOOGLE_CLOUD_LOCATION``, both checked against Google's naming rules (they make the
+  address the token goes to);
 * ``Authorization: Bearer``: ``access_token=`` (a str, or a callable asked for a token before
   each request, so expiring tokens work), else google-auth's application default
   credentials (the optional extra ``vertex``), refreshed by google-auth when they expire.
@@ -16,12 +18,12 @@ mapping, the same parser). What differs is where it goes and how it authenticate
 from __future__ import annotations
 
 import copy
-import os
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union, cast
 from urllib.parse import quote
 
+from adapters._place_names import GOOGLE_LOCATION, GOOGLE_PROJECT
 from adapters.base import EventParser, HTTPRequest, ProviderSetting
 from adapters.gemini import GeminiAdapter, GeminiParser
 from streamcoord._config import Timeout
@@ -36,6 +38,8 @@ INSTALL_HINT = "pip install streamcoord[vertex]"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 PROJECT_ENV = "GOOGLE_CLOUD_PROJECT"
 LOCATION_ENV = "GOOGLE_CLOUD_LOCATION"
+# Multi-region locations, served on regional endpoints of their own (not {location}-aiplatform).
+MULTI_REGIONS = ("us", "eu")
 # How soon a credentials refresh notices its stream's cancel.
 REFRESH_POLL_SECONDS = 0.05
 # What a refresh given up on gets to end, its socket shut down.
@@ -83,11 +87,9 @@ class VertexAdapter(GeminiAdapter):
     def apply_settings(  # type: ignore[override]
         self, project: Optional[str] = None, location: Optional[str] = None, access_token: Optional[TokenSource] = None
     ) -> None:
-        for name, value in (("project", project), ("location", location)):
-            if value is not None and (not isinstance(value, str) or not value.strip() or "/" in value):
-                raise ValueError(f"{name} must be a Google Cloud {name} name such as 'my-project', got {value!r:.80}")
-        self.project = (project or os.environ.get(PROJECT_ENV) or "").strip() or None
-        self.location = (location or os.environ.get(LOCATION_ENV) or "").strip() or None
+        # Both make the address the token goes to: checked, from wherever they came.
+        self.project = GOOGLE_PROJECT.resolve("project", project, (PROJECT_ENV,))
+        self.location = GOOGLE_LOCATION.resolve("location", location, (LOCATION_ENV,))
         if isinstance(access_token, str):
             access_token = check_api_key(access_token, "access_token") or None
         elif access_token is not None and not callable(access_token):
@@ -102,6 +104,8 @@ class VertexAdapter(GeminiAdapter):
             return ""
         if self.location == "global":
             return "https://aiplatform.googleapis.com"
+        if self.location in MULTI_REGIONS:
+            return f"https://aiplatform.{self.location}.rep.googleapis.com"
         return f"https://{self.location}-aiplatform.googleapis.com"
 
     def resolve_api_key(self, api_key: Optional[str]) -> Optional[str]:

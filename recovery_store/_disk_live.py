@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import diskcache
 
-from .base import _closed, dump_meta, new_lease_token, validate_stream_id, validate_ttl
+from .base import _closed, _lease_lost, dump_meta, new_lease_token, validate_stream_id, validate_ttl
 
 __all__ = ["WAIT_POLL_INTERVAL", "DiskLiveStreams"]
 
@@ -164,3 +164,10 @@ class DiskLiveStreams:
         found = self._cache.get("o:" + stream_id, retry=True)
         return found if isinstance(found, dict) else None
 
+
+    def clear_outcome(self, stream_id: str, *, lease: Optional[str] = None) -> None:
+        validate_stream_id(stream_id)
+        with self._txn():  # the lease checked in the same transaction as the delete
+            if lease is not None and self._lease_holder(stream_id) != lease:
+                raise _lease_lost(stream_id)
+            self._cache.delete("o:" + stream_id)

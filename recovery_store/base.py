@@ -35,7 +35,8 @@ Live streams (one producer, any number of readers in any process sharing the sto
   instead of polling the whole record. An unknown record's revision is 0.
 * a **cancel mark** (``cancel``/``cancelled``) another process can set, and the producer's
   **outcome** (``set_outcome``/``outcome``: finish reason, usage or error, JSON); ``start``
-  clears both.
+  clears both, and ``clear_outcome`` (fenced by ``lease=`` like the writes) the outcome
+  alone: a producer that takes a failed stream up again (``resume``) continues its record.
   These keys sit beside the record: a record written here is still read by older versions.
 * an incremental read (``read_text``) for readers that follow a record: only the text
   appended since the reader's last read, until a ``start`` or ``replace_text`` (a new
@@ -306,7 +307,14 @@ class RecoveryStore(abc.ABC):
         raise _no_live_streams(self)
 
     def outcome(self, stream_id: str) -> Optional[Dict[str, Any]]:
-        """What :meth:`set_outcome` recorded since the last ``start``, or ``None``."""
+        """What :meth:`set_outcome` recorded since the last ``start`` or ``clear_outcome``,
+        or ``None``."""
+        raise _no_live_streams(self)
+
+    def clear_outcome(self, stream_id: str, *, lease: Optional[str] = None) -> None:
+        """Forget the recorded outcome (a new generation continues the record, so readers
+        follow it instead of ending with the old one). With ``lease=token``: refused with
+        :class:`LeaseLost`, in the same atomic step, unless ``token`` holds the lease."""
         raise _no_live_streams(self)
 
     def read_text(self, stream_id: str, cursor: Any = None) -> Optional["tuple[str, bool, Any]"]:
@@ -314,7 +322,9 @@ class RecoveryStore(abc.ABC):
         an earlier call returned; ``whole`` False), or the whole text (``whole`` True: no
         cursor, the text was replaced or restarted since, or the store cannot tell);
         ``None`` when there is no record. The stores read only what is new; this default
-        reads the whole record."""
+        reads the whole record. The stores' cursors are ``(epoch, position)`` pairs, the
+        epoch new on every ``start`` and ``replace_text``: a live producer compares epochs
+        to tell whether another producer took its text over."""
         record = self.load(stream_id)
         return None if record is None else (record.text, True, None)
 

@@ -302,6 +302,15 @@ class MemoryStore(RecoveryStore):
             outcome: Dict[str, Any] = json.loads(found[0])
             return outcome
 
+    def clear_outcome(self, stream_id: str, *, lease: Optional[str] = None) -> None:
+        validate_stream_id(stream_id)
+        with self._lock:
+            if self._closed:
+                raise _closed(self)
+            if lease is not None and (self._lease(stream_id, self._clock()) or ("",))[0] != lease:
+                raise _lease_lost(stream_id)
+            self._outcomes.pop(stream_id, None)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -20,6 +20,9 @@ Live streams add, beside the record (which older versions still read as before):
 * ``{prefix}{id}:cancel``: the cancel mark, ``SET PX ttl``; ``{prefix}{id}:outcome``: how
   the generation ended (JSON), ``SET PX``.
 
+That code (leases, the wake-up of readers, cancel marks, outcomes and the incremental read
+of a reader) is in ``_redis_live``; this module keeps to the record itself.
+
 Both record keys get ``PEXPIRE ttl`` on every write. Writes to an existing record run as
 optimistic transactions (``WATCH`` the head, check it, then ``MULTI``/``EXEC``), so an
 append can never resurrect a record that was deleted or expired meanwhile.
@@ -35,8 +38,9 @@ import json
 import math
 import secrets
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
+from ._redis_live import RedisLiveStreams, _b, _s
 from .base import (
     DEFAULT_TTL,
     RecoveryStore,
@@ -45,7 +49,6 @@ from .base import (
     _lease_lost,
     _unknown,
     dump_meta,
-    new_lease_token,
     validate_status,
     validate_stream_id,
     validate_text,
@@ -53,22 +56,6 @@ from .base import (
 )
 
 __all__ = ["RedisStore"]
-
-# Only the holder (the token) may extend or end a lease: check and act in one step.
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
-# A reader only needs the newest write, not the history: keep the events stream short.
-_EVENTS_KEPT = 16
 
 
 def _import_redis() -> Any:
@@ -81,15 +68,7 @@ def _import_redis() -> Any:
     return redis
 
 
-def _b(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
-
-
-def _s(value: Any) -> str:
-    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
-
-
-class RedisStore(RecoveryStore):
+class RedisStore(RedisLiveStreams, RecoveryStore):
     """Recovery records in Redis. Thread-safe (redis-py pools connections).
 
     ``client`` may be an existing ``redis.Redis``; then ``url`` is ignored and ``close()``
@@ -123,8 +102,7 @@ class RedisStore(RecoveryStore):
             self._owns_client = False
             self._url = None
         self._closed = False
-        self._renew = self._redis.register_script(_RENEW)
-        self._release = self._redis.register_script(_RELEASE)
+        self._register_live_scripts()
 
     def __repr__(self) -> str:
         where = "client=..." if self._url is None else repr(_redact_url(self._url))
@@ -145,12 +123,6 @@ class RedisStore(RecoveryStore):
         if self._closed:
             raise _closed(self)
         return f"{self.prefix}{sid}:{suffix}"
-
-    def _announce(self, pipe: Any, sid: str, rev: int) -> None:
-        """Queue the revision and the wake-up of the readers (inside a transaction)."""
-        events = self._key(sid, "events")
-        pipe.xadd(events, {"rev": rev}, maxlen=_EVENTS_KEPT, approximate=True)
-        pipe.pexpire(events, self._ttl_ms)
 
     def _expired(self, updated_at: Any) -> bool:
         return updated_at is None or self._clock() - float(_s(updated_at)) >= self.ttl
@@ -273,117 +245,12 @@ class RedisStore(RecoveryStore):
             raise ValueError(f"the {field} of stream {stream_id!r} in Redis is damaged ({type(exc).__name__}: {exc})") from exc
         return StreamRecord(stream_id=stream_id, meta=meta_value, text=text_value, status=status_value, updated_at=stamp)
 
-    def read_text(self, stream_id: str, cursor: Any = None) -> Optional[Tuple[str, bool, Any]]:
-        """Only the bytes appended since ``cursor`` (``(epoch, bytes)`` of the last read,
-        ``GETRANGE``) while the head's epoch is the same; else the whole text."""
-        validate_stream_id(stream_id)
-        head, text = self._keys(stream_id)
-        valid = isinstance(cursor, tuple) and len(cursor) == 2 and isinstance(cursor[1], int) and cursor[1] >= 0
-        since = cursor[1] if valid else 0
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hmget(head, "epoch", "status", "updated_at")
-        pipe.getrange(text, since, -1)
-        pipe.strlen(text)
-        (epoch, status, updated_at), data, length = pipe.execute()
-        if status is None or self._expired(updated_at):
-            return None
-        epoch = _s(epoch) if epoch is not None else None
-        if since and (epoch is None or cursor[0] != epoch or since > length):
-            return self.read_text(stream_id)  # replaced (or restarted) since: the whole text
-        return (_s(data) if data else ""), since == 0, (epoch, int(length)) if epoch is not None else None
-
     def delete(self, stream_id: str) -> None:
         validate_stream_id(stream_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(*self._keys(stream_id))
         self._announce(pipe, stream_id, 0)
         pipe.execute()
-
-    # -- live streams ----------------------------------------------------------------------
-    def acquire_lease(self, stream_id: str, ttl: float) -> Optional[str]:
-        validate_stream_id(stream_id)
-        token = new_lease_token()
-        ms = max(1, math.ceil(validate_ttl(ttl) * 1000))
-        return token if self._redis.set(self._key(stream_id, "lease"), token, nx=True, px=ms) else None
-
-    def renew_lease(self, stream_id: str, token: str, ttl: float) -> bool:
-        validate_stream_id(stream_id)
-        ms = max(1, math.ceil(validate_ttl(ttl) * 1000))
-        return bool(self._renew(keys=[self._key(stream_id, "lease")], args=[token, ms]))
-
-    def release_lease(self, stream_id: str, token: str) -> bool:
-        validate_stream_id(stream_id)
-        return bool(self._release(keys=[self._key(stream_id, "lease")], args=[token]))
-
-    def leased(self, stream_id: str) -> bool:
-        validate_stream_id(stream_id)
-        return bool(self._redis.exists(self._key(stream_id, "lease")))
-
-    def _revision(self, head_values: Any) -> int:
-        updated_at, rev = head_values
-        if rev is None or self._expired(updated_at):
-            return 0
-        try:
-            return int(_s(rev))
-        except ValueError:
-            return 0  # damaged by a hand: load says what is wrong; here it is just "unknown"
-
-    def revision(self, stream_id: str) -> int:
-        validate_stream_id(stream_id)
-        head, _ = self._keys(stream_id)
-        return self._revision(self._redis.hmget(head, "updated_at", "rev"))
-
-    def wait_for(self, stream_id: str, after: int, timeout: float) -> int:
-        validate_stream_id(stream_id)
-        head, _ = self._keys(stream_id)
-        events = self._key(stream_id, "events")
-        deadline = time.monotonic() + max(0.0, float(timeout))
-        while True:
-            # The newest event and the revision together: a write after this is an event
-            # after ``last``, so XREAD returns at once and no wake-up is lost in between.
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.xrevrange(events, count=1)
-            pipe.hmget(head, "updated_at", "rev")
-            newest, values = pipe.execute()
-            current = self._revision(values)
-            remaining = deadline - time.monotonic()
-            if current != after or remaining <= 0:
-                return current
-            last = _s(newest[0][0]) if newest else "0-0"
-            self._redis.xread({events: last}, block=max(1, math.ceil(remaining * 1000)), count=1)
-
-    def cancel(self, stream_id: str) -> None:
-        validate_stream_id(stream_id)
-        self._redis.set(self._key(stream_id, "cancel"), "1", px=self._ttl_ms)
-        try:
-            self._update(stream_id, lambda *args: None)  # a write: readers see a new revision
-        except KeyError:
-            pass  # no record (yet): the mark alone stops a producer that starts on it
-
-    def cancelled(self, stream_id: str) -> bool:
-        validate_stream_id(stream_id)
-        return bool(self._redis.exists(self._key(stream_id, "cancel")))
-
-    def set_outcome(self, stream_id: str, outcome: Dict[str, Any], ttl: float) -> None:
-        validate_stream_id(stream_id)
-        data = _b(dump_meta(outcome))
-        ms = max(1, math.ceil(validate_ttl(ttl) * 1000))
-        self._redis.set(self._key(stream_id, "outcome"), data, px=ms)
-        try:
-            self._update(stream_id, lambda *args: None)  # a write: readers see a new revision
-        except KeyError:
-            self._redis.xadd(self._key(stream_id, "events"), {"rev": 0}, maxlen=_EVENTS_KEPT, approximate=True)
-
-    def outcome(self, stream_id: str) -> Optional[Dict[str, Any]]:
-        validate_stream_id(stream_id)
-        data = self._redis.get(self._key(stream_id, "outcome"))
-        if data is None:
-            return None
-        try:
-            found = json.loads(_s(data))
-        except ValueError:
-            return None
-        return found if isinstance(found, dict) else None
 
     def close(self) -> None:
         if not self._closed:

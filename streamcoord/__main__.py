@@ -13,6 +13,7 @@ import streamcoord
 from recovery_store import DiskStore
 from streamcoord import _providers, _registry
 from streamcoord._demo import DemoProvider
+from streamcoord._keys import Scrubber
 from streamcoord._terminal import StatusLine, WordWrapper, describe_metrics
 
 __all__ = ["main"]
@@ -67,9 +68,7 @@ class _Parser(argparse.ArgumentParser):
         return parsed
 
     def error(self, message: str) -> NoReturn:
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        super().error(message)
+        super().error(Scrubber(self.secrets, live=False).text(message))
 
 
 def _secret_options() -> List[str]:
@@ -89,13 +88,17 @@ def _secrets_in(argv: Sequence[str]) -> List[str]:
     return [s for s in found if s]
 
 
-def _said_for_the_command_line(message: str) -> str:
+def _said_for_the_command_line(message: str, ours: bool = True) -> str:
     """A message written for Python callers (``pass region='us-east-1'``) in the words of the
-    command line (``pass --region 'us-east-1'``)."""
+    command line (``pass --region 'us-east-1'``). ``ours``: the whole message is the
+    library's, so a bare ``base_url`` (a name no English word has) is a flag too; a
+    provider's words (an APIError) keep theirs."""
     for name in ("api_key", "base_url", "model", *_providers.command_line_settings()):
         # "name=..." and "name='x'" become "--name ..." and "--name 'x'"; "name= (or" "--name (or".
         message = re.sub(rf"\b{name}=(?=\S)", _providers.flag(name) + " ", message)
         message = re.sub(rf"\b{name}=", _providers.flag(name), message)
+        if ours and "_" in name:
+            message = re.sub(rf"(?<![\w.-]){name}\b", _providers.flag(name), message)
     return message
 
 
@@ -157,9 +160,8 @@ def chat(args: argparse.Namespace) -> int:
     # The client first: what the provider needs (a key, an address, a region) is said before the model.
     client = streamcoord.Client(args.provider, api_key=args.api_key, base_url=args.base_url, **settings)
     model = args.model or DEFAULT_MODELS.get(args.provider)
-    if model is None:
-        raise ValueError(f"pass --model: {args.provider!r} has no default model")
-    options = {"model": model}
+    # Without one, the adapter says what it needs (an Azure deployment URL names its model).
+    options: Dict[str, Any] = {"model": model} if model else {}
     status = StatusLine(sys.stdout, sys.stderr) if args.metrics else None
     if status is not None:
         options.update(track_metrics=True, on_metrics=status.update)
@@ -290,12 +292,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ImportError, ValueError, TypeError, streamcoord.StreamcoordError) as exc:
-        # One clear line for a missing key, an unreachable server, a provider error.
-        message = str(exc)
-        if not isinstance(exc, streamcoord.StreamcoordError):
-            message = _said_for_the_command_line(message)
-        for secret in secrets:
-            message = message.replace(secret, "***")
+        # One clear line for a missing key, an unreachable server, a provider error, in the
+        # command line's words (our errors name library arguments: "pass access_token=").
+        # The secrets given are scrubbed by the library's rules (none shorter than
+        # MIN_SECRET_LENGTH: "--access-token t" must not garble every "t").
+        message = _said_for_the_command_line(str(exc), ours=not isinstance(exc, streamcoord.APIError))
+        message = Scrubber(secrets, live=False).text(message)
         print(f"error: {message}", file=sys.stderr)
         return 1
 

@@ -222,6 +222,9 @@ class Adapter:
             raise TypeError(f"base_url must be a str such as 'http://localhost:8000/v1', got {type(base_url).__name__}")
         url = (base_url or self.default_base_url).rstrip("/")
         if url and not url.lower().startswith(("http://", "https://")):
+            scheme, found, rest = url.partition("://")
+            if found:  # another scheme (ftp://x): the same address over HTTPS is the likely meaning
+                raise ValueError(f"base_url must start with http:// or https://, not {scheme}://: e.g. 'https://{rest}'")
             raise ValueError(f"base_url must start with http:// or https://, e.g. 'http://{url}'")
         return url
 
@@ -331,6 +334,8 @@ def bearer_headers(api_key: Optional[str], options: Dict[str, Any]) -> Dict[str,
 
 def error_message(body: Any) -> str:
     """A short human message from a provider's error body (JSON or text)."""
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]  # Google's streaming methods answer an error as a one-element array
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):

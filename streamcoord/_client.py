@@ -18,11 +18,11 @@ from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._keys import SCRUBBED, Scrubber, check_extra_headers, check_headers, secrets_in_headers
 from streamcoord._live import DEFAULT_LEASE_TTL, LiveProducer
-from streamcoord._live_client import LiveAlready, LiveStreams, final_text, try_lease
+from streamcoord._live_client import Continuation, LiveAlready, LiveStreams, final_text, try_lease
 from streamcoord._options import StreamOptions, live_options, split_options
 from streamcoord._recovery import RecordWriter, Recovery, default_store, recovery_options
 from streamcoord._spec import Resume, StreamSpec
-from streamcoord._stored import ScrubbedWrites, load_stored, store_for_resume, store_for_stream
+from streamcoord._stored import ScrubbedWrites, StoredStream, load_stored, store_for_resume, store_for_stream
 from streamcoord._stream import ChatStream
 from streamcoord._transport import StreamingAdapter
 from streamcoord.errors import RecoveryFailed
@@ -176,23 +176,21 @@ class Client(LiveStreams):
         store = store_for_resume(self.recovery_store, stream_id)
         stored = load_stored(store, stream_id)
         live = live_options(stream_options)
-        token = None
-        # A completed (kept) record is replayed as before, live or not: nothing to follow.
         if stored is None and final_text(store, stream_id) is not None:
             return self._attach(stream_id, offset, True, live)  # completed just now: its final text, kept briefly
-        if stored is not None and not stored.completed:
-            token = try_lease(store, stream_id, self.lease_ttl)
-            if token is False:  # a live producer has it: follow that one, never a second generation
-                return self._attach(stream_id, offset, True, live)
         if stored is None:
             raise RecoveryFailed(
                 f"no stored stream {stream_id!r}: it is unknown, was completed (and not kept), or has expired"
             )
-        # Every check below may refuse the resume: the lease taken above is given back then, or a
-        # mistaken resume (another client's provider, an offset past the text) would block the id
-        # for lease_ttl, every attach following a producer that does not exist.
-        lease = (store, token) if isinstance(token, str) else None
-        try:
+        # A completed (kept) record is replayed as before, live or not: nothing to follow.
+        token = None if stored.completed else try_lease(store, stream_id, self.lease_ttl)
+        if token is False:  # a live producer has it: follow that one, never a second generation
+            return self._attach(stream_id, offset, True, live)
+
+        def continuation(stored: StoredStream) -> Continuation:
+            # Each check may refuse the resume: the lease is given back then, or a mistaken
+            # resume (another client's provider, an offset past the text) would block the id
+            # for lease_ttl, every attach following a producer that does not exist.
             if stored.provider != self.provider:
                 raise ValueError(
                     f"stream {stream_id!r} was started with provider {stored.provider!r}; "
@@ -201,7 +199,7 @@ class Client(LiveStreams):
             if offset > len(stored.text):
                 raise ValueError(f"offset {offset} is past the {len(stored.text)} characters stored for {stream_id!r}")
             recovery = dict(stored.recovery, **(stream_options.get("recovery") or {}))
-            stream_options.update(stream_id=stream_id, stream_recovery=True, recovery=recovery)
+            options = dict(stream_options, stream_id=stream_id, stream_recovery=True, recovery=recovery)
             request_options = dict(stored.options)
             if extra_headers:
                 request_options["extra_headers"] = extra_headers
@@ -213,13 +211,13 @@ class Client(LiveStreams):
                     f"valid ({exc}); delete it and start a new stream"
                 ) from exc
             resume = Resume(stored.text, offset, stored.completed, stored.resume_state)
-            return self._stream(
-                request, StreamOptions(stream_options, self.timeout), stored.messages, stored.options, resume, lease
-            )
-        except BaseException:
-            if lease is not None:
-                lease[0].release_lease(stream_id, lease[1])
-            raise
+            return request, StreamOptions(options, self.timeout), resume
+
+        stream = self._produce_stored(
+            store, stream_id, token if isinstance(token, str) else None, continuation, None if token else stored
+        )
+        # None: another producer finished or took the stream between our read and the lease.
+        return stream if stream is not None else self._attach(stream_id, offset, True, live)
 
     def _stream(
         self,
@@ -261,7 +259,7 @@ class Client(LiveStreams):
             else:
                 writes: RecordWriter = store
                 if lease is not None:
-                    live = LiveProducer(lease[0], opts.stream_id, lease[1], self.lease_ttl, keep)
+                    live = LiveProducer(lease[0], opts.stream_id, lease[1], self.lease_ttl, keep, self.provider)
                     writes = live.fence(store)  # its writes carry the lease: refused once it is lost
                 if scrubber:
                     writes = ScrubbedWrites(writes, scrubber)

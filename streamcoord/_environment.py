@@ -8,7 +8,9 @@ first chunk on loopback (benchmarks/bench_latency.py). ``send_settings`` gives t
 answer from a cache, keyed by everything the answer depends on: the origin, the session's
 ``trust_env``, ``proxies``, ``verify`` and ``cert``, and the environment's ``*_proxy``
 variables and CA bundle variables, read in one scan of the names alone. A proxy set in the
-environment between two streams is still honoured.
+environment between two streams is still honoured. On macOS and Windows, where no
+``*_proxy`` variable is set, requests asks the system's proxy settings (the registry,
+SystemConfiguration), which no key can follow: there nothing is cached.
 
 ``send_streamed`` is ``Session.request``'s own steps (``prepare_request``, then ``send``)
 with those settings; a session whose ``request`` is overridden is called as is.
@@ -17,6 +19,7 @@ with those settings; a session whose ``request`` is overridden is called as is.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Dict, Hashable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -29,6 +32,10 @@ __all__ = ["send_settings", "send_streamed"]
 MAX_CACHED = 64
 
 _cache: Dict[Hashable, Dict[str, Any]] = {}
+
+# Where urllib's getproxies falls back to the system's settings when the environment has
+# no proxy variable (urllib.request: macOS and Windows).
+SYSTEM_PROXY_SETTINGS = sys.platform == "darwin" or sys.platform.startswith("win")
 
 
 def _environment_key() -> Tuple[Any, ...]:
@@ -59,13 +66,16 @@ def send_settings(session: requests.Session, url: str) -> Dict[str, Any]:
     ``url`` (a new dict each call: the caller may change it)."""
     parts = urlsplit(url)
     try:
+        environment = _environment_key() if session.trust_env else None
         key: Hashable = (
             parts.scheme, parts.netloc, session.trust_env, _frozen(session.proxies), _frozen(session.verify),
-            _frozen(session.cert), _environment_key() if session.trust_env else None,
+            _frozen(session.cert), environment,
         )
         hash(key)
     except TypeError:  # a setting that cannot be a key (an unusual object): no cache
         return _merged(session, url)
+    if environment is not None and not environment[0] and SYSTEM_PROXY_SETTINGS:
+        return _merged(session, url)  # the system's proxy settings decide, and may change
     cached = _cache.get(key)
     if cached is None:
         cached = _merged(session, url)

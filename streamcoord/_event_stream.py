@@ -27,7 +27,22 @@ try:  # optional: partial_arguments (extra "partial-json")
 except ImportError:  # pragma: no cover - exercised in a subprocess without jiter
     _jiter = None
 
-__all__ = ["EventTranslator", "iter_events", "parse_partial"]
+__all__ = ["EventTranslator", "iter_events", "parse_partial", "refuse_events"]
+
+
+def refuse_events(reading: Optional[str]) -> None:
+    """``events()`` on a stream already being read (``reading``: "chunks" or "events"): a
+    stream is read one way, or chunks would go missing from one reader or the other."""
+    if reading == "chunks":
+        raise ValueError(
+            "this stream is already being read as chunks, and a stream is read one way: keep iterating its "
+            "chunks, or call events() on a new stream (client.stream_chat(...)) before reading any chunk"
+        )
+    if reading == "events":
+        raise ValueError(
+            "events() was already called on this stream: keep reading the iterator it returned "
+            "(a second one would split the events between them)"
+        )
 
 
 def parse_partial(text: str) -> Optional[Dict[str, Any]]:

@@ -11,7 +11,6 @@ whether or not anyone attaches.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Type
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Type
 from recovery_store import RecoveryStore
 from recovery_store.base import LeaseLost
 from streamcoord import errors
+from streamcoord._logging import StreamLogger
 from streamcoord._recovery import RecordWriter
 from streamcoord.errors import (
     APIError,
@@ -42,8 +42,6 @@ __all__ = [
     "error_from_outcome",
 ]
 
-logger = logging.getLogger("streamcoord")
-
 #: How long a lease lives past its last renewal unless ``Client(lease_ttl=)`` says otherwise.
 DEFAULT_LEASE_TTL = 10.0
 #: How often a producer looks for a cancel mark: ``cancel_stream`` takes effect within this
@@ -65,9 +63,12 @@ _ERRORS: Dict[str, Type[StreamcoordError]] = {
 class LiveProducer:
     """The lease, the cancel watch and the outcome of one producing worker."""
 
-    def __init__(self, store: RecoveryStore, stream_id: str, token: str, lease_ttl: float, keep: bool) -> None:
+    def __init__(
+        self, store: RecoveryStore, stream_id: str, token: str, lease_ttl: float, keep: bool, provider: str = "-"
+    ) -> None:
         self.store = store
         self.stream_id = stream_id
+        self.log = StreamLogger(stream_id, provider)
         self.token = token
         self.lease_ttl = lease_ttl
         self.keep = keep  # the caller's choice; the worker itself always keeps the record
@@ -78,6 +79,10 @@ class LiveProducer:
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._cancel: Optional[Callable[[], None]] = None
+        # Where this producer last wrote the whole text (start, replace_text): the store's
+        # read cursor there, whose epoch changes when anyone else starts or replaces it.
+        self._wrote_text = False
+        self._cursor: Any = None
         # Nobody reads this stream but through the store (client.start's StreamHandle): a
         # lost lease stops it. A stream someone reads directly (stream_chat, resume) goes
         # on for that reader instead, no longer recorded: cutting it short would hand its
@@ -117,15 +122,17 @@ class LiveProducer:
                         return
                     next_renewal = time.monotonic() + renew_every
             except Exception as exc:  # a store hiccup: the lease lasts lease_ttl, try again
-                logger.warning("renewing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
+                self.log.warning("renewing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
             if self._stop.wait(min(CANCEL_POLL_SECONDS, renew_every)):
                 return
 
     def reclaim(self, failed: str) -> bool:
         """The lease of token ``failed`` lapsed (the stream was read late, or a pause
         outlasted it): take it again if nobody else did meanwhile. The store's atomic
-        acquire keeps it to one owner; True if this producer holds it now (under a new
-        token, which the lease thread or the writer may have taken already)."""
+        acquire keeps it to one owner, and a successor that held it in between and has
+        finished (or cut the text) keeps its work: the lease goes back untouched. True if
+        this producer holds it now (under a new token, which the lease thread or the writer
+        may have taken already)."""
         with self._lock:
             if self.lost or self._released:
                 return False
@@ -134,8 +141,41 @@ class LiveProducer:
             token = self.store.acquire_lease(self.stream_id, self.lease_ttl)
             if not token:
                 return False
+            try:
+                elsewhere = self._produced_elsewhere()
+            except BaseException:
+                self.store.release_lease(self.stream_id, token)
+                raise
+            if elsewhere:
+                self.store.release_lease(self.stream_id, token)
+                return False
             self.token = token
             return True
+
+    def wrote_text(self) -> None:
+        """This producer has just written the whole text (``start``, ``replace_text``),
+        holding the lease: note the store's cursor there for ``_produced_elsewhere``."""
+        try:
+            read = self.store.read_text(self.stream_id)
+        except Exception:  # the store's failure shows in the writes; this reclaims as before
+            return
+        self._wrote_text = True
+        self._cursor = read[2] if read is not None else None
+
+    def _produced_elsewhere(self) -> bool:
+        """Whether another producer took this stream up while this one's lease had lapsed:
+        it recorded an outcome, or deleted, restarted or replaced (a take-over's first
+        write) the text this producer wrote. Before this producer's first write (a stream
+        read late) there is nothing of its own to compare: it reclaims as before."""
+        if not self._wrote_text:
+            return False
+        sid = self.stream_id
+        if self.store.outcome(sid) is not None:
+            return True  # this producer's start (or resume) cleared the one before
+        read = self.store.read_text(sid, self._cursor)
+        if read is None:
+            return True
+        return bool(_epoch(read[2]) != _epoch(self._cursor))
 
     def lose(self) -> None:
         """Another producer holds the lease now (this one was paused past it, or its store
@@ -147,12 +187,12 @@ class LiveProducer:
             self.lost = True
         self._stop.set()
         if not self.detached:
-            logger.warning(
+            self.log.warning(
                 "lost the lease of live stream %r to another producer; this stream goes on for its reader, "
                 "no longer recorded", self.stream_id,
             )
             return
-        logger.warning("lost the lease of live stream %r to another producer; stopping", self.stream_id)
+        self.log.warning("lost the lease of live stream %r to another producer; stopping", self.stream_id)
         if self._cancel is not None:
             self._cancel()
 
@@ -169,7 +209,9 @@ class LiveProducer:
             if status == "completed" or status == "failed" or self.cancelled:
                 self._write_outcome(status, error, answer)
         except Exception as exc:
-            logger.warning("recording the end of live stream %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
+            self.log.warning(
+                "recording the end of live stream %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc
+            )
         finally:
             self.release()
 
@@ -207,7 +249,7 @@ class LiveProducer:
         try:
             self.store.release_lease(self.stream_id, self.token)
         except Exception as exc:  # it expires by itself within lease_ttl
-            logger.warning("releasing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
+            self.log.warning("releasing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
 
 
 class FencedWrites:
@@ -225,12 +267,14 @@ class FencedWrites:
 
     def start(self, stream_id: str, meta: Dict[str, Any]) -> None:
         self.store.start(stream_id, meta)  # right after the lease was taken (client.start)
+        self._producer.wrote_text()
 
     def append(self, stream_id: str, text: str) -> None:
         self._write(self.store.append, stream_id, text)
 
     def replace_text(self, stream_id: str, text: str) -> None:
-        self._write(self.store.replace_text, stream_id, text)
+        if self._write(self.store.replace_text, stream_id, text):
+            self._producer.wrote_text()
 
     def update_meta(self, stream_id: str, changes: Dict[str, Any]) -> None:
         self._write(self.store.update_meta, stream_id, changes)
@@ -244,21 +288,30 @@ class FencedWrites:
         elif not self._producer.lost:
             self.store.finish(stream_id, False)
 
-    def _write(self, operation: Callable[..., None], stream_id: str, value: Any) -> None:
+    def _write(self, operation: Callable[..., None], stream_id: str, value: Any) -> bool:
+        """Write as the lease's holder; True if it was written."""
         producer = self._producer
         if producer.lost:
-            return
+            return False
         token = producer.token
         try:
             operation(stream_id, value, lease=token)
+            return True
         except LeaseLost:
             try:
                 if producer.reclaim(token):  # it had lapsed, and nobody took it: write as its owner again
                     operation(stream_id, value, lease=producer.token)
-                    return
+                    return True
             except LeaseLost:
                 pass
             producer.lose()
+            return False
+
+
+def _epoch(cursor: Any) -> Any:
+    """The epoch of a store's read cursor (the stores' cursors are ``(epoch, position)``);
+    None from a store that gives no cursor."""
+    return cursor[0] if isinstance(cursor, (tuple, list)) and len(cursor) == 2 else None
 
 
 def error_from_outcome(stream_id: str, provider: str, error: Dict[str, Any], text: str) -> StreamcoordError:

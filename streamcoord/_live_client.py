@@ -8,17 +8,17 @@ request, the lease.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from recovery_store import RecoveryStore
-from recovery_store.base import validate_stream_id
+from recovery_store.base import LeaseLost, validate_stream_id
 from streamcoord._adapter import validate_messages
 from streamcoord._config import Timeout
 from streamcoord._keys import check_extra_headers
 from streamcoord._live import StreamHandle
 from streamcoord._options import RECORDING_OPTIONS, StreamOptions, split_options
 from streamcoord._spec import Resume
-from streamcoord._stored import load_stored, store_for_resume
+from streamcoord._stored import StoredStream, load_stored, store_for_resume
 from streamcoord._stream import ChatStream
 from streamcoord.errors import RecoveryFailed
 
@@ -27,6 +27,7 @@ __all__ = [
     "PRODUCER_OPTIONS",
     "READER_OPTIONS",
     "UNKNOWN_CHARACTER",
+    "Continuation",
     "LiveAlready",
     "LiveStreams",
     "final_text",
@@ -40,6 +41,9 @@ READER_OPTIONS = frozenset({"track_metrics", "on_metrics", "transform_chunk", "b
 
 #: A noncharacter: never part of a model's text, so it matches nothing the producer stores.
 UNKNOWN_CHARACTER = "\ufdd0"
+
+#: How a stored stream goes on: the request, the stream's options, where to resume.
+Continuation = Tuple[Any, StreamOptions, Resume]
 
 #: A live generation's total deadline when neither the client nor start() sets one: nobody
 #: may be reading it to notice a model that never stops.
@@ -194,26 +198,57 @@ class LiveStreams:
 
     def _take_over(self, store: RecoveryStore, stream_id: str) -> Union[bool, StreamHandle]:
         """The producer of ``stream_id`` is gone: produce it here, in the background, from
-        what it stored (the recovery continuation). False if another process was faster."""
+        what it stored (the recovery continuation). False if another process was faster;
+        True if there is nothing left to produce (the reader sees how it ended)."""
         token = try_lease(store, stream_id, self.lease_ttl)
         if not isinstance(token, str):
             return False
-        try:
-            stored = load_stored(store, stream_id)
-            if stored is None or stored.completed or store.cancelled(stream_id):
-                store.release_lease(stream_id, token)
-                return True  # nothing to produce: the reader sees how it ended
-            request_options = dict(stored.options)
-            request = self._build_request(stored.messages, request_options)
+
+        def continuation(stored: StoredStream) -> Optional[Continuation]:
+            if store.cancelled(stream_id):
+                return None
+            request = self._build_request(stored.messages, dict(stored.options))
             opts = StreamOptions(
                 {"stream_id": stream_id, "stream_recovery": True, "recovery": stored.recovery}, self._live_timeout()
             )
-            resume = Resume(stored.text, len(stored.text), False, stored.resume_state)  # natively where it can
-            stream = self._stream(request, opts, stored.messages, stored.options, resume, (store, token))
+            return request, opts, Resume(stored.text, len(stored.text), False, stored.resume_state)  # natively where it can
+
+        stream = self._produce_stored(store, stream_id, token, continuation)
+        return True if stream is None else StreamHandle(stream, lambda: self.cancel_stream(stream_id))
+
+    def _produce_stored(
+        self,
+        store: RecoveryStore,
+        stream_id: str,
+        token: Optional[str],
+        continuation: Callable[[StoredStream], Optional[Continuation]],
+        stored: Optional[StoredStream] = None,
+    ) -> Optional[ChatStream]:
+        """Produce ``stream_id`` from its record, as ``resume`` and a take-over do, holding
+        the lease ``token`` (None: a store without leases, or a completed record replayed):
+        load the record (unless ``stored`` is given; under the lease nobody else changes
+        it), build the continuation (``continuation(stored)``: the request, the options and
+        where to resume, or None when there is nothing to produce), forget the outcome of
+        the generation before (readers follow this one instead of ending with its error),
+        start the producer. None, the lease given back, when the record is gone or
+        completed meanwhile, or there is nothing to produce; any error gives it back too."""
+        try:
+            if stored is None:
+                stored = load_stored(store, stream_id)
+            planned = None
+            if stored is not None and not (token is not None and stored.completed):
+                planned = continuation(stored)
+            if stored is None or planned is None or (token is not None and not _clear_outcome(store, stream_id, token)):
+                if token is not None:
+                    store.release_lease(stream_id, token)
+                return None
+            request, opts, resume = planned
+            lease = None if token is None else (store, token)
+            return self._stream(request, opts, stored.messages, stored.options, resume, lease)  # type: ignore[no-any-return]
         except BaseException:
-            store.release_lease(stream_id, token)
+            if token is not None:
+                store.release_lease(stream_id, token)
             raise
-        return StreamHandle(stream, lambda: self.cancel_stream(stream_id))
 
 
 def try_lease(store: RecoveryStore, stream_id: str, ttl: float) -> Union[str, bool, None]:
@@ -226,6 +261,20 @@ def try_lease(store: RecoveryStore, stream_id: str, ttl: float) -> Union[str, bo
     except Exception as exc:
         raise RecoveryFailed(f"the recovery store {store!r} failed to take the lease of {stream_id!r}: {exc}") from exc
     return token if token else False
+
+
+def _clear_outcome(store: RecoveryStore, stream_id: str, token: str) -> bool:
+    """Forget the outcome of the generation before; False if the lease ``token`` lapsed
+    already (another producer may have it: produce nothing)."""
+    try:
+        store.clear_outcome(stream_id, lease=token)
+    except NotImplementedError:
+        pass  # a store written before clear_outcome: a resumed failure's readers may end with the old error
+    except LeaseLost:
+        return False
+    except Exception as exc:
+        raise RecoveryFailed(f"the recovery store {store!r} failed to update stream {stream_id!r}: {exc}") from exc
+    return True
 
 
 def _leased(store: RecoveryStore, stream_id: str) -> bool:

@@ -5,6 +5,7 @@ provider flags (``--region``, ``--project``, ...) are made from the same setting
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import textwrap
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -50,11 +51,17 @@ def describe(name: str) -> ProviderInfo:
     settings = tuple(settings_of(adapter))
     # The settings a command line could give, as placeholders ("{region}"), so that the
     # addresses that depend on them are shown in their general form.
+    placeholders = {str(s): "{%s}" % s for s in settings if s.command_line and not s.secret}
     shown = adapter
     try:
-        shown = adapter.configure(**{s: "{%s}" % s for s in settings if s.command_line and not s.secret})
+        shown = adapter.configure(**placeholders)
     except (TypeError, ValueError):
-        pass
+        # An adapter that checks its settings against real names (a region, a project)
+        # refuses placeholders: a copy gets them as they are, only to show the shape.
+        shown = copy.copy(adapter)
+        for setting, placeholder in placeholders.items():
+            if hasattr(shown, setting):
+                setattr(shown, setting, placeholder)
     return ProviderInfo(
         name=name, request=_request_line(shown), address=adapter.address_help or shown.default_base_url,
         address_env=tuple(adapter.base_url_env), key_env=tuple(adapter.api_key_env),
@@ -64,11 +71,21 @@ def describe(name: str) -> ProviderInfo:
 
 
 def _request_line(adapter: Adapter) -> str:
-    try:
-        request = adapter.build_request(SHAPE_MESSAGES, {"model": "{model}"}, base_url="{base_url}", api_key=None)
-    except Exception:  # noqa: BLE001 - a custom adapter that cannot build it from placeholders
-        return ""
-    return f"{request.method} {unquote(request.url)}"
+    """The request, one per form of address an adapter shows (``shown_addresses``: Azure's
+    v1 endpoint, deployment URL and resource endpoint make different paths), each with the
+    address written ``{base_url}``."""
+    forms = getattr(adapter, "shown_addresses", None) or (("{base_url}", ""),)
+    lines = []
+    for address, what in forms:
+        try:
+            request = adapter.build_request(SHAPE_MESSAGES, {"model": "{model}"}, base_url=address, api_key=None)
+        except Exception:  # noqa: BLE001 - a custom adapter that cannot build it from placeholders
+            continue
+        url = unquote(request.url)
+        if url.startswith(address):
+            url = "{base_url}" + url[len(address):]
+        lines.append(f"{request.method} {url}" + (f" (base_url {address}: {what})" if what else ""))
+    return "; ".join(lines)
 
 
 def describe_all() -> List[ProviderInfo]:

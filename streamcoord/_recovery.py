@@ -106,9 +106,10 @@ class Recovery:
         self._persisting = True
         self._started_early = False
         # The parser of the attempt in flight: its resume_state() (where the provider could
-        # replay the stream itself) is stored once it is known, and again after a break.
+        # replay the stream itself) is stored with every persist that moves it, after the
+        # text it covers, so a process that dies leaves the state of what it had shown.
         self.resume_source: Any = None
-        self._resume_noted = False
+        self._noted_state: Optional[Dict[str, Any]] = None
         self._meta_updates = True  # False: the store cannot update meta (update_meta)
 
     def start_early(self, meta: Dict[str, Any]) -> None:
@@ -133,8 +134,11 @@ class Recovery:
         self.parts.append(text)
         if self._persisting:
             self._write(self.store.append, self.stream_id, text)
-            if not self._resume_noted and self.resume_source is not None:
-                self.note_resume_state(self.resume_source.resume_state())
+            source = self.resume_source
+            if source is not None:  # a provider that resumes natively (the others give None)
+                state = source.resume_state()
+                if state is not None and state != self._noted_state:
+                    self.note_resume_state(state)
 
     def note_resume_state(self, state: Optional[Dict[str, Any]]) -> None:
         """Store where the provider could replay the stream (``state``) and how much of
@@ -142,7 +146,7 @@ class Recovery:
         the rest. Stores without ``update_meta`` are left to the strategy."""
         if state is None or not self._persisting or not self._meta_updates:
             return
-        self._resume_noted = True
+        self._noted_state = state
         try:
             self.store.update_meta(self.stream_id, {"resume_state": dict(state, text_length=len(self.text))})
         except NotImplementedError:
@@ -155,7 +159,7 @@ class Recovery:
         if self._persisting and self._meta_updates and (resumed or len(text) < sum(map(len, self.parts))):
             self._note_rewind(len(text))  # a cut (a take-up may cut the stored text back too)
         self.parts = [text] if text else []
-        self._resume_noted = False  # a continuation is a new generation: its own resume state
+        self._noted_state = None  # a continuation is a new generation: its own resume state
         self._write(self.store.replace_text, self.stream_id, text)
         if resumed:
             self._write(self.store.set_status, self.stream_id, "streaming")

@@ -21,6 +21,8 @@ CLOSE_JOIN_SECONDS = 2.0
 # close() after the end of the answer lets the worker finish reading the rest of the body
 # (so the connection can be reused) for this long before it closes the connection.
 DRAIN_GRACE_SECONDS = 0.05
+# How a stream is being read: a stream is read one way (DESIGN), see _read_chunks/events().
+CHUNKS, EVENTS = "chunks", "events"
 
 
 class ChatStream:
@@ -48,6 +50,7 @@ class ChatStream:
         self._closed = False
         self._exhausted = False
         self._on_restart: Optional[Callable[[Restart], None]] = None  # set by events()
+        self._reading: Optional[str] = None  # CHUNKS or EVENTS, from the first read on
         self.stream_id = spec.stream_id
         self.provider = spec.provider
 
@@ -59,6 +62,8 @@ class ChatStream:
     # whoever else still references the stream object.
 
     def __iter__(self) -> Iterator[Chunk]:
+        if self._reading is not CHUNKS:
+            self._read_chunks()
         return self._iterate()
 
     def _iterate(self) -> Iterator[Chunk]:
@@ -74,6 +79,8 @@ class ChatStream:
             raise
 
     def __next__(self) -> Chunk:
+        if self._reading is not CHUNKS:
+            self._read_chunks()
         for chunk in self._it:
             return chunk
         while True:
@@ -88,6 +95,7 @@ class ChatStream:
         """Yield the chunks as the lists they were handed over in (groups of
         ``buffer_chunks`` when buffering, else one list per network read). Leaving the
         loop early closes the stream, as with ``for chunk in stream``."""
+        self._read_chunks()
         try:
             rest = list(self._it)
             if rest:
@@ -104,10 +112,13 @@ class ChatStream:
     def events(self) -> Iterator["Event"]:
         """Yield typed events (``streamcoord.events``: ``TextDelta``, ``ReasoningDelta``,
         ``ToolCallDelta``, ``ToolCallDone``, ``Rewind``, ``Done``) instead of chunks.
-        Read a stream one way, as chunks or as events; leaving the loop early closes the
-        stream, as with ``for chunk in stream``."""
-        from streamcoord._event_stream import EventTranslator, iter_events  # only for streams read as events
+        Read a stream one way, as chunks or as events (the other way is a ValueError);
+        leaving the loop early closes the stream, as with ``for chunk in stream``."""
+        # Imported here: only for streams read as events.
+        from streamcoord._event_stream import EventTranslator, iter_events, refuse_events
 
+        refuse_events(self._reading)
+        self._reading = EVENTS
         translator = EventTranslator()
         self._on_restart = translator.restart
         return iter_events(self, self._iterate(), translator)
@@ -119,11 +130,20 @@ class ChatStream:
         For loops that must do something else while the model is quiet, such as a web view
         sending keep-alive comments so that a browser that went away is noticed.
         """
+        self._read_chunks()
         rest = list(self._it)
         if rest:
             return rest
         batch = self._next_batch(timeout)
         return None if batch is None else list(batch)
+
+    def _read_chunks(self) -> None:
+        if self._reading is EVENTS:
+            raise ValueError(
+                "this stream is being read as events (stream.events()), and a stream is read one way: "
+                "keep reading its events, or start another stream with client.stream_chat(...) to read chunks"
+            )
+        self._reading = CHUNKS
 
     def _next_batch(self, timeout: Optional[float] = None) -> Optional[List[Chunk]]:
         """The next batch from the worker; None at the end; [] when ``timeout`` passed

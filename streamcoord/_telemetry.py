@@ -157,13 +157,27 @@ class Instruments:
         # measurement consumer; it has no public way to ask. Where that is not found, record.
         storages = getattr(getattr(provider, "_measurement_consumer", None), "_reader_storages", None)
         if storages is not None:
-            return bool(storages)
+            # A reader whose views drop the metric (the SDK's way to switch one off) takes
+            # nothing either: with every reader dropping it, the values cost nothing.
+            return any(not _drops(storage, self.per_chunk) for storage in list(storages.values()))
         return not isinstance(self.per_chunk, self.metrics.NoOpHistogram)
 
     def stream(
         self, provider: str, stream_id: str, url: str, options: Dict[str, Any], messages: List[Dict[str, Any]]
     ) -> "StreamTelemetry":
         return StreamTelemetry(self, provider, stream_id, url, options, messages)
+
+
+def _drops(storage: Any, instrument: Any) -> bool:
+    """Whether an SDK reader's views drop ``instrument``'s values: views match it and all
+    of those aggregate with ``DropAggregation``. Read from the SDK's insides, which have no
+    public way to ask: where they are not as expected, the values are recorded."""
+    try:
+        views = storage._sdk_config.views
+        matching = [view for view in views if view._match(instrument)]
+        return bool(matching) and all(type(view._aggregation).__name__ == "DropAggregation" for view in matching)
+    except Exception:
+        return False
 
 
 class _Shape:

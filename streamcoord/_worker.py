@@ -199,10 +199,12 @@ class Worker:
                     request = refused
                     continue
                 # Before any content, a failure is the plain retries' business (they have
-                # run out by now): there is nothing to continue from.
+                # run out by now): there is nothing to continue from. After the answer's
+                # finish (an error event behind Bedrock's messageStop), there is nothing
+                # left to generate: the error is raised as it is, never a continuation.
                 if (
                     self.controller is None or self.cancelled or not self.pipeline.content_seen
-                    or not is_recoverable(exc)
+                    or not is_recoverable(exc) or self.pipeline.answer.finish_reason is not None
                 ):
                     raise
                 request = self._recover(exc)

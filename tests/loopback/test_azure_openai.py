@@ -66,6 +66,28 @@ def test_filtered_answer_ends_with_content_filter_and_its_results(server, client
     assert chunks[-1].metadata["content_filter_results"]["violence"]["filtered"] is True
 
 
+def test_every_chunk_keeps_its_filter_results_and_an_asynchronous_filter_annotation_arrives(server, client, no_azure_env):
+    # Azure sends content_filter_results on every content chunk; with the Asynchronous
+    # Filter, a later choice without a delta annotates text already sent
+    # (content_filter_offsets says which span).
+    offsets = {"check_offset": 0, "start_offset": 0, "end_offset": 9}
+    annotation = dict(azure_chunk({}), choices=[{"index": 0, "finish_reason": None, "content_filter_results": FILTERED,
+                                                 "content_filter_offsets": offsets}])
+    events = [PROMPT_FILTER, azure_chunk({"role": "assistant", "content": ""}, results={}),
+              azure_chunk({"content": "Once"}), azure_chunk({"content": " upon"}, results=FILTERED),
+              azure_chunk({}, "stop", {}), annotation,
+              dict(azure_chunk({}), choices=[], usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7})]
+    server.enqueue(sse(events, done=True))
+    stream = client("azure_openai", base_url=server.base_url + "/openai/v1").stream_chat(MESSAGES, model="dep")
+    chunks = list(stream)
+    assert (stream.text, stream.finish_reason, stream.usage["total_tokens"]) == ("Once upon", "stop", 7)
+    assert [(c.content, c.metadata.get("content_filter_results")) for c in chunks if c.content] == [
+        ("Once", SAFE), (" upon", FILTERED)]
+    (note,) = [c for c in chunks if "content_filter_offsets" in c.metadata]
+    assert (note.content, note.metadata["content_filter_results"], note.metadata["content_filter_offsets"]) == (
+        "", FILTERED, offsets)
+
+
 def test_v1_endpoint_has_no_api_version_and_serves_responses_too(server, client, no_azure_env, monkeypatch):
     monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")  # not used on the v1 API
     server.enqueue(azure_text(["A"]), ResponsesStream("resp_az").text(["B"]).completed().response())
@@ -132,6 +154,19 @@ def test_settings_are_checked_and_a_failing_token_provider_is_a_callback_error(s
     with pytest.raises(CallbackError, match="no credential available") as info:
         list(stream)
     assert info.value.callback == "azure_ad_token_provider" and server.requests == []
+
+
+def test_an_api_version_is_refused_with_the_v1_endpoint_and_by_the_responses_adapter(server, client, no_azure_env,
+                                                                                      monkeypatch):
+    v1 = server.base_url + "/openai/v1"
+    with pytest.raises(ValueError, match="the v1 endpoint takes no API version: leave api_version= out"):
+        client("azure_openai", base_url=v1, api_version="2024-10-21")
+    with pytest.raises(TypeError, match="unexpected argument.*api_version"):
+        client("azure_openai_responses", base_url=v1, api_version="2024-10-21")
+    monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")  # read by other tools too: ignored on the v1 API
+    server.enqueue(azure_text(["A"]))
+    assert "".join(c.content for c in client("azure_openai", base_url=v1).stream_chat(MESSAGES, model="dep")) == "A"
+    assert server.requests[0].query == {}
 
 
 def test_a_provider_setting_given_to_one_request_says_it_belongs_to_the_client(server, client, no_azure_env):

@@ -180,6 +180,48 @@ def test_mid_stream_model_stream_error_is_recovered_with_a_continuation(server, 
     assert continuation["inferenceConfig"]["maxTokens"] < 50
 
 
+def test_an_exception_after_message_stop_ends_the_complete_answer_and_is_raised_never_regenerated(server, bedrock):
+    # The answer and its finish came; the exception frame took the place of the metadata.
+    tail = text_frames(usage=False) + [bedrock_exception("internalServerException", "boom")]
+    server.enqueue(answer(tail), answer(tail), answer(tail))
+    reported, got = [], []
+    stream = bedrock(recovery_store=MemoryStore()).stream_chat(
+        MESSAGES, model=MODEL, stream_recovery=True, on_error=lambda status, body: reported.append(status))
+    with pytest.raises(streamcoord.ServerError, match="internalServerException: boom"):
+        for chunk in stream:
+            got.append(chunk)
+    assert "".join(c.content for c in got) == stream.text == "".join(PIECES)
+    assert [c.finish_reason for c in got if c.finish_reason] == ["stop"] and stream.finish_reason == "stop"
+    assert reported == [500] and len(server.requests) == 1  # no continuation of a finished answer
+
+
+@pytest.mark.parametrize("tools_given", ["tools", "tool_config"])
+def test_tool_choice_none_sends_no_tools_so_the_model_cannot_call_one(server, bedrock, tools_given):
+    # Converse's toolChoice has no "none" (auto, any, tool).
+    server.enqueue(answer(text_frames()))
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    given = {"tools": [tool]} if tools_given == "tools" else {
+        "tool_config": {"tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": {}}}}]}}
+    stream = bedrock().stream_chat(MESSAGES, model=MODEL, tool_choice="none", **given)
+    assert "".join(c.content for c in stream) == "".join(PIECES)
+    assert "toolConfig" not in server.requests[0].json
+
+
+def test_tool_choice_none_with_tool_messages_is_refused_before_any_request(server, bedrock):
+    # Bedrock refuses toolUse/toolResult blocks without their toolConfig, which would let
+    # the model call the tools again.
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "t1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "sunny"},
+    ]
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    with pytest.raises(ValueError, match="tool_choice='none'.*leave tool_choice out"):
+        list(bedrock().stream_chat(history, model=MODEL, tools=[tool], tool_choice="none"))
+    assert server.requests == []
+
+
 def test_a_dropped_body_is_connection_lost_and_a_stall_an_idle_timeout(server, bedrock):
     server.enqueue(answer(text_frames(stop=None) + [Drop()]))
     with pytest.raises(ConnectionLost):
@@ -322,6 +364,31 @@ def test_the_region_comes_from_the_environment_and_gives_the_default_address(mon
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     with pytest.raises(ValueError, match="region='us-east-1'"):
         streamcoord.Client("bedrock", api_key=API_KEY)
+
+
+@pytest.mark.parametrize("bad", ["attacker.example#", "us-east-1 eu", "attacker.example/", "us-east-1.evil", "US-EAST-1"])
+@pytest.mark.parametrize("given_as", ["argument", "AWS_REGION", "AWS_DEFAULT_REGION"])
+def test_a_region_that_is_no_aws_region_is_refused_before_the_key_goes_anywhere(server, bedrock, monkeypatch, bad,
+                                                                                given_as):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    if given_as == "argument":
+        region, source = bad, "the region= argument"
+    else:
+        monkeypatch.setenv(given_as, bad)
+        region, source = None, f"the environment variable {given_as}"
+    with pytest.raises(ValueError) as caught:
+        bedrock(region=region).stream_chat(MESSAGES, model=MODEL)
+    assert source in str(caught.value) and "'us-east-1'" in str(caught.value)
+    assert API_KEY not in str(caught.value) and server.requests == []
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "ap-southeast-5", "us-gov-west-1", "cn-north-1", "eu-isoe-west-1"])
+def test_every_partitions_region_form_is_taken(server, bedrock, region):
+    assert streamcoord.Client("bedrock", api_key=API_KEY, region=region).base_url == (
+        f"https://bedrock-runtime.{region}.amazonaws.com")
+    server.enqueue(answer(text_frames()))
+    assert "".join(c.content for c in bedrock(region=region).stream_chat(MESSAGES, model=MODEL)) == "".join(PIECES)
 
 
 def test_without_botocore_and_without_a_key_the_error_says_what_to_install(monkeypatch):

@@ -174,7 +174,8 @@ def test_chat_with_an_unreachable_server_is_one_clear_line():
 def test_chat_without_a_default_model_asks_for_one():
     result = run("chat", "--provider", "groq", "--api-key", KEY, "Hi")
     assert result.returncode == 1
-    assert result.stderr == "error: pass --model: 'groq' has no default model\n"
+    # The adapter says it (an adapter that can do without one, Azure's on a deployment URL, does not).
+    assert result.stderr.startswith("error: groq needs a model: pass --model ") and result.stderr.count("\n") == 1
 
 
 # -- chat: the cloud providers' flags, each against a loopback server ----------------------
@@ -210,15 +211,51 @@ def test_bedrock_with_region_signs_for_that_region_or_sends_the_bedrock_api_key(
     assert secret not in signed.stderr and KEY not in keyed.stdout + keyed.stderr
 
 
-def test_azure_deployment_with_api_version(server):
+def test_azure_deployment_with_api_version_needs_no_model_the_deployment_names_it(server):
     server.enqueue(openai_text(["Hello", " Azure"], usage=True))
     result = run("chat", "--provider", "azure_openai", "--base-url", server.base_url + "/openai/deployments/my-gpt",
-                 "--api-version", "2024-10-21", "--model", "my-gpt", "Hi", env={"AZURE_OPENAI_API_KEY": KEY})
+                 "--api-version", "2024-10-21", "Hi", env={"AZURE_OPENAI_API_KEY": KEY})
     assert result.returncode == 0 and result.stdout == "Hello Azure\n", result.stderr
     (request,) = server.requests
-    assert request.path == "/openai/deployments/my-gpt/chat/completions"
+    assert request.path == "/openai/deployments/my-gpt/chat/completions" and request.json["model"] == "my-gpt"
     assert request.query == {"api-version": "2024-10-21"} and request.headers["api-key"] == KEY
     assert KEY not in result.stderr
+
+
+def test_a_secret_too_short_to_be_a_key_does_not_garble_the_error_line(server):
+    # The library scrubs no value shorter than MIN_SECRET_LENGTH: "t" is in every other word.
+    message = "Request had invalid authentication credentials."
+    server.enqueue(error(401, {"error": {"code": 401, "message": message, "status": "UNAUTHENTICATED"}}))
+    result = run("chat", "--provider", "vertex", "--project", "my-proj", "--location", "us-central1",
+                 "--base-url", server.base_url, "--access-token", "t", "Hi")
+    assert result.returncode == 1 and result.stderr == f"error: vertex answered HTTP 401: {message}\n"
+    assert server.requests[0].headers["authorization"] == "Bearer t"
+
+
+# No cloud metadata server is asked for credentials (there is none on a test machine).
+NO_METADATA = {"AWS_EC2_METADATA_DISABLED": "true", "NO_GCE_CHECK": "True", "GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent"}
+
+
+@pytest.mark.parametrize("args, expected, library_words", [
+    (["--provider", "vertex", "--project", "my-proj", "--location", "us-central1"],
+     "or pass --access-token", "access_token"),
+    (["--provider", "bedrock", "--region", "us-east-1", "--model", "m"],
+     "pass a Bedrock API key as --api-key or AWS_BEARER_TOKEN_BEDROCK", "api_key"),
+    (["--provider", "azure_openai", "--base-url", "https://r.openai.azure.com/openai/v1", "--api-key", KEY,
+      "--api-version", "2024-10-21"], "the v1 endpoint takes no API version: leave --api-version out", "api_version"),
+    (["--provider", "openai", "--base-url", "ftp://files.example", "--api-key", KEY],
+     "--base-url must start with http:// or https://, not ftp://: e.g. 'https://files.example'", "base_url"),
+])
+def test_errors_name_the_flags_not_the_library_arguments(args, expected, library_words):
+    if "bedrock" in args:
+        pytest.importorskip("botocore")
+    if "vertex" in args:
+        pytest.importorskip("google.auth")
+    result = run("chat", *args, "Hi", env=NO_METADATA)
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and expected in line and library_words not in line, line
+    assert KEY not in line
 
 
 def test_vertex_with_project_location_and_an_access_token_never_printed(server):
@@ -296,6 +333,14 @@ def test_providers_lists_every_registered_provider_with_its_address_keys_setting
     azure = blocks["azure_openai"]
     assert "$AZURE_OPENAI_ENDPOINT" in azure and "$AZURE_OPENAI_API_KEY" in azure and "api_version= (--api-version)" in azure
     assert "azure_ad_token_provider=" in azure and "--azure-ad-token-provider" not in azure  # a callable: no flag
+    # Each address form with its own request: the v1 endpoint, a deployment's URL, the resource endpoint.
+    assert "POST {base_url}/chat/completions (base_url https://{resource}.openai.azure.com/openai/v1: the v1" in azure
+    assert ("POST {base_url}/chat/completions?api-version={api_version} (base_url "
+            "https://{resource}.openai.azure.com/openai/deployments/{deployment}:") in azure
+    responses = blocks["azure_openai_responses"]
+    assert "POST {base_url}/responses (base_url https://{resource}.openai.azure.com/openai/v1:" in responses
+    assert "POST {base_url}/openai/v1/responses (base_url https://{resource}.openai.azure.com:" in responses
+    assert "api_version" not in responses  # the v1 API has none: not a setting of the Responses adapter
 
 
 # -- demo ---------------------------------------------------------------------------------------

@@ -222,3 +222,32 @@ def test_chunk_readers_never_see_the_recovery_marker_also_through_poll(server, c
     assert all(type(chunk).__name__ == "Chunk" for chunk in seen)
     assert "".join(chunk.content for chunk in seen) == stream.text == "First paragraph.\n\nSecSecond one."
     assert stream.metrics.recoveries == 1
+
+
+@pytest.mark.parametrize("first, then", [
+    ("next", "events"), ("for", "events"), ("events", "for"), ("events", "next"), ("events", "poll"),
+    ("events", "batches"), ("events", "events"),
+])
+def test_a_stream_is_read_either_as_chunks_or_as_events_never_both(server, client, first, then):
+    server.enqueue(openai_text(["a", "b", "c"]))
+    stream = client("openai").stream_chat(MESSAGES, model="gpt-4o-mini")
+    with stream:
+        if first == "next":
+            assert next(stream).content == "a"
+        elif first == "for":  # a for loop in progress (iter() is what `for` calls)
+            loop = iter(stream)
+            assert next(loop).content == "a"
+        else:
+            events = stream.events()
+            assert next(events) == TextDelta("a")
+        readers = {"events": lambda: next(stream.events()), "for": lambda: [c for c in stream], "next": lambda: next(stream),
+                   "poll": lambda: stream.poll(1), "batches": lambda: next(stream.batches())}
+        how = "being read as events" if first == "events" else "already being read as chunks"
+        if (first, then) == ("events", "events"):
+            how = r"events\(\) was already called"
+        with pytest.raises(ValueError, match=how):
+            readers[then]()
+        if first == "events":  # the first reader still gets everything, nothing went to the refused one
+            assert list(events) == [TextDelta("b"), TextDelta("c"), Done("stop", None)]
+        else:
+            assert [c.content for c in (stream if first == "next" else loop) if c.content] == ["b", "c"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 
 import pytest
 
@@ -17,7 +18,7 @@ from streamcoord.errors import AuthenticationError, RateLimitError, RecoveryFail
 from tests.conftest import API_KEY
 from tests.loopback.test_resume_processes import children as children  # noqa: F401 - the fixture
 from tests.loopback.test_resume_processes import read_json_lines, spawn
-from tests.support.fakeserver import Response, Stall, error
+from tests.support.fakeserver import Gate, Response, Stall, error
 from tests.support.responses_wire import ResponsesStream
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
@@ -256,31 +257,54 @@ stream = client.stream_chat([{"role": "user", "content": "Say hello"}], model="m
                             stream_recovery=True, stream_id=stream_id, timeout=60)
 for chunk in stream:
     if chunk.content:
-        print(json.dumps(chunk.content), flush=True)
+        print(json.dumps([chunk.content, chunk.metadata["sequence_number"]]), flush=True)
 """
 
 
-def test_killed_process_is_resumed_natively_from_the_stored_response_id(server, make, tmp_path, children):
+def test_killed_process_is_resumed_natively_from_the_last_event_it_showed(server, make, tmp_path, children):
+    # Each delta in a read of its own (the next is sent once the child has printed the
+    # last): the stored resume state must follow every one, not stop at the first.
     wire = background_stream()
-    server.enqueue(dataclasses.replace(wire.response(), parts=_stall_after_delta(wire.response().parts, 3)))
+    shown_one = [threading.Event() for _ in range(2)]
+    server.enqueue(dataclasses.replace(wire.response(), parts=_gated_deltas(wire.response().parts, shown_one, 3)))
     proc = spawn(BACKGROUND_SCRIPT, tmp_path, server.base_url + "/v1", "bg-stream")
     children.append(proc)
-    shown = "".join(read_json_lines(proc, 3))
+    lines = []
+    for gate in shown_one + [None]:
+        lines += read_json_lines(proc, 1, keep_reading=True)
+        if gate is not None:
+            gate.set()
+    shown, last_seen = "".join(content for content, _ in lines), lines[-1][1]
     assert shown == "".join(PIECES[:3])
     proc.kill()
     proc.wait(30)
     store = DiskStore(str(tmp_path))
-    state = store.load("bg-stream").meta["resume_state"]
-    assert state["response_id"] == "resp_bg"
-    server.enqueue(wire.response(start_after=state["sequence_number"]))
+    assert store.load("bg-stream").meta["resume_state"]["response_id"] == "resp_bg"
+    server.enqueue(wire.response(start_after=last_seen))
     stream = make(api_key="sk-test-responses", recovery_store=store).resume("bg-stream", offset=len(shown))
     chunks = list(stream)
     assert stream.text == TEXT
-    assert consumer_view(chunks, shown) == TEXT
+    assert "".join(c.content for c in chunks) == "".join(PIECES[3:]), "no rewind, nothing replayed"
+    assert not [c for c in chunks if "recovery" in c.metadata]
     resumed = server.requests[-1]
     assert (resumed.method, resumed.path) == ("GET", "/v1/responses/resp_bg")
-    assert resumed.query["starting_after"] == str(state["sequence_number"])
+    assert resumed.query["starting_after"] == str(last_seen)
     assert [r.method for r in server.requests] == ["POST", "GET"]  # nothing generated twice
+
+
+def _gated_deltas(parts, gates, n):
+    """The parts with ``gates[i]`` awaited after the (i+1)th text delta, and a stall (until
+    the client goes away) after the nth."""
+    out, seen = [], 0
+    for part in parts:
+        out.append(part)
+        if b"response.output_text.delta" in part.split(b"\n", 1)[0]:
+            seen += 1
+            if seen <= len(gates):
+                out.append(Gate(gates[seen - 1]))
+            elif seen == n:
+                out.append(Stall())
+    return tuple(out)
 
 
 def _stall_after_delta(parts, n):

@@ -223,7 +223,7 @@ def test_custom_adapter_end_to_end(server, no_thread_leak):
 # -- provider settings belong to the client --------------------------------------------------
 @pytest.mark.parametrize("provider, settings, per_call", [
     ("bedrock", {"region": "us-west-2"}, {"region": "eu-west-1"}),
-    ("vertex", {"api_key": None, "project": "p", "location": "us-central1", "access_token": "t"}, {"project": "q"}),
+    ("vertex", {"api_key": None, "project": "my-proj", "location": "us-central1", "access_token": "t"}, {"project": "q"}),
     ("azure_openai", {"api_version": "2024-10-21"}, {"api_version": "2025-01-01"}),
 ])
 def test_a_provider_setting_given_to_one_request_says_to_pass_it_to_the_client(server, client, provider, settings,

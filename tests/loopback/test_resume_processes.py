@@ -82,15 +82,18 @@ def spawn(script, *args):
     )
 
 
-def read_json_lines(proc, count):
+def read_json_lines(proc, count, keep_reading=False):
     """The first ``count`` JSON lines the child prints (fails, with its stderr, if they do
     not come within CHILD_TIMEOUT). A reader thread, because a buffered pipe may already
-    hold the next lines when ``select`` says there is nothing more to read."""
-    lines_read: "queue.Queue[str]" = queue.Queue()
-    proc.reader = threading.Thread(
-        target=lambda: [lines_read.put(line) for line in proc.stdout] + [lines_read.put("")],
-        name="child-stdout", daemon=True)
-    proc.reader.start()
+    hold the next lines when ``select`` says there is nothing more to read. With
+    ``keep_reading``, the next call goes on with the next lines (one reader per child)."""
+    lines_read = getattr(proc, "lines_read", None) if keep_reading else None
+    if lines_read is None:
+        lines_read = proc.lines_read = queue.Queue()
+        proc.reader = threading.Thread(
+            target=lambda: [lines_read.put(line) for line in proc.stdout] + [lines_read.put("")],
+            name="child-stdout", daemon=True)
+        proc.reader.start()
     lines = []
     deadline = time.monotonic() + CHILD_TIMEOUT
     while len(lines) < count:

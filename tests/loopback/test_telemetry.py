@@ -223,6 +223,42 @@ def test_a_meter_provider_without_a_reader_still_gets_the_span(server, client):
         streamless.shutdown()
 
 
+def test_a_view_that_drops_time_per_output_chunk_leaves_the_other_metrics_and_records_nothing_per_chunk(
+        server, client, monkeypatch):
+    # The SDK's own way to switch one metric off: the per-chunk values then cost nothing
+    # (no record call at all, which the SDK would still pay ~7 us for), the rest is recorded.
+    from opentelemetry.sdk.metrics._internal.instrument import _Histogram
+    from opentelemetry.sdk.metrics.view import DropAggregation, View
+
+    otel = Otel()
+    otel.meter_provider.shutdown()
+    reader = InMemoryMetricReader()
+    dropping = MeterProvider(metric_readers=[reader], views=[
+        View(instrument_name="gen_ai.client.operation.time_per_output_chunk", aggregation=DropAggregation())])
+    recorded = []
+    real_record = _Histogram.record
+    monkeypatch.setattr(_Histogram, "record", lambda self, amount, attributes=None, context=None: (
+        recorded.append(self.name), real_record(self, amount, attributes, context))[1])
+    release = threading.Event()
+    server.enqueue(openai_text(PIECES, usage=True, stall_after=2, stall=Gate(release)))
+    streamcoord.instrument(tracer_provider=otel.tracer_provider, meter_provider=dropping)
+    try:
+        stream = client("openai").stream_chat(MESSAGES, model="gpt-4o-mini")
+        for i, _chunk in enumerate(stream):
+            if i == 1:  # the rest comes in later reads: values "after the first" exist
+                release.set()
+        assert stream.text == "".join(PIECES) and stream.metrics.chunks_received > 2
+        names = {metric.name for resource in reader.get_metrics_data().resource_metrics
+                 for scope in resource.scope_metrics for metric in scope.metrics}
+        assert "gen_ai.client.operation.duration" in names and "gen_ai.client.token.usage" in names
+        assert "gen_ai.client.operation.time_per_output_chunk" not in names
+        assert "gen_ai.client.operation.time_per_output_chunk" not in recorded
+        assert "gen_ai.client.operation.duration" in recorded
+    finally:
+        streamcoord.uninstrument()
+        dropping.shutdown()
+
+
 def test_message_content_is_recorded_only_when_asked_for(server, client, otel, monkeypatch):
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     server.enqueue(openai_text(PIECES, usage=True))

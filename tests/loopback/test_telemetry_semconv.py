@@ -45,7 +45,7 @@ def _answer(provider):
     if provider == "bedrock":
         return Response(parts=tuple(text_frames(PIECES)), content_type=EVENTSTREAM), {"region": "us-west-2"}
     if provider == "vertex":
-        return gemini_text(PIECES), {"project": "p", "location": "us-central1", "access_token": "ya29.test-token"}
+        return gemini_text(PIECES), {"project": "my-proj", "location": "us-central1", "access_token": "ya29.test-token"}
     builders = {"anthropic": anthropic_text, "gemini": gemini_text, "ollama": ollama_text, "mistral": mistral_text}
     if provider in builders:
         return builders[provider](PIECES), {}

@@ -5,6 +5,7 @@ application default credentials, the Gemini stream, errors and recovery."""
 from __future__ import annotations
 
 import sys
+from urllib.parse import quote
 
 import pytest
 
@@ -122,10 +123,24 @@ def test_a_mid_stream_break_is_recovered_with_a_model_turn(server, vertex):
     assert continuation.json["contents"][-2] == {"role": "model", "parts": [{"text": "Hello, wor"}]}
 
 
-def test_an_error_event_is_classified_by_its_status(server, vertex):
+def test_an_error_event_is_classified_by_its_status_and_reported_as_vertex(server, vertex):
     server.enqueue(sse([{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}]))
-    with pytest.raises(streamcoord.RateLimitError, match="Quota exceeded"):
+    with pytest.raises(streamcoord.RateLimitError, match="^vertex sent an error event: Quota exceeded$") as caught:
         list(vertex(access_token=TOKEN, max_retries=0).stream_chat(MESSAGES, model=MODEL))
+    assert caught.value.provider == "vertex"
+
+
+def test_an_http_error_answered_as_a_one_element_array_shows_its_message(server, vertex):
+    # Vertex's streaming methods answer an HTTP error with a JSON array of one error.
+    body = [{"error": {"code": 400, "message": "Unable to submit request because it has an empty text parameter.",
+                       "status": "INVALID_ARGUMENT"}}]
+    server.enqueue(error(400, body))
+    bodies = []
+    with pytest.raises(streamcoord.APIError) as caught:
+        list(vertex(access_token=TOKEN, max_retries=0).stream_chat(
+            MESSAGES, model=MODEL, on_error=lambda status, got: bodies.append((status, got))))
+    assert str(caught.value) == "vertex answered HTTP 400: Unable to submit request because it has an empty text parameter."
+    assert (caught.value.status, caught.value.provider) == (400, "vertex") and bodies == [(400, body)]
 
 
 def test_addresses_project_and_location_from_arguments_or_the_environment(monkeypatch):
@@ -140,16 +155,51 @@ def test_addresses_project_and_location_from_arguments_or_the_environment(monkey
     with pytest.raises(ValueError, match=r"project= \(or GOOGLE_CLOUD_PROJECT\)"):
         streamcoord.Client("vertex", access_token=TOKEN)
     with pytest.raises(ValueError, match="access_token="):
-        streamcoord.Client("vertex", api_key="AIza-not-for-vertex-0123", project="p")
+        streamcoord.Client("vertex", api_key="AIza-not-for-vertex-0123", project="my-proj")
     with pytest.raises(TypeError, match=r"Client\('vertex'\) got unexpected argument\(s\) region; its provider settings are project="):
-        streamcoord.Client("vertex", region="us-east-1", project="p")
+        streamcoord.Client("vertex", region="us-east-1", project="my-proj")
+
+
+@pytest.mark.parametrize("setting, bad", [
+    ("location", "us-central1.attacker.example#"), ("location", "attacker.example/x#"), ("location", "us central1"),
+    ("project", "p/../../other"), ("project", "my-proj?alt=x"), ("project", "a"), ("project", "Trailing-"),
+])
+@pytest.mark.parametrize("given_as", ["argument", "environment"])
+def test_a_project_or_location_that_is_no_google_name_is_refused_before_the_token_goes_anywhere(
+        server, vertex, monkeypatch, setting, bad, given_as):
+    variable = {"project": "GOOGLE_CLOUD_PROJECT", "location": "GOOGLE_CLOUD_LOCATION"}[setting]
+    if given_as == "argument":
+        settings, source = {setting: bad}, f"the {setting}= argument"
+    else:
+        monkeypatch.setenv(variable, bad)
+        settings, source = {setting: None}, f"the environment variable {variable}"
+    with pytest.raises(ValueError) as caught:
+        vertex(access_token=TOKEN, **settings).stream_chat(MESSAGES, model=MODEL)
+    example = {"project": "'my-project-123'", "location": "'us-central1'"}[setting]
+    assert source in str(caught.value) and example in str(caught.value)
+    assert TOKEN not in str(caught.value) and server.requests == []
+
+
+@pytest.mark.parametrize("project, location, address", [
+    ("my-proj", "europe-west4", "https://europe-west4-aiplatform.googleapis.com"),
+    ("example.com:my-project", "northamerica-northeast1", "https://northamerica-northeast1-aiplatform.googleapis.com"),
+    ("123456789012", "global", "https://aiplatform.googleapis.com"),
+    ("my-proj", "eu", "https://aiplatform.eu.rep.googleapis.com"),
+])
+def test_real_project_ids_and_locations_make_their_address_and_path(server, vertex, project, location, address):
+    assert streamcoord.Client("vertex", project=project, location=location, access_token=TOKEN).base_url == address
+    server.enqueue(gemini_text(PIECES, model=MODEL))
+    stream = vertex(access_token=TOKEN, project=project, location=location).stream_chat(MESSAGES, model=MODEL)
+    assert "".join(c.content for c in stream) == "".join(PIECES)
+    # The domain-scoped ID's ':' is sent escaped (%3A), apart from the method's ':'.
+    assert server.requests[0].path == PATH.replace("my-proj", quote(project)).replace("us-central1", location)
 
 
 def test_without_google_auth_and_without_a_token_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "google.auth", None)
     with pytest.raises(ValueError, match=r"pip install streamcoord\[vertex\]"):
-        streamcoord.Client("vertex", project="p", location="us-central1")
-    assert streamcoord.Client("vertex", project="p", location="us-central1", access_token=TOKEN).provider == "vertex"
+        streamcoord.Client("vertex", project="my-proj", location="us-central1")
+    assert streamcoord.Client("vertex", project="my-proj", location="us-central1", access_token=TOKEN).provider == "vertex"
 
 
 def test_module_level_stream_chat_takes_the_provider_settings(server):

@@ -244,6 +244,29 @@ def test_an_outcome_expires_after_its_own_ttl(store):
     assert store.outcome("s1") is None and store.load("s1") is not None
 
 
+def test_clear_outcome_forgets_the_outcome_only_for_the_lease_holder_and_keeps_the_record(store):
+    # A resume takes a failed live stream up again: readers must follow the new generation.
+    store.start("s1", META)
+    store.append("s1", "Kept. ")
+    store.set_status("s1", "failed")
+    store.set_outcome("s1", {"error": {"type": "ServerError", "message": "overloaded"}}, 60)
+    holder = store.acquire_lease("s1", 60)
+    with pytest.raises(LeaseLost):
+        store.clear_outcome("s1", lease="someone-else")
+    assert store.outcome("s1") is not None, "a refused clear is no clear"
+    store.clear_outcome("s1", lease=holder)
+    assert store.outcome("s1") is None
+    record = store.load("s1")
+    assert (record.text, record.status) == ("Kept. ", "failed"), "the record is the new generation's to write"
+    store.clear_outcome("s1", lease=holder)  # nothing to clear: not an error
+    store.release_lease("s1", holder)
+    store.set_outcome("s1", {"finish_reason": "stop"}, 60)
+    with pytest.raises(LeaseLost):
+        store.clear_outcome("s1", lease=holder)  # released: no longer the holder
+    store.clear_outcome("s1")  # without lease=, not checked
+    assert store.outcome("s1") is None
+
+
 def _successor(store, stream_id):
     """The lease of ``stream_id`` taken by a new holder once the old one's has expired."""
     deadline = time.monotonic() + 5
