@@ -87,13 +87,13 @@ def test_help_explains_every_chat_option_with_its_default():
 
 
 def test_help_is_plain_text_and_names_both_commands():
-    for args in (["--help"], ["demo", "--help"], ["chat", "--help"]):
-        result = run(*args)
+    results = {args: run(*args) for args in (("--help",), ("demo", "--help"), ("chat", "--help"))}
+    for args, result in results.items():
         assert result.returncode == 0, result.stderr
         assert "`" not in result.stdout, args
-    top = run("--help").stdout
+    top = results["--help",].stdout
     assert "demo" in top and "chat" in top and "python -m streamcoord demo" in top
-    assert "(default: 0.02)" in " ".join(run("demo", "--help").stdout.split())
+    assert "(default: 0.02)" in " ".join(results["demo", "--help"].stdout.split())
 
 
 # -- chat: stdout is the answer, stderr the rest --------------------------------------------

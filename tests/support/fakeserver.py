@@ -355,6 +355,12 @@ class FakeProvider:
         with self._cond:
             return self._cond.wait_for(lambda: self._finished_count >= n, timeout)
 
+    def serves_on(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` is one of this server's connection handlers (they end a moment
+        after the client closes: a test counting its own threads leaves them out)."""
+        with self._cond:
+            return thread in self._threads
+
     def _record(self, req: RecordedRequest) -> None:
         with self._cond:
             self._requests.append(req)

@@ -33,6 +33,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -220,11 +221,12 @@ class RawServer:
 
     def _wait(self, sock: Any, event: Optional[threading.Event], timeout: float) -> bool:
         """Wait for the event, the timeout or the server's end; True when the client
-        closed its end meanwhile (bytes it sends are read and dropped)."""
-        waited = 0.0
-        while waited < timeout and not self._stop.is_set() and not (event is not None and event.is_set()):
+        closed its end meanwhile (bytes it sends are read and dropped). The timeout is
+        wall-clock time: on a loaded machine each select wakes later than its 0.02 s, and a
+        count of them would stretch the stall past what the test scripted."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._stop.is_set() and not (event is not None and event.is_set()):
             readable, _, _ = select.select([sock], [], [], 0.02)
-            waited += 0.02
             if readable:
                 try:
                     if not sock.recv(65536):

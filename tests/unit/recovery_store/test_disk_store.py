@@ -115,12 +115,18 @@ def test_a_record_survives_a_killed_writer_process(tmp_path):
 
 
 def test_records_expire_in_real_time_and_disappear_from_disk(tmp_path):
-    with DiskStore(tmp_path, ttl=0.05) as store:
+    # The ttl leaves a loaded machine time to get from start to append (with 0.05 s, a pause
+    # between them expired the head and append raised KeyError); expiry is awaited with a
+    # bound instead of a fixed sleep.
+    ttl = 0.5
+    with DiskStore(tmp_path, ttl=ttl) as store:
         store.start("s1", {"provider": "openai"})
         store.append("s1", "soon gone")
-        time.sleep(0.15)
-        assert store.load("s1") is None
-        store.cache.expire(now=time.time() + 0.2)  # what diskcache's culling does later
+        deadline = time.monotonic() + 5
+        while store.load("s1") is not None:
+            assert time.monotonic() < deadline, "the record never expired"
+            time.sleep(0.05)
+        store.cache.expire(now=time.time() + 4 * ttl)  # what diskcache's culling does later
     assert _rows(tmp_path) == []
 
 
