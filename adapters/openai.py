@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from adapters._options import check_options, merge_stream_options, require_model
 from adapters.base import Adapter, EventParser, HTTPRequest, bearer_headers, error_message, json_object, json_scan_once
-from streamcoord._chunk import Chunk, RawJSON, content_chunk, normalize_usage
+from streamcoord._chunk import Chunk, RawJSON, content_chunk, new_chunk, normalize_usage
 from streamcoord.errors import api_error_for_type
 
 __all__ = ["OpenAIAdapter", "OpenAICompatibleAdapter", "OpenAIParser"]
@@ -186,7 +186,7 @@ class OpenAIParser(EventParser):
     ) -> Chunk:
         index = self.next_index
         self.next_index = index + 1
-        return Chunk(content, finish_reason, obj.get("model"), obj.get("id"), index, usage, tool_calls, metadata, obj)
+        return new_chunk(content, finish_reason, obj.get("model"), obj.get("id"), index, usage, tool_calls, metadata, obj)
 
 
 class OpenAIAdapter(Adapter):
