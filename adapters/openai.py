@@ -55,6 +55,7 @@ def raise_error_event(provider: str, obj: Dict[str, Any]) -> None:
 class OpenAIParser(EventParser):
     provider = "openai"
     trailing_events = True  # the usage chunk and [DONE] come after the finish_reason
+    takes_data_strings = True  # parse_into reads only an event's data: the SSE decoder may pass the str
     # Raw finish_reason -> normalized; unknown values count as "stop". Subclasses (Mistral)
     # extend it.
     finish_reasons: Dict[str, str] = FINISH_REASONS
@@ -80,7 +81,7 @@ class OpenAIParser(EventParser):
         scan = json_scan_once
         plain = True
         for event in events:
-            data = event.data
+            data = event if event.__class__ is str else event.data
             try:
                 obj, end = scan(data, 0)
             except (StopIteration, ValueError):
