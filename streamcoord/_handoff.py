@@ -76,17 +76,16 @@ class Handoff:
     def get(self, timeout: Optional[float] = None) -> Any:
         """The oldest item, waiting for one (at most ``timeout`` seconds, then ``queue.Empty``)."""
         while True:
-            with self._lock:
+            with self._lock:  # nothing in here allocates: a collection here could run a finalizer
                 items = self._items
                 if items:
                     item = items.popleft()
                     room = self._producer_waiting
                     self._producer_waiting = False
                     break
-                if timeout is not None and timeout <= 0:
-                    raise queue.Empty
-                self._consumer_waiting = True
-            if not self._wait(self._wake, timeout, "_consumer_waiting"):
+                waiting = timeout is None or timeout > 0
+                self._consumer_waiting = waiting
+            if not waiting or not self._wait(self._wake, timeout, "_consumer_waiting"):
                 raise queue.Empty
         if room:
             self._room.release()
