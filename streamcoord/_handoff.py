@@ -84,7 +84,8 @@ class Handoff:
                     self._producer_waiting = False
                     break
                 waiting = timeout is None or timeout > 0
-                self._consumer_waiting = waiting
+                if waiting:  # a get_nowait (a drain from another thread) leaves a waiting consumer's flag alone
+                    self._consumer_waiting = True
             if not waiting or not self._wait(self._wake, timeout, "_consumer_waiting"):
                 raise queue.Empty
         if room:

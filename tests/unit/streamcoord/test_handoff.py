@@ -94,3 +94,17 @@ def test_many_items_through_two_threads_arrive_complete_with_a_small_bound() -> 
         got.append(item)
     producer.join(WAIT)
     assert got == list(range(count))
+
+
+def test_a_drain_from_another_thread_does_not_keep_a_waiting_consumer_from_waking() -> None:
+    handoff = Handoff(2)
+    got: "queue.Queue[object]" = queue.Queue()
+    consumer = threading.Thread(target=lambda: got.put(handoff.get(timeout=WAIT)))
+    consumer.start()
+    while not handoff._consumer_waiting:  # the consumer is blocked in get()
+        threading.Event().wait(0.001)
+    with pytest.raises(queue.Empty):
+        handoff.get_nowait()  # what cancel() does from the thread that closes the stream
+    handoff.put_nowait("end")
+    assert got.get(timeout=WAIT) == "end"
+    consumer.join(WAIT)
