@@ -35,7 +35,7 @@ from adapters._anthropic_prefill import (
 )
 from adapters._options import check_options, require_model
 from adapters.base import Adapter, EventParser, HTTPRequest, error_message, json_object
-from streamcoord._chunk import Chunk, RawJSON, content_chunk, normalize_usage
+from streamcoord._chunk import Chunk, RawJSON, content_chunk, new_chunk, normalize_usage
 from streamcoord.errors import api_error_for_type
 
 __all__ = ["DEFAULT_MAX_TOKENS", "MIN_THINKING_BUDGET", "NO_PREFILL_MODELS", "AnthropicAdapter", "AnthropicParser", "takes_prefill"]
@@ -237,8 +237,8 @@ class AnthropicParser(EventParser):
     ) -> Chunk:
         index = self.next_index
         self.next_index = index + 1
-        return Chunk(content, finish_reason, self.model, self.message_id, index, usage, tool_calls,
-                     metadata if metadata is not None else {}, obj)
+        return new_chunk(content, finish_reason, self.model, self.message_id, index, usage, tool_calls,
+                         metadata if metadata is not None else {}, obj)
 
 
 class AnthropicAdapter(Adapter):

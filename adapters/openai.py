@@ -10,7 +10,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from adapters._options import check_options, merge_stream_options, require_model
 from adapters.base import Adapter, EventParser, HTTPRequest, bearer_headers, error_message, json_object, json_scan_once
-from streamcoord._chunk import Chunk, RawJSON, content_chunk, normalize_usage
+from streamcoord._chunk import Chunk, RawJSON, content_chunk, new_chunk, normalize_usage
 from streamcoord.errors import api_error_for_type
 
 __all__ = ["OpenAIAdapter", "OpenAICompatibleAdapter", "OpenAIParser"]
@@ -55,6 +55,7 @@ def raise_error_event(provider: str, obj: Dict[str, Any]) -> None:
 class OpenAIParser(EventParser):
     provider = "openai"
     trailing_events = True  # the usage chunk and [DONE] come after the finish_reason
+    takes_data_strings = True  # parse_into reads only an event's data: the SSE decoder may pass the str
     # Raw finish_reason -> normalized; unknown values count as "stop". Subclasses (Mistral)
     # extend it.
     finish_reasons: Dict[str, str] = FINISH_REASONS
@@ -86,7 +87,7 @@ class OpenAIParser(EventParser):
         inline_keys = self.inline_choice_keys
         plain = True
         for event in events:
-            data = event.data
+            data = event if event.__class__ is str else event.data
             try:
                 obj, end = scan(data, 0)
             except (StopIteration, ValueError):
@@ -193,7 +194,7 @@ class OpenAIParser(EventParser):
     ) -> Chunk:
         index = self.next_index
         self.next_index = index + 1
-        return Chunk(content, finish_reason, obj.get("model"), obj.get("id"), index, usage, tool_calls, metadata, obj)
+        return new_chunk(content, finish_reason, obj.get("model"), obj.get("id"), index, usage, tool_calls, metadata, obj)
 
 
 class OpenAIAdapter(Adapter):

@@ -41,7 +41,9 @@ from typing import Any, Callable, Dict, Optional, Union, cast
 import diskcache
 from diskcache.core import MODE_PICKLE, UNKNOWN
 
+from ._disk_checkpoint import Checkpointer
 from ._disk_live import WAIT_POLL_INTERVAL, DiskLiveStreams
+from ._disk_rows import json_text, pieces, put_piece, remove_pieces, touch_pieces, update_value
 from .base import (
     DEFAULT_TTL,
     STATUSES,
@@ -85,12 +87,7 @@ class JSONTextDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
         if read:
             raise TypeError("JSONTextDisk does not store file-like values")
-        data = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        try:
-            data.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: SQLite cannot hold them raw; escape
-            data = json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-        return super().store(data, False, key=key)
+        return super().store(json_text(value), False, key=key)
 
     def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> Any:
         if mode == MODE_PICKLE:
@@ -205,6 +202,7 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
         self._clock = clock
         self.directory = os.path.abspath(os.fspath(directory)) if directory is not None else default_directory()
         self._cache = _open_cache(self.directory)
+        self._checkpoints = Checkpointer(os.path.join(self.directory, diskcache.core.DBNAME))
         self._closed = False
 
     def __repr__(self) -> str:
@@ -219,6 +217,7 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
     def _txn(self) -> Any:
         if self._closed:
             raise _closed(self)
+        self._checkpoints.tune(self._cache._con)  # checkpoints in their own thread (_disk_checkpoint)
         return self._cache.transact(retry=True)
 
     def _head(self, sid: str) -> Optional[Dict[str, Any]]:
@@ -231,12 +230,7 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
     def _remove(self, sid: str, head: Optional[Dict[str, Any]]) -> None:
         if head is None:
             head = self._cache.get("h:" + sid)  # logically expired heads still list pieces
-        try:
-            count = _check_head(sid, head)["n"] if head is not None else 0
-        except ValueError:
-            count = 0  # a damaged head: its pieces are left to diskcache's expiry
-        for i in range(count):
-            self._cache.delete(f"p:{sid}:{i}")
+        remove_pieces(self._cache, sid)  # one range delete (a damaged head's pieces too)
         self._cache.delete("m:" + sid)
         self._cache.delete("h:" + sid)
 
@@ -246,15 +240,16 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
         if head["keep_until"] < now + self.ttl:
             long = 2 * self.ttl
             self._cache.touch("m:" + sid, expire=long)
-            for i in range(head["n"]):
-                self._cache.touch(f"p:{sid}:{i}", expire=long)
+            touch_pieces(self._cache, sid, long)
             head["keep_until"] = now + long
         head["updated_at"] = self._clock()
         head["rev"] = self._cache.get("revision", 0) + 1
         # Store-wide, so a restarted record never repeats a revision; it may start over
-        # only once every record (which lives ttl) has long expired.
-        self._cache.set("revision", head["rev"], expire=2 * self.ttl)
-        self._cache.set("h:" + sid, head, expire=self.ttl)
+        # only once every record (which lives ttl) has long expired. Both rows are
+        # rewritten in place (_disk_rows: one statement each, not diskcache's five).
+        update_value(self._cache, "revision", head["rev"], 2 * self.ttl)
+        update_value(self._cache, "h:" + sid, head, self.ttl)
+        self._checkpoints.note_write()
 
     def _existing(self, sid: str, lease: Optional[str] = None) -> Dict[str, Any]:
         head = self._head(sid)
@@ -283,7 +278,7 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
         with self._txn():
             head = self._existing(stream_id, lease)
             if text:
-                self._cache.set(f"p:{stream_id}:{head['n']}", text, expire=2 * self.ttl)
+                put_piece(self._cache, f"p:{stream_id}:{head['n']}", text, 2 * self.ttl)
                 head["n"] += 1
             self._write_head(stream_id, head)
 
@@ -292,8 +287,7 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
         validate_text(text)
         with self._txn():
             head = self._existing(stream_id, lease)
-            for i in range(1, head["n"]):
-                self._cache.delete(f"p:{stream_id}:{i}")
+            remove_pieces(self._cache, stream_id, keep_first=True)
             if text:
                 self._cache.set(f"p:{stream_id}:0", text, expire=2 * self.ttl)
             else:
@@ -327,14 +321,14 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
             if head is None:
                 return None
             meta = self._cache.get("m:" + stream_id)
-            pieces = [self._cache.get(f"p:{stream_id}:{i}") for i in range(head["n"])]
-        if meta is None or any(p is None for p in pieces):
+            texts = pieces(self._cache, stream_id, head["n"])  # one query, joined below
+        if meta is None or any(p is None for p in texts):
             logger.warning("recovery record is incomplete; ignoring it", extra={"stream_id": stream_id, "provider": "-"})
             return None
-        for i, piece in enumerate(pieces):
+        for i, piece in enumerate(texts):
             if not isinstance(piece, str):
                 raise ValueError(f"piece {i} of stream {stream_id!r} is not text but {type(piece).__name__}")
-        return StreamRecord(stream_id, meta, "".join(pieces), head["status"], head["updated_at"])
+        return StreamRecord(stream_id, meta, "".join(texts), head["status"], head["updated_at"])
 
     def delete(self, stream_id: str) -> None:
         validate_stream_id(stream_id)
@@ -344,6 +338,7 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._checkpoints.close()
             self._cache.close()
 
 

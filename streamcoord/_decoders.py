@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from operator import itemgetter
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from streamcoord.errors import ProtocolError
 
@@ -66,9 +66,14 @@ class SSEDecoder:
     """Incremental ``text/event-stream`` decoder: ``feed(bytes) -> [ServerSentEvent]``."""
 
     def __init__(
-        self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, last_event_id: str = "", end_marker: Optional[str] = None
+        self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, last_event_id: str = "", end_marker: Optional[str] = None,
+        data_strings: bool = False,
     ) -> None:
         self.max_line_bytes = max_line_bytes
+        # For a parser that reads nothing but ``data`` (EventParser.takes_data_strings): an
+        # event that is one ``data:`` line comes out as its data string, not an event
+        # object (the other events still do).
+        self.data_strings = data_strings
         # An event whose data is ``end_marker`` (OpenAI's "[DONE]") ends the stream: it is
         # not returned, ``done`` becomes True, and nothing after it is decoded.
         self.end_marker = end_marker
@@ -119,14 +124,15 @@ class SSEDecoder:
             return self._lines(lines)
         return self._blocks(text)
 
-    def _blocks(self, text: str) -> List[ServerSentEvent]:
+    def _blocks(self, text: str) -> List[Any]:  # ServerSentEvents, and strs with data_strings
         """LF-only text, cut at blank lines: an event that is one ``data:`` line (nearly
         every LLM event) is dispatched without the line-by-line state machine."""
         blocks = text.split("\n\n")
         last = blocks.pop()  # after the last blank line: "" or lines of an unfinished event
-        events: List[ServerSentEvent] = []
+        events: List[Any] = []
         append = events.append
         end_marker = self.end_marker
+        data_strings = self.data_strings
         # "clean": no event half-built by earlier lines, so a one-line block is a whole event.
         clean = self._data is None and not self._type and self._id is None
         last_id, retry = self.last_event_id, self.retry
@@ -137,7 +143,9 @@ class SSEDecoder:
                     if data == end_marker:
                         self.done = True
                         return events
-                    append(_event(ServerSentEvent, (data, "message", last_id, retry)))
+                    # A str instead of a tuple per event: ~0.1 us of the ~0.7 us the decoder
+                    # spends per OpenAI event (timeit, Python 3.11).
+                    append(data if data_strings else _event(ServerSentEvent, (data, "message", last_id, retry)))
                     continue
                 # An ``event:`` line and one ``data:`` line (Anthropic's every event): the
                 # same without the state machine, which cost Anthropic streams ~1 us/event

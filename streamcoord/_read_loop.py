@@ -74,7 +74,8 @@ class ReadLoop:
     def run(self, request: HTTPRequest, parser: EventParser) -> None:
         spec = self.spec
         if spec.wire_format == "sse":
-            decoder: Any = SSEDecoder(spec.options.max_line_bytes, end_marker="[DONE]")
+            decoder: Any = SSEDecoder(spec.options.max_line_bytes, end_marker="[DONE]",
+                                      data_strings=getattr(parser, "takes_data_strings", False))
         elif spec.wire_format == "eventstream":  # AWS (Bedrock): binary, CRC-checked messages
             decoder = EventStreamDecoder(spec.options.max_line_bytes)
         else:

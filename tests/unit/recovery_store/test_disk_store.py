@@ -17,6 +17,7 @@ import pytest
 
 import recovery_store
 from recovery_store import DiskStore, default_store
+from recovery_store import _disk_checkpoint as disk_checkpoint_module
 from recovery_store import _disk_live as disk_live_module
 from recovery_store import disk as disk_module
 
@@ -253,3 +254,61 @@ def test_a_lease_written_before_a_reboot_is_free(tmp_path, monkeypatch):
     monkeypatch.setattr(disk_live_module, "time", _clock_module(monotonic=-10 ** 6))
     assert not store.leased("s1")
     assert store.acquire_lease("s1", 10)
+
+
+def _write_the_old_way(cache, sid, pieces, meta):
+    """A record as DiskStore wrote it before its SQL write path: one diskcache set per row."""
+    now = time.time()
+    cache.set("m:" + sid, meta, expire=172800)
+    for i, piece in enumerate(pieces):
+        cache.set(f"p:{sid}:{i}", piece, expire=172800)
+    head = {"status": "streaming", "n": len(pieces), "keep_until": now + 172800, "epoch": "0" * 16,
+            "updated_at": now, "rev": cache.get("revision", 0) + 1}
+    cache.set("revision", head["rev"], expire=172800)
+    cache.set("h:" + sid, head, expire=86400)
+
+
+def test_a_record_written_by_the_previous_write_path_loads_resumes_and_is_removed(tmp_path):
+    big = "é" * 40_000  # past diskcache's min_file_size: a file of its own
+    with DiskStore(tmp_path) as store:
+        _write_the_old_way(store.cache, "old", ["Hello, ", big, "world."], {"provider": "openai"})
+        assert store.load("old").text == "Hello, " + big + "world."
+        store.append("old", " More.")
+        assert store.load("old").text == "Hello, " + big + "world. More."
+        store.finish("old")
+        assert store.load("old") is None
+    assert [row for row in _rows(tmp_path) if row[0].startswith(("p:", "h:", "m:"))] == []
+    assert [name for _, _, names in os.walk(tmp_path) for name in names if name.endswith(".val")] == []
+
+
+def test_finish_and_replace_text_leave_the_pieces_of_an_id_that_extends_this_one(tmp_path):
+    with DiskStore(tmp_path) as store:
+        for sid in ("a", "a:1", "a:b"):
+            store.start(sid, {"provider": "openai"})
+            for piece in ("one ", "two ", "three"):
+                store.append(sid, piece + sid)
+        store.replace_text("a", "kept")
+        assert store.load("a").text == "kept"
+        store.finish("a")
+        assert store.load("a") is None
+        assert store.load("a:1").text == "one a:1two a:1threea:1"
+        assert store.load("a:b").text == "one a:btwo a:bthreea:b"
+        assert sorted(row[0] for row in _rows(tmp_path) if row[0].startswith("p:")) == [
+            "p:a:1:0", "p:a:1:1", "p:a:1:2", "p:a:b:0", "p:a:b:1", "p:a:b:2",
+        ]
+
+
+def test_a_stream_writing_without_pause_keeps_the_write_ahead_log_bounded(tmp_path, monkeypatch):
+    # Checkpoints run in their own short-lived thread, off the writer's path; a writer that
+    # never pauses leaves them no moment to start the log over, so past LOG_LIMIT_FRAMES
+    # (0 here: at every checkpoint) the writer is made to wait once. Without that bound the
+    # log grows by ~25 KB per append (2000 appends: 50 MB).
+    monkeypatch.setattr(disk_checkpoint_module, "LOG_LIMIT_FRAMES", 0)
+    with DiskStore(tmp_path) as store:
+        store.start("s1", {"provider": "openai"})
+        longest = 0
+        for i in range(1000):
+            store.append("s1", f"{i} ")
+            longest = max(longest, os.path.getsize(tmp_path / "cache.db-wal"))
+        assert store.load("s1").text == "".join(f"{i} " for i in range(1000))
+    assert longest < 12 * 1024 * 1024

@@ -136,3 +136,12 @@ def test_every_split_of_the_same_bytes_gives_the_same_events(data, cuts):
 def test_every_split_of_ndjson_gives_the_same_lines(lines, cuts):
     data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
     assert [json.loads(e.data) for e in decode(NDJSONDecoder(), data, cuts)] == lines
+
+
+def test_with_data_strings_a_data_only_event_is_its_data_and_any_other_stays_an_event():
+    decoder = SSEDecoder(end_marker="[DONE]", data_strings=True)
+    events = decoder.feed(b'data: {"a":1}\n\nevent: ping\ndata: {}\n\nid: 7\ndata: x\n\ndata: [DONE]\n\n')
+    assert events[0] == '{"a":1}' and type(events[0]) is str
+    assert (events[1].event, events[1].data) == ("ping", "{}")
+    assert (events[2].id, events[2].data) == ("7", "x")
+    assert len(events) == 3 and decoder.done
