@@ -19,7 +19,6 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from streamcoord._chunk import Chunk, ToolCallAccumulator
-from streamcoord._handoff import Handoff
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._spec import Cancelled, StreamSpec
@@ -119,7 +118,7 @@ class Pipeline:
         self.metrics = metrics
         self.log = log
         self.cancelled = cancelled
-        self.queue = Handoff(QUEUE_BATCHES)
+        self.queue: "queue.Queue[Any]" = queue.Queue(QUEUE_BATCHES)
         self.answer = Answer()
         self.recovery = spec.recovery
         self.telemetry = spec.telemetry
