@@ -194,6 +194,18 @@ def test_a_resume_just_after_a_live_stream_completed_returns_its_answer(server, 
     assert len(server.requests) == 1
 
 
+def read_until_broken(events, chunks):
+    """What an events reader and a chunks reader have shown once each has BROKEN, the
+    producer's text before it breaks: (events, chunks)."""
+    first_events, first_chunks, text = [], [], ""
+    while text != BROKEN:
+        first_events.append(next(events))
+        text += first_events[-1].text if isinstance(first_events[-1], TextDelta) else ""
+    while consumer_view(first_chunks) != BROKEN:
+        first_chunks.append(next(chunks))
+    return first_events, first_chunks
+
+
 def test_a_reader_announces_the_producers_recovery_with_its_attempt_and_strategy(server, client):
     kept = KEPT["paragraph"]
     drop = threading.Event()
@@ -209,12 +221,7 @@ def test_a_reader_announces_the_producers_recovery_with_its_attempt_and_strategy
     wait_for_text(store, "rewound", BROKEN)
     as_events, as_chunks = live.attach("rewound"), live.attach("rewound")
     events, chunks = iter(as_events.events()), iter(as_chunks)
-    first_events, first_chunks, text = [], [], ""
-    while text != BROKEN:  # each reader has shown what the producer has before it breaks
-        first_events.append(next(events))
-        text += first_events[-1].text if isinstance(first_events[-1], TextDelta) else ""
-    while consumer_view(first_chunks) != BROKEN:
-        first_chunks.append(next(chunks))
+    first_events, first_chunks = read_until_broken(events, chunks)
     drop.set()
     all_events, all_chunks = first_events + list(events), first_chunks + list(chunks)
     expected = {"attempt": 1, "strategy": "paragraph", "rewind": len(BROKEN) - len(kept)}
@@ -269,12 +276,7 @@ def test_a_reader_that_looks_only_after_the_continuation_rewrote_the_same_words_
     wait_for_text(store, "late", BROKEN)
     as_events, as_chunks = live.attach("late"), live.attach("late")
     events, chunks = iter(as_events.events()), iter(as_chunks)
-    first_events, first_chunks, text = [], [], ""
-    while text != BROKEN:
-        first_events.append(next(events))
-        text += first_events[-1].text if isinstance(first_events[-1], TextDelta) else ""
-    while consumer_view(first_chunks) != BROKEN:
-        first_chunks.append(next(chunks))
+    first_events, first_chunks = read_until_broken(events, chunks)
     store.hold.set()
     drop.set()
     all_events, all_chunks = first_events + list(events), first_chunks + list(chunks)
