@@ -19,6 +19,7 @@ import recovery_store
 from recovery_store import DiskStore, default_store
 from recovery_store import _disk_checkpoint as disk_checkpoint_module
 from recovery_store import _disk_live as disk_live_module
+from recovery_store import _disk_rows as disk_rows_module
 from recovery_store import disk as disk_module
 
 REPO_ROOT = Path(recovery_store.__file__).resolve().parent.parent
@@ -279,6 +280,24 @@ def test_a_record_written_by_the_previous_write_path_loads_resumes_and_is_remove
         assert store.load("old") is None
     assert [row for row in _rows(tmp_path) if row[0].startswith(("p:", "h:", "m:"))] == []
     assert [name for _, _, names in os.walk(tmp_path) for name in names if name.endswith(".val")] == []
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["sqlite-with-returning", "sqlite-before-3.35"])
+def test_every_write_moves_the_revision_on_from_a_counter_the_previous_write_path_left(tmp_path, monkeypatch, returning):
+    monkeypatch.setattr(disk_rows_module, "_HAS_RETURNING", returning)
+    with DiskStore(tmp_path) as store:
+        _write_the_old_way(store.cache, "old", ["Hello"], {"provider": "openai"})
+        seen = [store.revision("old")]
+        for piece in (", ", "world", "."):
+            store.append("old", piece)
+            seen.append(store.revision("old"))
+        store.set_status("old", "failed")
+        seen.append(store.revision("old"))
+        assert seen == sorted(set(seen)) and len(seen) == 5  # rising at every write
+        assert store.load("old").text == "Hello, world."
+    with DiskStore(tmp_path) as reopened:  # the counter reads back as the number it is
+        reopened.start("new", {"provider": "openai"})
+        assert reopened.revision("new") > seen[-1]
 
 
 def test_finish_and_replace_text_leave_the_pieces_of_an_id_that_extends_this_one(tmp_path):
