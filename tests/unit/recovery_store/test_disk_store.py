@@ -323,6 +323,7 @@ def test_a_stream_writing_without_pause_keeps_the_write_ahead_log_bounded(tmp_pa
     # (0 here: at every checkpoint) the writer is made to wait once. Without that bound the
     # log grows by ~25 KB per append (2000 appends: 50 MB).
     monkeypatch.setattr(disk_checkpoint_module, "LOG_LIMIT_FRAMES", 0)
+    monkeypatch.setattr(disk_checkpoint_module, "CHECKPOINT_WRITES", 100)  # the bound below is ~4 cycles of 100
     with DiskStore(tmp_path) as store:
         store.start("s1", {"provider": "openai"})
         longest = 0
