@@ -25,7 +25,6 @@ from typing import Any, List, Optional
 from streamcoord._adapter import EventParser, HTTPRequest, error_message
 from streamcoord._chunk import Chunk
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
-from streamcoord._eventstream import EventStreamDecoder
 from streamcoord._keys import secrets_in_headers
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
@@ -77,6 +76,8 @@ class ReadLoop:
             decoder: Any = SSEDecoder(spec.options.max_line_bytes, end_marker="[DONE]",
                                       data_strings=getattr(parser, "takes_data_strings", False))
         elif spec.wire_format == "eventstream":  # AWS (Bedrock): binary, CRC-checked messages
+            from streamcoord._eventstream import EventStreamDecoder  # Bedrock's alone: loaded by its first stream
+
             decoder = EventStreamDecoder(spec.options.max_line_bytes)
         else:
             decoder = NDJSONDecoder(spec.options.max_line_bytes)
