@@ -11,7 +11,7 @@ what streamcoord adds over plain requests.
 
 **Time to first chunk** on a new connection (the server answers ``Connection: close``):
 from the call (``requests.post``, ``client.stream_chat``, ``create``) to the first content
-chunk in the caller's hands, ``--first`` times per client, interleaved; the client objects
+chunk in the caller's hands (closing the stream after it is not counted), ``--first`` times per client, interleaved; the client objects
 are made once, as an application makes them. Reported: the median and p90 per client, what
 each adds to plain requests' median, and the client process's CPU per stream (both
 threads; the mean, as process_time ticks coarsely), which load on a shared machine hardly
@@ -125,38 +125,42 @@ def first_chunk_rows(origin: str, times: int) -> List[Dict[str, str]]:
 
     sdk = openai.OpenAI(api_key="bench", base_url=f"{base}/v1", max_retries=0)
 
-    def plain() -> None:
+    # Each returns when it had the first content chunk in hand (perf_counter): closing the
+    # stream afterwards (a join of the worker, a connection close) is not the first chunk's.
+    def plain() -> float:
         with session.post(f"{base}/v1/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True},
                           stream=True) as resp:
             for line in resp.iter_lines():
                 if line.startswith(b"data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
-                    return
+                    return time.perf_counter()
+        raise AssertionError("no content")
 
-    def ours() -> None:
+    def ours() -> float:
         with client.stream_chat(MESSAGES, model="m") as stream:
             for chunk in stream:
                 if chunk.content:
-                    return
+                    return time.perf_counter()
+        raise AssertionError("no content")
 
-    def official() -> None:
+    def official() -> float:
         stream = sdk.chat.completions.create(model="m", messages=MESSAGES, stream=True)  # type: ignore
         try:
             for event in stream:
                 if event.choices and event.choices[0].delta.content:
-                    return
+                    return time.perf_counter()
         finally:
             stream.close()
+        raise AssertionError("no content")
 
     todo = {FLOOR: plain, "streamcoord": ours, "openai-python (SDK)": official}
     got: Dict[str, List[float]] = {name: [] for name in todo}
-    cpu: Dict[str, List[float]] = {name: [] for name in todo}  # this process's CPU (all threads)
+    cpu: Dict[str, List[float]] = {name: [] for name in todo}  # this process's CPU (all threads), close included
     for fn in todo.values():
         fn()
     for _ in range(times):
         for name, fn in todo.items():
             started, cpu_started = time.perf_counter(), time.process_time()
-            fn()
-            got[name].append(time.perf_counter() - started)
+            got[name].append(fn() - started)
             cpu[name].append(time.process_time() - cpu_started)
     floor_ms = statistics.median(got[FLOOR]) * 1000
     rows = []
