@@ -46,12 +46,20 @@ def _prepared_url(url: str) -> str:
     return done
 
 
+def _may_hold_credentials(url: str) -> bool:
+    """Whether the URL's authority may hold a user and password (``https://u:p@host``),
+    which requests sends as Basic auth; an ``@`` further on (Vertex's ``model@version``)
+    is not one. Conservative: an authority that runs into a query may answer True."""
+    parts = url.split("/", 3)  # scheme:, "", authority, path
+    return len(parts) < 3 or "@" in parts[2]
+
+
 def _merges_nothing(session: requests.Session, url: str) -> bool:
     """Whether ``prepare_request`` would add nothing to the request but the session's
     headers (its cookie jar, auth and params empty, no credentials in the URL or netrc)."""
     if type(session).prepare_request is not requests.Session.prepare_request:
         return False
-    if session.auth or session.params or len(session.cookies) or "@" in url:
+    if session.auth or session.params or len(session.cookies) or _may_hold_credentials(url):
         return False
     # requests looks the netrc file up for every request (it may change): so do we.
     return not (session.trust_env and requests.utils.get_netrc_auth(url))

@@ -80,6 +80,24 @@ def test_a_stream_sends_what_prepare_request_makes_for_its_session(clean, raw, m
         assert "?api-version=2024-10-21 " in ours.line
 
 
+def test_credentials_in_the_base_url_are_sent_as_requests_sends_them(clean, raw, monkeypatch):
+    session = streamcoord.new_session()
+    try:
+        client = streamcoord.Client("openai", api_key="sk-test-SECRET-0123456789", session=session, max_retries=0,
+                                    base_url=raw.base_url.replace("//", "//robot:hunter22@") + "/v1")
+        raw.script(*answer()).script(*answer())
+        assert read_all(client) == "Hi"
+        with monkeypatch.context() as patched:
+            patched.setattr(prepare_module, "_merges_nothing", lambda session, url: False)
+            assert read_all(client) == "Hi"
+        assert raw.wait_connections(2)
+        ours, theirs = (conn.requests[0] for conn in raw.connections[:2])
+    finally:
+        session.close()
+    assert (ours.line, ours.headers, ours.body) == (theirs.line, theirs.headers, theirs.body)
+    assert ours.headers["authorization"].startswith("Basic ")  # requests' rule for a URL's user: it wins
+
+
 def test_netrc_credentials_are_sent_as_requests_sends_them(clean, raw, monkeypatch, tmp_path):
     netrc = tmp_path / "netrc"
     netrc.write_text("machine 127.0.0.1 login robot password hunter22\n")
