@@ -110,3 +110,15 @@ def test_netrc_credentials_are_sent_as_requests_sends_them(clean, raw, monkeypat
         session.close()
     assert (ours.line, ours.headers, ours.body) == (theirs.line, theirs.headers, theirs.body)
     assert ours.headers["authorization"].startswith("Basic ")  # requests' netrc rule: it wins
+
+
+def test_a_sessions_response_hooks_are_called_for_a_stream(clean, raw):
+    seen = []
+    session = streamcoord.new_session()
+    session.hooks["response"].append(lambda response, **kwargs: seen.append(response.status_code))
+    try:
+        raw.script(*answer())
+        assert read_all(client_for(raw.base_url, session)) == "Hi"
+    finally:
+        session.close()
+    assert seen == [200]  # requests merges the session's hooks into every request it prepares
