@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -226,6 +227,41 @@ def floor_stream(session: "requests.Session", base_url: str) -> int:
     return n
 
 
+QUEUE_END = object()
+
+
+def queued_floor_stream(session: "requests.Session", base_url: str) -> int:
+    """The floor's stream read the way DESIGN fixes for streamcoord, with nothing else of
+    it: a thread of its own reads and parses (``floor_stream``'s loop) and hands each
+    content string over a bounded ``queue.Queue`` to this consumer thread. What this costs
+    over ``floor_stream`` is the design's own price (a second thread and a wake per event),
+    the rest of streamcoord's figure is streamcoord's."""
+    handoff: "queue.Queue[object]" = queue.Queue(maxsize=64)
+
+    def produce() -> None:
+        try:
+            with session.post(f"{base_url}/chat/completions",
+                              json={"model": "m", "messages": MESSAGES, "stream": True}, stream=True) as resp:
+                for line in resp.iter_lines():
+                    if line.startswith(b"data: "):
+                        data = line[6:]
+                        if data == b"[DONE]":
+                            break
+                        content = json.loads(data)["choices"][0]["delta"].get("content")
+                        if content is not None:
+                            handoff.put(content)
+        finally:
+            handoff.put(QUEUE_END)
+
+    producer = threading.Thread(target=produce, name="bench-producer")
+    producer.start()
+    n = 0
+    while handoff.get() is not QUEUE_END:
+        n += 1
+    producer.join()
+    return n
+
+
 def floor_reference(base_url: str, n_streams: int, n_chunks: int) -> float:
     """The same consumers with plain requests + ``iter_lines`` + ``json.loads`` (one thread
     per stream, no worker): the reference for the aggregate chunks/second."""
@@ -373,6 +409,12 @@ def paced_child(variant: str, base_url: str, n_streams: int, n_chunks: int) -> N
 
         def consume(i: int) -> None:
             counts[i] = floor_stream(session, base_url)
+    elif variant == "requests+queue":
+        session = requests.Session()
+        session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=n_streams))
+
+        def consume(i: int) -> None:
+            counts[i] = queued_floor_stream(session, base_url)
     else:
         session = streamcoord.new_session()
         client = streamcoord.Client("openai", api_key="bench", base_url=base_url, max_retries=0, session=session)
@@ -407,9 +449,17 @@ def paced_child(variant: str, base_url: str, n_streams: int, n_chunks: int) -> N
     }))
 
 
+CLIENTS = {
+    "requests": "plain requests threads",
+    "requests+queue": "requests threads + a queue.Queue reader thread each (the design's floor)",
+    "streamcoord": "streamcoord",
+}
+
+
 def rows(quick: bool) -> List[Dict[str, str]]:
     """The suite's rows (benchmarks/run.py): 100, 300 and 1000 paced streams, plain
-    requests threads against streamcoord, each run in a fresh process."""
+    requests threads, the same with a queue.Queue reader thread per stream (what DESIGN's
+    thread and hand-off cost alone) and streamcoord, each run in a fresh process."""
     from benchmarks import _server
 
     n_chunks = 20 if quick else 100
@@ -419,21 +469,24 @@ def rows(quick: bool) -> List[Dict[str, str]]:
         base_url = _server.url(origin, n=n_chunks, rate=PACED_RATE) + "/v1"
         for n_streams in (100, 300, 1000):
             got = {}
-            for variant in ("requests", "streamcoord"):
+            for variant in ("requests", "requests+queue", "streamcoord"):
                 run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", variant, "--url", base_url,
                                       "--streams", str(n_streams), "--chunks", str(n_chunks)],
                                      stdout=subprocess.PIPE, check=True, text=True)
                 got[variant] = json.loads(run.stdout.strip().splitlines()[-1])
             for variant, r in got.items():
-                base = got["requests"]
+                base, queued = got["requests"], got["requests+queue"]
                 ok = (r["chunks"] == r["expected"] and not r["errors"] and r["threads_back"] and r["sockets_back"])
                 out.append({
                     "bench": f"{n_streams} concurrent streams, {PACED_RATE} events/s each",
-                    "client": "plain requests threads" if variant == "requests" else "streamcoord",
+                    "client": CLIENTS[variant],
                     "figure": f"{r['kb_per_stream']:.0f} KB/stream, {r['peak_threads']} threads, {r['wall']:.1f}s wall",
                     "ratio": ("" if variant == "requests" else
                               f"{r['cpu_us'] / base['cpu_us']:.2f}x CPU, {r['kb_per_stream'] / base['kb_per_stream']:.2f}x "
-                              "memory; ") + ("all delivered, threads+sockets back" if ok else
+                              "memory; ") + (
+                        "" if variant != "streamcoord" else
+                        f"{r['cpu_us'] / queued['cpu_us']:.2f}x CPU, {r['kb_per_stream'] / queued['kb_per_stream']:.2f}x "
+                        "memory of requests+queue; ") + ("all delivered, threads+sockets back" if ok else
                                             f"FAIL: {r['chunks']}/{r['expected']} chunks, {r['errors']} errors, "
                                             f"threads back {r['threads_back']}, sockets back {r['sockets_back']}"),
                     "cpu": f"{r['cpu_us']:.1f} us/chunk"})
@@ -451,7 +504,7 @@ def main() -> None:
     parser.add_argument("--framing", choices=["packed", "per-event"], default="packed")
     parser.add_argument("--connection", choices=["keep-alive", "close"], default="keep-alive")
     parser.add_argument("--no-floor", action="store_true", help="skip the plain-requests reference run")
-    parser.add_argument("--child", choices=["requests", "streamcoord"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=list(CLIENTS), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

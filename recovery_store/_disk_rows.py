@@ -24,13 +24,23 @@ from typing import Any, List, Tuple
 
 from diskcache.core import MODE_RAW
 
-__all__ = ["json_text", "pieces", "put_piece", "remove_pieces", "touch_pieces", "update_value"]
+__all__ = ["bump_counter", "json_text", "pieces", "put_piece", "remove_pieces", "touch_pieces", "update_value", "value_of"]
 
 _INSERT = (
     "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value)"
     " VALUES (?, 1, ?, ?, ?, 0, NULL, 0, ?, NULL, ?)"
 )
 _UPDATE = "UPDATE Cache SET store_time = ?, expire_time = ?, access_time = ?, value = ? WHERE key = ? AND raw = 1 AND mode = ?"
+# A row as ``cache.get`` reads it for a str key (raw = 1), without its per-call set-up
+# (key check, eviction lookup: ~15 us of a ~250 us append, cProfile).
+_SELECT = "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
+# A counter's get and rewrite in one statement where SQLite has RETURNING (3.35); the
+# value stays the JSON text of an int, as json_text writes it.
+_BUMP = (
+    "UPDATE Cache SET store_time = ?, expire_time = ?, access_time = ?, value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)"
+    " WHERE key = ? AND raw = 1 AND mode = ? AND (expire_time IS NULL OR expire_time > ?) RETURNING value"
+)
+_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 # The rows of one stream's pieces: the prefix ``p:{id}:`` (';' is the character after ':'),
 # then an index of digits only.
 _PIECES = "key >= ? AND key < ? AND raw = 1 AND substr(key, ?) <> '' AND substr(key, ?) NOT GLOB '*[^0-9]*'"
@@ -72,6 +82,33 @@ def update_value(cache: Any, key: str, value: Any, expire: float) -> None:
     if len(data) < cache._disk.min_file_size and cache._sql(_UPDATE, (now, now + expire, now, data, key, MODE_RAW)).rowcount:
         return
     cache.set(key, value, expire=expire)
+
+
+def value_of(cache: Any, key: str) -> Any:
+    """``cache.get(key)`` (None for a row missing or expired): one SELECT."""
+    rows = cache._sql(_SELECT, (key, time.time())).fetchall()
+    if not rows:
+        return None
+    mode, filename, value = rows[0]
+    try:
+        return cache._disk.fetch(mode, filename, value, False)
+    except OSError:  # a value in a file deleted meanwhile, as cache.get has it
+        return None
+
+
+def bump_counter(cache: Any, key: str, expire: float) -> int:
+    """``cache.get(key, 0) + 1``, written back with the new expiry, and returned: one
+    UPDATE (two statements on an SQLite before 3.35; ``set`` when the row is not there)."""
+    if not _HAS_RETURNING:
+        value = (value_of(cache, key) or 0) + 1
+        update_value(cache, key, value, expire)
+        return int(value)
+    now = time.time()
+    rows = cache._sql(_BUMP, (now, now + expire, now, key, MODE_RAW, now)).fetchall()
+    if rows:
+        return int(rows[0][0])
+    cache.set(key, 1, expire=expire)
+    return 1
 
 
 def touch_pieces(cache: Any, stream_id: str, expire: float) -> None:

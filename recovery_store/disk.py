@@ -43,7 +43,7 @@ from diskcache.core import MODE_PICKLE, UNKNOWN
 
 from ._disk_checkpoint import Checkpointer
 from ._disk_live import WAIT_POLL_INTERVAL, DiskLiveStreams
-from ._disk_rows import json_text, pieces, put_piece, remove_pieces, touch_pieces, update_value
+from ._disk_rows import bump_counter, json_text, pieces, put_piece, remove_pieces, touch_pieces, update_value, value_of
 from .base import (
     DEFAULT_TTL,
     STATUSES,
@@ -221,7 +221,7 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
         return self._cache.transact(retry=True)
 
     def _head(self, sid: str) -> Optional[Dict[str, Any]]:
-        head = self._cache.get("h:" + sid)
+        head = value_of(self._cache, "h:" + sid)
         if head is not None and self._clock() - _check_head(sid, head)["updated_at"] >= self.ttl:
             logger.debug("recovery record expired", extra={"stream_id": sid, "provider": "-"})
             return None
@@ -243,11 +243,10 @@ class DiskStore(DiskLiveStreams, RecoveryStore):
             touch_pieces(self._cache, sid, long)
             head["keep_until"] = now + long
         head["updated_at"] = self._clock()
-        head["rev"] = self._cache.get("revision", 0) + 1
         # Store-wide, so a restarted record never repeats a revision; it may start over
         # only once every record (which lives ttl) has long expired. Both rows are
         # rewritten in place (_disk_rows: one statement each, not diskcache's five).
-        update_value(self._cache, "revision", head["rev"], 2 * self.ttl)
+        head["rev"] = bump_counter(self._cache, "revision", 2 * self.ttl)
         update_value(self._cache, "h:" + sid, head, self.ttl)
         self._checkpoints.note_write()
 

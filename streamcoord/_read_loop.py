@@ -36,7 +36,7 @@ from streamcoord._spec import Cancelled, StreamSpec
 from streamcoord._transport import Transport, safe_url
 from streamcoord.errors import APIError, ProtocolError, StreamcoordError, StreamTimeout, api_error_for_type
 
-__all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "HOLD_SECONDS", "READ_SIZE", "ReadLoop"]
+__all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "HOLD_BACKLOG_SECONDS", "HOLD_SECONDS", "READ_SIZE", "ReadLoop"]
 
 # Bytes per read. Larger reads cut per-read costs but keep more objects alive at once,
 # which wakes the cyclic garbage collector; 16 KiB keeps a read's chunks under its
@@ -48,6 +48,11 @@ DRAIN_SECONDS = 1.0
 # With recovery on, the shortest time between two store writes: chunks that come sooner
 # wait (at most this long) to be written and handed over with what follows (ReadLoop._read).
 HOLD_SECONDS = 0.002
+# With recovery on, how long chunks may be held at most while more bytes are already
+# waiting to be read (a flood): a DiskStore write costs ~250 us of CPU (more with the GIL
+# contended) whatever it carries, and in a flood a 2 ms slice was ~700 writes per 60k
+# chunks (benchmarks/bench_throughput.py, recovery on).
+HOLD_BACKLOG_SECONDS = 0.010
 DRAIN_BYTES = 65536
 
 
@@ -177,7 +182,8 @@ class ReadLoop:
         # over together when the slice ends (or the network goes quiet, or the answer
         # ends). A stream at a model's pace (events > HOLD_SECONDS apart) never waits; a
         # flood pays one write per slice, not one per read: a 50k-chunk stream in 16 KiB
-        # reads made ~830 writes, now ~300 (benchmarks/bench_throughput.py, recovery on).
+        # reads made ~830 writes, then ~300 (benchmarks/bench_throughput.py, recovery on).
+        # A slice is extended while more is already waiting (up to HOLD_BACKLOG_SECONDS).
         hold = HOLD_SECONDS if self.pipeline.recovery is not None else 0.0
         held: List[Chunk] = []  # parsed, not yet persisted nor handed over
         held_plain = True
@@ -234,8 +240,12 @@ class ReadLoop:
                     held_plain = held_plain and plain
                     parser.plain = False
                     if not ended and not connection.complete:
-                        wait = last_write + hold - monotonic()
-                        if wait > 0 and connection.wait_ready(min(wait, limit - now)):
+                        since = monotonic() - last_write
+                        # Within the slice: wait for more. Past it, up to HOLD_BACKLOG_SECONDS,
+                        # only what is here already: a flood is read ahead into one write
+                        # instead of one per slice, a paced stream never waits longer.
+                        wait = min(hold - since, limit - now) if since < hold else 0.0
+                        if since < HOLD_BACKLOG_SECONDS and connection.wait_ready(wait):
                             continue  # more is coming within this write's time slice: one write for all
                     chunks, held, plain, held_plain = held, [], held_plain, True
                     last_write = monotonic()

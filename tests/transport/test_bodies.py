@@ -4,6 +4,7 @@ or the documented error at once, never a wait for the idle timeout."""
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import pytest
@@ -183,3 +184,24 @@ def test_a_long_gzip_answer_comes_whole_in_bounded_pieces(clean, raw, session, f
             batches.append(len(batch))
         assert stream.text == "".join(words)
     assert len(batches) > 10  # not one batch of 3000 chunks
+
+
+def test_events_paced_one_by_one_then_a_large_one_arrive_whole(clean, raw, session):
+    # A paced stream (one small event per read), then an event far larger than any read,
+    # then small ones again: the reads shrink to the events' size while the stream waits
+    # and grow back for the large one; the text is the same whole.
+    words = ["a"] * 6 + ["x" * 100_000] + ["b", "c", "d"]
+    events = openai_events(words)
+    gates = [threading.Event() for _ in events]
+    script = [READ, Send(head(chunked=True) + chunk(events[0]))]
+    for gate, event in zip(gates, events[1:]):
+        script += [Stall(gate), Send(chunk(event))]
+    raw.script(*script, Send(LAST_CHUNK), Close())
+    got = []
+    with client_for(raw.base_url, session).stream_chat(MESSAGES, model="m", timeout=30) as stream:
+        for piece in stream:
+            got.append(piece.content)
+            gates[len(got) - 1].set()  # the server sends the next event only now
+        text = stream.text
+    assert text == "".join(words)
+    assert [content for content in got if content] == words

@@ -19,6 +19,7 @@ import recovery_store
 from recovery_store import DiskStore, default_store
 from recovery_store import _disk_checkpoint as disk_checkpoint_module
 from recovery_store import _disk_live as disk_live_module
+from recovery_store import _disk_rows as disk_rows_module
 from recovery_store import disk as disk_module
 
 REPO_ROOT = Path(recovery_store.__file__).resolve().parent.parent
@@ -281,6 +282,24 @@ def test_a_record_written_by_the_previous_write_path_loads_resumes_and_is_remove
     assert [name for _, _, names in os.walk(tmp_path) for name in names if name.endswith(".val")] == []
 
 
+@pytest.mark.parametrize("returning", [True, False], ids=["sqlite-with-returning", "sqlite-before-3.35"])
+def test_every_write_moves_the_revision_on_from_a_counter_the_previous_write_path_left(tmp_path, monkeypatch, returning):
+    monkeypatch.setattr(disk_rows_module, "_HAS_RETURNING", returning)
+    with DiskStore(tmp_path) as store:
+        _write_the_old_way(store.cache, "old", ["Hello"], {"provider": "openai"})
+        seen = [store.revision("old")]
+        for piece in (", ", "world", "."):
+            store.append("old", piece)
+            seen.append(store.revision("old"))
+        store.set_status("old", "failed")
+        seen.append(store.revision("old"))
+        assert seen == sorted(set(seen)) and len(seen) == 5  # rising at every write
+        assert store.load("old").text == "Hello, world."
+    with DiskStore(tmp_path) as reopened:  # the counter reads back as the number it is
+        reopened.start("new", {"provider": "openai"})
+        assert reopened.revision("new") > seen[-1]
+
+
 def test_finish_and_replace_text_leave_the_pieces_of_an_id_that_extends_this_one(tmp_path):
     with DiskStore(tmp_path) as store:
         for sid in ("a", "a:1", "a:b"):
@@ -304,6 +323,7 @@ def test_a_stream_writing_without_pause_keeps_the_write_ahead_log_bounded(tmp_pa
     # (0 here: at every checkpoint) the writer is made to wait once. Without that bound the
     # log grows by ~25 KB per append (2000 appends: 50 MB).
     monkeypatch.setattr(disk_checkpoint_module, "LOG_LIMIT_FRAMES", 0)
+    monkeypatch.setattr(disk_checkpoint_module, "CHECKPOINT_WRITES", 100)  # the bound below is ~4 cycles of 100
     with DiskStore(tmp_path) as store:
         store.start("s1", {"provider": "openai"})
         longest = 0
