@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from streamcoord._prepare import prepared
+from streamcoord._prepare import prepared, runs_requests_own
 
 __all__ = ["send_settings", "send_streamed"]
 
@@ -93,7 +93,7 @@ def send_streamed(
     hooks: Dict[str, List[Any]], timeout: Tuple[float, float],
 ) -> requests.Response:
     """``session.request(..., stream=True, allow_redirects=False, verify=session.verify)``."""
-    if type(session).request is not requests.Session.request:  # a caller's own request(): used as is
+    if not runs_requests_own(session, "request"):  # a caller's own request() (or a wrapper): used as is
         return session.request(
             method, url, json=json, data=content, headers=headers, stream=True, timeout=timeout,
             allow_redirects=False, hooks=hooks,

@@ -24,13 +24,28 @@ import requests.utils
 from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
 
-__all__ = ["prepared"]
+__all__ = ["prepared", "runs_requests_own"]
 
 # Distinct URLs kept prepared: one per provider endpoint in practice (a model's name may be
 # in the URL); the bound is for a process that streams from ever-changing URLs.
 MAX_CACHED_URLS = 256
 
 _urls: Dict[str, str] = {}
+
+# requests' own Session methods, as they are when we are imported. A caller's wrapper (a
+# subclass, a patch of the instance or of requests.Session, mock.patch.object) is not one
+# of them, and neither is a method patched before this import (its module is not requests').
+_REQUESTS_OWN = {
+    name: method for name in ("prepare_request", "request")
+    for method in (getattr(requests.Session, name),) if method.__module__ == "requests.sessions"
+}
+
+
+def runs_requests_own(session: requests.Session, name: str) -> bool:
+    """Whether ``session.<name>`` is requests' own method, unwrapped: only then may we do
+    its steps ourselves instead of calling it."""
+    own = _REQUESTS_OWN.get(name)
+    return own is not None and getattr(getattr(session, name, None), "__func__", None) is own
 
 
 def _prepared_url(url: str) -> str:
@@ -40,6 +55,8 @@ def _prepared_url(url: str) -> str:
         probe = requests.PreparedRequest()
         probe.prepare_url(url, None)  # raises requests' own errors for a bad URL, as before
         done = probe.url or url
+        if "?" in url:  # a query may hold a secret (?api-key=, ?sig=): never kept beyond the request
+            return done
         if len(_urls) >= MAX_CACHED_URLS:
             _urls.clear()
         _urls[url] = done
@@ -57,7 +74,7 @@ def _may_hold_credentials(url: str) -> bool:
 def _merges_nothing(session: requests.Session, url: str) -> bool:
     """Whether ``prepare_request`` would add nothing to the request but the session's
     headers (its cookie jar, auth and params empty, no credentials in the URL or netrc)."""
-    if type(session).prepare_request is not requests.Session.prepare_request:
+    if not runs_requests_own(session, "prepare_request"):
         return False
     if session.auth or session.params or len(session.cookies) or _may_hold_credentials(url):
         return False

@@ -122,3 +122,59 @@ def test_a_sessions_response_hooks_are_called_for_a_stream(clean, raw):
     finally:
         session.close()
     assert seen == [200]  # requests merges the session's hooks into every request it prepares
+
+
+def _signing(prepare):
+    """A wrapper of ``prepare_request`` as a caller writes one: it adds a header."""
+    def prepare_request(*args):
+        request = prepare(*args)
+        request.headers["X-Signature"] = "signed"
+        return request
+    return prepare_request
+
+
+@pytest.mark.parametrize("where", ["the instance", "requests.Session"])
+def test_a_callers_wrapper_of_prepare_request_runs_for_a_stream(clean, raw, monkeypatch, where):
+    session = streamcoord.new_session()
+    if where == "the instance":
+        session.prepare_request = _signing(session.prepare_request)
+    else:  # as mock.patch.object(requests.Session, "prepare_request", ...) does
+        monkeypatch.setattr(requests.Session, "prepare_request", _signing(requests.Session.prepare_request))
+    try:
+        raw.script(*answer())
+        assert read_all(client_for(raw.base_url, session)) == "Hi"
+        assert raw.wait_connections(1)
+    finally:
+        session.close()
+    assert raw.connections[0].requests[0].headers.get("x-signature") == "signed"
+
+
+def test_a_callers_wrapper_of_request_on_the_instance_is_what_sends_a_stream(clean, raw):
+    session = streamcoord.new_session()
+    sent = []
+    request = session.request
+
+    def wrapped(*args, **kwargs):
+        sent.append(args[:2])
+        return request(*args, **kwargs)
+
+    session.request = wrapped
+    try:
+        raw.script(*answer())
+        assert read_all(client_for(raw.base_url, session)) == "Hi"
+    finally:
+        session.close()
+    assert [method for method, _ in sent] == ["POST"]
+
+
+def test_a_url_with_a_query_is_not_kept_once_its_request_is_sent():
+    # A query may hold a secret (?api-key=, ?sig=): the prepared-URL cache must not keep it
+    # for the life of the process, after the client that sent it is gone.
+    session = streamcoord.new_session()
+    try:
+        request = prepare_module.prepared(session, "post", "http://127.0.0.1:9/v1/chat?sig=query-SECRET-42", {},
+                                          {"model": "m"}, None, {"response": []})
+    finally:
+        session.close()
+    assert request.url == "http://127.0.0.1:9/v1/chat?sig=query-SECRET-42"
+    assert not any("query-SECRET-42" in kept for kept in prepare_module._urls)
