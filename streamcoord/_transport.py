@@ -264,9 +264,9 @@ class Transport:
             got = len(data)
             if got == size:
                 if size < self._max_read_size:
-                    self._read_size = size << 1
+                    self._read_size = min(size << 1, self._max_read_size)
             elif got < size >> 2 and size > MIN_READ_SIZE:
-                self._read_size = size >> 1
+                self._read_size = max(size >> 1, MIN_READ_SIZE)
             if chunked is not None:
                 data = chunked.decode(data)
                 if chunked.done:
