@@ -3,13 +3,28 @@ leave, each with what the user can do about it."""
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 
 import pytest
 import requests
 
 import streamcoord
-from tests.support.rawserver import READ, Close, HalfClose, Reset, Send, Stall, chunk, head, sse_body
+from tests.conftest import MESSAGES
+from tests.support.rawserver import (
+    LAST_CHUNK,
+    READ,
+    Close,
+    HalfClose,
+    Reset,
+    Send,
+    Stall,
+    chunk,
+    head,
+    openai_events,
+    sse_body,
+)
 from tests.transport._support import client_for, read_all
 
 BODY = sse_body(["Sec", "ure"])
@@ -63,3 +78,42 @@ def test_a_stall_mid_body_is_the_idle_timeout(clean, raw, session):
     raw.script(READ, Send(head(chunked=True) + chunk(BODY[:30])), Stall(timeout=5))
     with pytest.raises(streamcoord.StreamTimeout, match="idle timeout"):
         read_all(client_for(raw.base_url, session), timeout=0.3)
+
+
+def test_what_arrived_while_the_worker_was_paused_past_the_idle_timeout_is_read_not_timed_out(clean, raw, session):
+    # The worker reads the first half of an event (no content yet), then a garbage
+    # collection in the worker thread takes longer than the idle timeout, and the rest
+    # of the event arrives meanwhile: it is waiting on the socket when the worker goes
+    # on, so the answer is complete, not an idle timeout. (A collection of a large heap
+    # can take that long; here a gc callback makes the one collection slow.)
+    idle = 0.3
+    first, second, final = openai_events(["Hello", " world"])
+    got_first, rest_sent = threading.Event(), threading.Event()
+    raw.script(READ, Send(head(chunked=True) + chunk(first)), Stall(got_first), Send(chunk(second[:25])),
+               Stall(rest_sent), Send(chunk(second[25:]) + chunk(final) + LAST_CHUNK), Close())
+    armed = threading.Event()
+    thresholds = gc.get_threshold()
+
+    def slow_collection(phase: str, info: object) -> None:
+        if armed.is_set() and phase == "start" and threading.current_thread().name.startswith("streamcoord-"):
+            armed.clear()
+            gc.set_threshold(*thresholds)
+            rest_sent.set()  # the server sends the rest while the worker is paused
+            time.sleep(idle * 2)
+
+    got = []
+    try:
+        with client_for(raw.base_url, session).stream_chat(MESSAGES, model="m", timeout=idle) as stream:
+            for chunk_ in stream:
+                got.append(chunk_.content)
+                if len(got) == 1:
+                    gc.callbacks.append(slow_collection)
+                    gc.set_threshold(1, 10**6, 10**6)  # the worker's next allocation (on the half event) collects
+                    armed.set()
+                    got_first.set()
+    finally:
+        gc.set_threshold(*thresholds)
+        if slow_collection in gc.callbacks:
+            gc.callbacks.remove(slow_collection)
+    assert not armed.is_set()  # the pause happened
+    assert got == ["Hello", " world", ""]
