@@ -3,7 +3,6 @@ leave, each with what the user can do about it."""
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 
@@ -81,39 +80,39 @@ def test_a_stall_mid_body_is_the_idle_timeout(clean, raw, session):
 
 
 def test_what_arrived_while_the_worker_was_paused_past_the_idle_timeout_is_read_not_timed_out(clean, raw, session):
-    # The worker reads the first half of an event (no content yet), then a garbage
-    # collection in the worker thread takes longer than the idle timeout, and the rest
-    # of the event arrives meanwhile: it is waiting on the socket when the worker goes
-    # on, so the answer is complete, not an idle timeout. (A collection of a large heap
-    # can take that long; here a gc callback makes the one collection slow.)
+    # The worker reads the first half of an event (no content yet), then stops for longer
+    # than the idle timeout, and the rest of the event arrives meanwhile: it is waiting on
+    # the socket when the worker goes on, so the answer is complete, not an idle timeout.
+    # What stops the worker is a profiler's hook (as a tracing or continuous profiler
+    # runs in every thread of an application), slow once: at the worker's first call
+    # after it holds the half event (a local of the calling frame), so on every Python
+    # the pause falls between that read and the worker's next look at the clock.
     idle = 0.3
     first, second, final = openai_events(["Hello", " world"])
+    half = second[:25]
     got_first, rest_sent = threading.Event(), threading.Event()
-    raw.script(READ, Send(head(chunked=True) + chunk(first)), Stall(got_first), Send(chunk(second[:25])),
+    raw.script(READ, Send(head(chunked=True) + chunk(first)), Stall(got_first), Send(chunk(half)),
                Stall(rest_sent), Send(chunk(second[25:]) + chunk(final) + LAST_CHUNK), Close())
     armed = threading.Event()
-    thresholds = gc.get_threshold()
 
-    def slow_collection(phase: str, info: object) -> None:
-        if armed.is_set() and phase == "start" and threading.current_thread().name.startswith("streamcoord-"):
+    def profiler(frame, event, arg):
+        if (armed.is_set() and event == "call" and threading.current_thread().name.startswith("streamcoord-")
+                and frame.f_back is not None
+                and any(value.__class__ is bytes and value == half for value in frame.f_back.f_locals.values())):
             armed.clear()
-            gc.set_threshold(*thresholds)
-            rest_sent.set()  # the server sends the rest while the worker is paused
+            rest_sent.set()  # the server sends the rest while the worker is stopped
             time.sleep(idle * 2)
 
     got = []
+    threading.setprofile(profiler)  # for the threads started from here on: the stream's worker
     try:
         with client_for(raw.base_url, session).stream_chat(MESSAGES, model="m", timeout=idle) as stream:
             for chunk_ in stream:
                 got.append(chunk_.content)
                 if len(got) == 1:
-                    gc.callbacks.append(slow_collection)
-                    gc.set_threshold(1, 10**6, 10**6)  # the worker's next allocation (on the half event) collects
                     armed.set()
                     got_first.set()
     finally:
-        gc.set_threshold(*thresholds)
-        if slow_collection in gc.callbacks:
-            gc.callbacks.remove(slow_collection)
+        threading.setprofile(None)
     assert not armed.is_set()  # the pause happened
     assert got == ["Hello", " world", ""]
