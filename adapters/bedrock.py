@@ -188,7 +188,7 @@ class BedrockAdapter(Adapter):
     api_key_env: Sequence[str] = ("AWS_BEARER_TOKEN_BEDROCK",)
     requires_api_key = False  # SigV4 with AWS credentials otherwise
     client_settings = (ProviderSetting("region", "the AWS region, e.g. us-east-1", env=REGION_ENV),)
-    address_help = "https://bedrock-runtime.{region}.amazonaws.com"
+    address_help = "https://bedrock-runtime.{region}.amazonaws.com (amazonaws.com.cn in the China regions)"
     other_credentials = (
         "without a Bedrock API key: AWS credentials through botocore, signed with SigV4 (AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, SSO, an instance or container role)"
@@ -212,7 +212,12 @@ class BedrockAdapter(Adapter):
 
     @property
     def default_base_url(self) -> str:  # type: ignore[override]
-        return f"https://bedrock-runtime.{self.region}.amazonaws.com" if self.region else ""
+        if not self.region:
+            return ""
+        # The China regions (cn-north-1, cn-northwest-1) are a partition of their own, with
+        # its own DNS suffix; every other region Bedrock runs in is under amazonaws.com.
+        suffix = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
+        return f"https://bedrock-runtime.{self.region}.{suffix}"
 
     def resolve_api_key(self, api_key: Optional[str]) -> Optional[str]:
         key = super().resolve_api_key(api_key)

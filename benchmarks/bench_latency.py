@@ -1,6 +1,7 @@
 """Latency added per chunk, and time to first chunk, over loopback.
 
-    python benchmarks/bench_latency.py [--events 1000] [--rate 200] [--rounds 3] [--first 200]
+    python benchmarks/bench_latency.py [--events 1000] [--rate 200] [--rounds 3] [--first 300]
+                                       [--only latency|first]
 
 **Added latency**: a server in its own process (``_server.py`` with ``rate``) sends one
 OpenAI event per HTTP chunk at ``--rate`` events/second, each stamped with its send time
@@ -11,8 +12,11 @@ one thread, and the same loop handing over through a queue.Queue (the design's l
 
 **Time to first chunk** on a new connection (the server answers ``Connection: close``):
 from the call (``requests.post``, ``client.stream_chat``, ``create``) to the first content
-chunk in the caller's hands, ``--first`` times per client, interleaved; the client objects
-are made once, as an application makes them.
+chunk in the caller's hands (closing the stream after it is not counted), ``--first`` times per client, interleaved; the client objects
+are made once, as an application makes them. Reported: the median and p90 per client, what
+each adds to plain requests' median, and the client process's CPU per stream (both
+threads; the mean, as process_time ticks coarsely), which load on a shared machine hardly
+moves.
 """
 
 from __future__ import annotations
@@ -168,43 +172,52 @@ def first_chunk_rows(origin: str, times: int) -> List[Dict[str, str]]:
 
     sdk = openai.OpenAI(api_key="bench", base_url=f"{base}/v1", max_retries=0)
 
-    def plain() -> None:
+    # Each returns when it had the first content chunk in hand (perf_counter): closing the
+    # stream afterwards (a join of the worker, a connection close) is not the first chunk's.
+    def plain() -> float:
         with session.post(f"{base}/v1/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True},
                           stream=True) as resp:
             for line in resp.iter_lines():
                 if line.startswith(b"data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
-                    return
+                    return time.perf_counter()
+        raise AssertionError("no content")
 
-    def ours() -> None:
+    def ours() -> float:
         with client.stream_chat(MESSAGES, model="m") as stream:
             for chunk in stream:
                 if chunk.content:
-                    return
+                    return time.perf_counter()
+        raise AssertionError("no content")
 
-    def official() -> None:
+    def official() -> float:
         stream = sdk.chat.completions.create(model="m", messages=MESSAGES, stream=True)  # type: ignore
         try:
             for event in stream:
                 if event.choices and event.choices[0].delta.content:
-                    return
+                    return time.perf_counter()
         finally:
             stream.close()
+        raise AssertionError("no content")
 
     todo = {FLOOR: plain, "streamcoord": ours, "openai-python (SDK)": official}
     got: Dict[str, List[float]] = {name: [] for name in todo}
+    cpu: Dict[str, List[float]] = {name: [] for name in todo}  # this process's CPU (all threads), close included
     for fn in todo.values():
         fn()
     for _ in range(times):
         for name, fn in todo.items():
-            started = time.perf_counter()
-            fn()
-            got[name].append(time.perf_counter() - started)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            got[name].append(fn() - started)
+            cpu[name].append(time.process_time() - cpu_started)
     floor_ms = statistics.median(got[FLOOR]) * 1000
     rows = []
     for name, values in got.items():
         ms = statistics.median(values) * 1000
-        rows.append({"bench": "time to first chunk, new connection", "client": name, "figure": f"{ms:.2f} ms median",
-                     "ratio": "" if name == FLOOR else f"+{ms - floor_ms:.2f} ms ({ms / floor_ms:.2f}x)", "cpu": ""})
+        p90 = sorted(values)[int(0.9 * len(values))] * 1000
+        rows.append({"bench": "time to first chunk, new connection", "client": name,
+                     "figure": f"{ms:.2f} ms median, p90 {p90:.2f} ms",
+                     "ratio": "" if name == FLOOR else f"+{ms - floor_ms:.2f} ms ({ms / floor_ms:.2f}x)",
+                     "cpu": f"{statistics.mean(cpu[name]) * 1e6:,.0f} us CPU per stream"})
     return rows
 
 
@@ -223,14 +236,17 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--first", type=int, default=300, help="first-chunk timings per client (0: none)")
+    parser.add_argument("--first", type=int, default=300, help="first-chunk timings per client")
+    parser.add_argument("--only", choices=("latency", "first"), help="run one of the two parts")
     parser.add_argument("--core", action="store_true", help="added latency of the floor, raw and features-off clients only")
     args = parser.parse_args()
     proc, origin = _server.start()
     try:
-        rows = latency_rows(origin, args.events, args.rate, args.rounds, args.core)
-        for row in rows + (first_chunk_rows(origin, args.first) if args.first else []):
-            print(f"{row['bench']:38} {row['client']:36} {row['figure']:40} {row['ratio']}")
+        found = [] if args.only == "first" else latency_rows(origin, args.events, args.rate, args.rounds, args.core)
+        if args.only != "latency":
+            found += first_chunk_rows(origin, args.first)
+        for row in found:
+            print(f"{row['bench']:38} {row['client']:36} {row['figure']:40} {row['ratio']:20} {row['cpu']}")
     finally:
         proc.kill()
         proc.wait()

@@ -8,11 +8,10 @@ import logging
 import math
 import threading
 import urllib.parse
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 import requests
 
-from recovery_store import RecoveryStore
 from streamcoord import _registry, _telemetry
 from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
@@ -26,6 +25,9 @@ from streamcoord._stored import ScrubbedWrites, StoredStream, load_stored, store
 from streamcoord._stream import ChatStream
 from streamcoord._transport import StreamingAdapter
 from streamcoord.errors import RecoveryFailed
+
+if TYPE_CHECKING:  # recovery_store is imported by the first stream that uses a store, not by `import streamcoord`
+    from recovery_store import RecoveryStore
 
 __all__ = ["Client", "new_session", "stream_chat"]
 
@@ -93,7 +95,7 @@ class Client(LiveStreams):
         self.session = session if session is not None else _default_session()
         self.timeout = Timeout.coerce(timeout)
         self.retry = Retry.coerce(max_retries)
-        if recovery_store is not None and not isinstance(recovery_store, RecoveryStore):
+        if recovery_store is not None and not _is_store(recovery_store):
             raise TypeError(
                 "recovery_store must be a recovery_store.RecoveryStore such as DiskStore(directory), "
                 f"MemoryStore() or RedisStore(url), got {recovery_store!r:.80}"
@@ -296,6 +298,12 @@ class Client(LiveStreams):
         if password:  # a proxy's credentials in the URL: the user name stays, the password goes
             base_url = base_url.replace(f":{password}@", f":{SCRUBBED}@", 1)
         return f"<streamcoord.Client provider={self.provider!r} base_url={base_url!r}>"
+
+
+def _is_store(value: Any) -> bool:
+    from recovery_store import RecoveryStore
+
+    return isinstance(value, RecoveryStore)
 
 
 def _adapter_for(provider: Union[str, Adapter]) -> Adapter:

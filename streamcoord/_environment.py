@@ -13,7 +13,8 @@ environment between two streams is still honoured. On macOS and Windows, where n
 SystemConfiguration), which no key can follow: there nothing is cached.
 
 ``send_streamed`` is ``Session.request``'s own steps (``prepare_request``, then ``send``)
-with those settings; a session whose ``request`` is overridden is called as is.
+with those settings (the request built by ``_prepare.prepared``); a session whose
+``request`` is overridden is called as is.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any, Dict, Hashable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
+
+from streamcoord._prepare import prepared
 
 __all__ = ["send_settings", "send_streamed"]
 
@@ -98,7 +101,5 @@ def send_streamed(
             # (requests lets the environment override it unless it is passed here).
             verify=session.verify,
         )
-    prepared = session.prepare_request(
-        requests.Request(method.upper(), url, headers=headers, data=content or {}, json=json, hooks=hooks)
-    )
-    return session.send(prepared, timeout=timeout, allow_redirects=False, **send_settings(session, prepared.url or url))
+    request = prepared(session, method, url, headers, json, content, hooks)
+    return session.send(request, timeout=timeout, allow_redirects=False, **send_settings(session, request.url or url))

@@ -15,11 +15,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Type
 
-from recovery_store import RecoveryStore
-from recovery_store.base import LeaseLost
 from streamcoord import errors
 from streamcoord._logging import StreamLogger
-from streamcoord._recovery import RecordWriter
 from streamcoord.errors import (
     APIError,
     CallbackError,
@@ -29,7 +26,9 @@ from streamcoord.errors import (
     StreamError,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # recovery_store is imported by the first stream that uses a store, not by `import streamcoord`
+    from recovery_store import RecoveryStore
+    from streamcoord._recovery import RecordWriter
     from streamcoord._stream import ChatStream
 
 __all__ = [
@@ -290,6 +289,8 @@ class FencedWrites:
 
     def _write(self, operation: Callable[..., None], stream_id: str, value: Any) -> bool:
         """Write as the lease's holder; True if it was written."""
+        from recovery_store.base import LeaseLost
+
         producer = self._producer
         if producer.lost:
             return False

@@ -8,10 +8,8 @@ request, the lease.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
-from recovery_store import RecoveryStore
-from recovery_store.base import LeaseLost, validate_stream_id
 from streamcoord._adapter import validate_messages
 from streamcoord._config import Timeout
 from streamcoord._keys import check_extra_headers
@@ -21,6 +19,9 @@ from streamcoord._spec import Resume
 from streamcoord._stored import StoredStream, load_stored, store_for_resume
 from streamcoord._stream import ChatStream
 from streamcoord.errors import RecoveryFailed
+
+if TYPE_CHECKING:  # recovery_store is imported by the first stream that uses a store, not by `import streamcoord`
+    from recovery_store import RecoveryStore
 
 __all__ = [
     "LIVE_TOTAL_SECONDS",
@@ -71,6 +72,8 @@ class LiveStreams:
         ``stream_id``: ``ValueError`` if the id is live already. Recovery is on (``recovery=``
         options apply); without ``timeout=`` the generation gets a total deadline of
         ``LIVE_TOTAL_SECONDS``."""
+        from recovery_store.base import validate_stream_id
+
         validate_stream_id(stream_id)
         stream_options, request_options = split_options(options)
         if stream_options.get("stream_recovery") is False:
@@ -116,6 +119,8 @@ class LiveStreams:
     def _attach(self, stream_id: str, offset: int, whole_text: bool, stream_options: Dict[str, Any]) -> ChatStream:
         """``attach``; ``whole_text``: ``stream.text`` is the whole text, the part before
         ``offset`` included (a ``resume`` that follows a live producer, as a resume does)."""
+        from recovery_store.base import validate_stream_id
+
         validate_stream_id(stream_id)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
@@ -160,6 +165,8 @@ class LiveStreams:
     def cancel_stream(self, stream_id: str) -> None:
         """Stop a live stream from any process sharing the store: its producer stops
         within a second, and its readers end where it stopped."""
+        from recovery_store.base import validate_stream_id
+
         validate_stream_id(stream_id)
         store = store_for_resume(self.recovery_store, stream_id)
         try:
@@ -175,6 +182,8 @@ class LiveStreams:
         event, or another process was first: ``start``'s ``LiveAlready``); every request
         then attaches, from ``offset``. So a browser reconnecting to any process follows
         the one generation, and closing its stream never stops it."""
+        from recovery_store.base import validate_stream_id
+
         validate_stream_id(stream_id)
         stream_options, request_options = split_options(options)
         reader = {k: v for k, v in stream_options.items() if k in READER_OPTIONS}
@@ -266,6 +275,8 @@ def try_lease(store: RecoveryStore, stream_id: str, ttl: float) -> Union[str, bo
 def _clear_outcome(store: RecoveryStore, stream_id: str, token: str) -> bool:
     """Forget the outcome of the generation before; False if the lease ``token`` lapsed
     already (another producer may have it: produce nothing)."""
+    from recovery_store.base import LeaseLost
+
     try:
         store.clear_outcome(stream_id, lease=token)
     except NotImplementedError:

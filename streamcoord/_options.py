@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 from typing import Any, Callable, Dict, Optional, Tuple, cast
 
-from recovery_store.base import STREAM_ID_RE
 from streamcoord._config import Timeout
 from streamcoord._decoders import DEFAULT_MAX_LINE_BYTES
 
@@ -63,10 +62,15 @@ class StreamOptions:
         stream_id = options.get("stream_id")
         if stream_id is None:
             stream_id = new_stream_id()
-        elif not isinstance(stream_id, str) or not STREAM_ID_RE.fullmatch(stream_id):
-            raise ValueError(
-                f"stream_id must be 1-200 characters of letters, digits and _.:-, got {stream_id!r:.80}"
-            )
+        else:
+            # Imported here: recovery_store is not loaded by `import streamcoord` (its rule
+            # for an id is the one rule, and a caller that names its streams uses stores).
+            from recovery_store.base import STREAM_ID_RE
+
+            if not isinstance(stream_id, str) or not STREAM_ID_RE.fullmatch(stream_id):
+                raise ValueError(
+                    f"stream_id must be 1-200 characters of letters, digits and _.:-, got {stream_id!r:.80}"
+                )
         self.stream_id = stream_id
         max_line = options.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
         if isinstance(max_line, bool) or not isinstance(max_line, int) or max_line < 1024:

@@ -18,6 +18,7 @@ socket, behind a few operations: ``open`` (send, headers received), ``read(time_
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, List, Optional
@@ -25,7 +26,6 @@ from typing import Any, List, Optional
 from streamcoord._adapter import EventParser, HTTPRequest, error_message
 from streamcoord._chunk import Chunk
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
-from streamcoord._eventstream import EventStreamDecoder
 from streamcoord._keys import secrets_in_headers
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
@@ -77,6 +77,8 @@ class ReadLoop:
             decoder: Any = SSEDecoder(spec.options.max_line_bytes, end_marker="[DONE]",
                                       data_strings=getattr(parser, "takes_data_strings", False))
         elif spec.wire_format == "eventstream":  # AWS (Bedrock): binary, CRC-checked messages
+            from streamcoord._eventstream import EventStreamDecoder  # Bedrock's alone: loaded by its first stream
+
             decoder = EventStreamDecoder(spec.options.max_line_bytes)
         else:
             decoder = NDJSONDecoder(spec.options.max_line_bytes)
@@ -97,7 +99,8 @@ class ReadLoop:
         with send_budget(connect, self.cancelled):  # a hook's own I/O (a token refresh) within it
             request = spec.adapter.before_send(request)
         spec.scrubber.add(secrets_in_headers(request.headers, by_name=True))  # errors and logs
-        self.log.debug("request %s %s", request.method, safe_url(request.url))
+        if self.log.isEnabledFor(logging.DEBUG):  # safe_url parses the URL: ~8 us a stream when nobody logs it (timeit)
+            self.log.debug("request %s %s", request.method, safe_url(request.url))
         try:
             response = self.connection.open(request, connect, read_timeout)
         except StreamcoordError as exc:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Tuple
 
-from recovery_store import STRATEGIES, RecoveryStore, cut_point
 from streamcoord._retry import RETRY_STATUSES
 from streamcoord.errors import APIError, ConnectionLost, RecoveryFailed, StreamTimeout
+
+if TYPE_CHECKING:  # recovery_store is imported by the first stream that uses a store, not by `import streamcoord`
+    from recovery_store import RecoveryStore
 
 __all__ = ["DEFAULT_STRATEGY", "RECOVERABLE_STATUSES", "RecordWriter", "Recovery", "default_store", "recovery_options"]
 
@@ -59,6 +61,8 @@ def default_store() -> RecoveryStore:
 
 def recovery_options(recovery: Dict[str, Any]) -> Tuple[str, int, bool]:
     """(strategy, max_retries, keep) from the ``recovery={...}`` option, checked."""
+    from recovery_store import STRATEGIES
+
     strategy = recovery.get("strategy", DEFAULT_STRATEGY)
     if strategy not in STRATEGIES:
         raise ValueError(
@@ -179,6 +183,8 @@ class Recovery:
 
     def cut(self, text: str, trim_trailing_space: bool) -> str:
         """The part of ``text`` a continuation starts from, under this stream's strategy."""
+        from recovery_store import cut_point
+
         cut = cut_point(text, self.strategy)
         # Whitespace after the cut belongs to the kept text (the continuation starts the
         # next sentence or paragraph), except where the provider rejects a prefix that

@@ -12,14 +12,15 @@ what is wrong, never an error from deep inside (``JSONDecodeError``, ``KeyError`
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from recovery_store import RecoveryStore, StoreUnavailable, StreamRecord
-from recovery_store.base import check_record, validate_stream_id
 from streamcoord._adapter import validate_messages
 from streamcoord._keys import MIN_SECRET_LENGTH, Scrubber
 from streamcoord._recovery import RecordWriter, default_store, recovery_options
 from streamcoord.errors import RecoveryFailed
+
+if TYPE_CHECKING:  # recovery_store is imported by the first stream that uses a store, not by `import streamcoord`
+    from recovery_store import RecoveryStore, StreamRecord
 
 __all__ = ["ScrubbedWrites", "StoredStream", "load_stored", "store_for_resume", "store_for_stream"]
 
@@ -40,6 +41,8 @@ def _reason(exc: BaseException) -> str:
 def _cannot_open(exc: BaseException) -> str:
     """Why the default store cannot be opened, naming its directory (StoreUnavailable's
     message does already, and says what to do)."""
+    from recovery_store import StoreUnavailable
+
     if isinstance(exc, StoreUnavailable):
         return str(exc)
     from recovery_store.disk import default_directory  # diskcache: imported when a DiskStore is used
@@ -93,6 +96,8 @@ class StoredStream:
 def load_stored(store: RecoveryStore, stream_id: str) -> Optional[StoredStream]:
     """The record of ``stream_id``, checked; None when there is none. A store that fails or
     a record that is not what the client writes is a RecoveryFailed naming the store."""
+    from recovery_store.base import validate_stream_id
+
     validate_stream_id(stream_id)  # the caller's mistake: a ValueError/TypeError as it is
     try:
         record = store.load(stream_id)
@@ -113,6 +118,8 @@ def load_stored(store: RecoveryStore, stream_id: str) -> Optional[StoredStream]:
 
 
 def _checked(record: Any, where: str) -> StoredStream:
+    from recovery_store.base import check_record
+
     meta = check_record(record).meta
     if not isinstance(meta.get("provider"), str):
         raise TypeError("its meta has no provider name")

@@ -360,6 +360,10 @@ def test_the_region_comes_from_the_environment_and_gives_the_default_address(mon
     assert client.base_url == "https://bedrock-runtime.ap-southeast-2.amazonaws.com"
     monkeypatch.setenv("AWS_REGION", "us-east-2")
     assert streamcoord.Client("bedrock", api_key=API_KEY).base_url == "https://bedrock-runtime.us-east-2.amazonaws.com"
+    # The China partition has its own DNS suffix (an address under amazonaws.com does not resolve there).
+    monkeypatch.setenv("AWS_REGION", "cn-northwest-1")
+    assert streamcoord.Client("bedrock", api_key=API_KEY).base_url == (
+        "https://bedrock-runtime.cn-northwest-1.amazonaws.com.cn")
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     with pytest.raises(ValueError, match="region='us-east-1'"):
@@ -385,8 +389,9 @@ def test_a_region_that_is_no_aws_region_is_refused_before_the_key_goes_anywhere(
 
 @pytest.mark.parametrize("region", ["us-east-1", "ap-southeast-5", "us-gov-west-1", "cn-north-1", "eu-isoe-west-1"])
 def test_every_partitions_region_form_is_taken(server, bedrock, region):
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     assert streamcoord.Client("bedrock", api_key=API_KEY, region=region).base_url == (
-        f"https://bedrock-runtime.{region}.amazonaws.com")
+        f"https://bedrock-runtime.{region}.{suffix}")
     server.enqueue(answer(text_frames()))
     assert "".join(c.content for c in bedrock(region=region).stream_chat(MESSAGES, model=MODEL)) == "".join(PIECES)
 

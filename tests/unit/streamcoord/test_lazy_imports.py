@@ -1,5 +1,6 @@
-"""``import streamcoord`` pays only for streaming: stores, retries, typed events, live
-readers and telemetry load when first used, and every public name still imports."""
+"""``import streamcoord`` pays only for streaming: stores (the whole ``recovery_store``
+package), retries, typed events, live readers, Bedrock's decoder and telemetry load when
+first used, and every public name still imports."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 # What `import streamcoord` must leave unloaded (diskcache imports django.core.cache when
-# Django is installed), and which of them a first recovered stream then loads.
+# Django is installed; recovery_store with any of its modules), and which of them a first
+# recovered stream then loads.
 _CHILD = """
 import json, sys
 import streamcoord
 
-HEAVY = ("diskcache", "django", "tenacity", "redis", "opentelemetry", "jiter",
-         "recovery_store.disk", "streamcoord.events", "streamcoord._attach", "streamcoord.web")
+HEAVY = ("diskcache", "django", "tenacity", "redis", "opentelemetry", "jiter", "recovery_store",
+         "streamcoord.events", "streamcoord._attach", "streamcoord.web", "streamcoord._eventstream")
 
 def loaded():
     return sorted(m for m in HEAVY if any(k == m or k.startswith(m + ".") for k in sys.modules))
@@ -47,7 +49,7 @@ def test_import_streamcoord_leaves_stores_retries_and_telemetry_unloaded_until_a
     assert seen["after_import"] == []
     assert seen["text"] == seen["answer"]  # recovered through the default DiskStore
     # Django comes with diskcache where it is installed.
-    assert set(seen["after_stream"]) - {"django"} == {"diskcache", "recovery_store.disk", "tenacity"}
+    assert set(seen["after_stream"]) - {"django"} == {"diskcache", "recovery_store", "tenacity"}
     assert "streamcoord.events" in seen["after_events"] and seen["last_event"] == "Done"
 
 
