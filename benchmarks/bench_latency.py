@@ -7,7 +7,8 @@
 OpenAI event per HTTP chunk at ``--rate`` events/second, each stamped with its send time
 (``time.monotonic_ns()``, one clock for every process on Linux); each client notes the
 receive time of every chunk. Reported: p50 and p99 of receive minus send, per client, and
-what streamcoord adds over plain requests.
+what each adds over plain requests. The raw-socket clients (bench_throughput's) bound it:
+one thread, and the same loop handing over through a queue.Queue (the design's limit).
 
 **Time to first chunk** on a new connection (the server answers ``Connection: close``):
 from the call (``requests.post``, ``client.stream_chat``, ``create``) to the first content
@@ -23,10 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import statistics
 import sys
+import threading
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import requests
 
@@ -35,7 +38,7 @@ sys.path.insert(0, ROOT)
 
 import streamcoord  # noqa: E402
 from benchmarks import _server  # noqa: E402
-from benchmarks.bench_throughput import MESSAGES, disk_store  # noqa: E402
+from benchmarks.bench_throughput import MESSAGES, RAW_QUEUE_BATCHES, disk_store, raw_reads  # noqa: E402
 
 Receiver = Callable[[str], List[int]]  # base URL -> the latency of each chunk, in ns
 
@@ -52,6 +55,45 @@ def floor(base: str) -> List[int]:
                 content = json.loads(data)["choices"][0]["delta"].get("content")
                 if content:
                     out.append(time.monotonic_ns() - int(content[2:]))
+    return out
+
+
+def raw_socket(base: str) -> List[int]:
+    """One thread, no library (bench_throughput.raw_reads): the practical limit."""
+    out = []
+
+    def consume(texts: List[str]) -> None:
+        for text in texts:
+            if text:
+                out.append(time.monotonic_ns() - int(text[2:]))
+
+    raw_reads(base, "openai", consume)
+    return out
+
+
+def raw_queue(base: str) -> List[int]:
+    """raw_reads in a worker thread, each read's texts over a bounded queue.Queue to this
+    thread: the cheapest client of streamcoord's shape, so its latency over raw_socket is
+    what the hand-over between two threads itself adds on this machine."""
+    batches: "queue.Queue[Optional[List[str]]]" = queue.Queue(RAW_QUEUE_BATCHES)
+
+    def work() -> None:
+        try:
+            raw_reads(base, "openai", batches.put)
+        finally:
+            batches.put(None)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    out = []
+    while True:
+        texts = batches.get()
+        if texts is None:
+            break
+        for text in texts:
+            if text:
+                out.append(time.monotonic_ns() - int(text[2:]))
+    worker.join()
     return out
 
 
@@ -81,14 +123,19 @@ def openai_sdk(base: str) -> List[int]:
 FLOOR = "plain requests"
 
 
-def receivers() -> Dict[str, Receiver]:
-    return {
+def receivers(core: bool = False) -> Dict[str, Receiver]:
+    """Every client; ``core``: the floor, the raw clients and streamcoord features off."""
+    out: Dict[str, Receiver] = {
         FLOOR: floor,
+        "raw socket, one thread (limit)": raw_socket,
+        "raw socket + queue.Queue (design limit)": raw_queue,
         "streamcoord, features off": streamcoord_receiver({}),
-        "streamcoord, recovery (DiskStore)": streamcoord_receiver({"recovery_store": disk_store()},
-                                                                  stream_recovery=True),
-        "openai-python (SDK)": openai_sdk,
     }
+    if not core:
+        out["streamcoord, recovery (DiskStore)"] = streamcoord_receiver({"recovery_store": disk_store()},
+                                                                        stream_recovery=True)
+        out["openai-python (SDK)"] = openai_sdk
+    return out
 
 
 def percentile(values: List[int], q: float) -> float:
@@ -96,9 +143,9 @@ def percentile(values: List[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0  # us
 
 
-def latency_rows(origin: str, events: int, rate: int, rounds: int) -> List[Dict[str, str]]:
+def latency_rows(origin: str, events: int, rate: int, rounds: int, core: bool = False) -> List[Dict[str, str]]:
     base = _server.url(origin, n=events, rate=rate)
-    todo = receivers()
+    todo = receivers(core)
     got: Dict[str, List[int]] = {name: [] for name in todo}
     for fn in todo.values():
         fn(_server.url(origin, n=5, rate=1000))  # warm-up
@@ -113,7 +160,7 @@ def latency_rows(origin: str, events: int, rate: int, rounds: int) -> List[Dict[
         a, b = percentile(values, 0.5), percentile(values, 0.99)
         rows.append({"bench": f"latency per chunk at {rate} events/s", "client": name,
                      "figure": f"p50 {a:,.0f} us, p99 {b:,.0f} us, max {max(values) / 1000:,.0f} us",
-                     "ratio": "" if name == FLOOR else f"+{a - p50:,.0f} us p50, +{b - p99:,.0f} us p99", "cpu": ""})
+                     "ratio": "" if name == FLOOR else f"{a - p50:+,.0f} us p50, {b - p99:+,.0f} us p99", "cpu": ""})
     return rows
 
 
@@ -191,10 +238,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--first", type=int, default=300, help="first-chunk timings per client")
     parser.add_argument("--only", choices=("latency", "first"), help="run one of the two parts")
+    parser.add_argument("--core", action="store_true", help="added latency of the floor, raw and features-off clients only")
     args = parser.parse_args()
     proc, origin = _server.start()
     try:
-        found = [] if args.only == "first" else latency_rows(origin, args.events, args.rate, args.rounds)
+        found = [] if args.only == "first" else latency_rows(origin, args.events, args.rate, args.rounds, args.core)
         if args.only != "latency":
             found += first_chunk_rows(origin, args.first)
         for row in found:

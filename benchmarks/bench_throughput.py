@@ -9,7 +9,11 @@ machine's speed hits every client alike. Reported: the median chunks/second with
 to the floor (plain ``requests`` + ``iter_lines`` + ``json.loads``), and the median CPU
 microseconds of this process (every thread) per chunk, the steadier figure on a busy
 machine. The raw-socket client (one thread, its own HTTP/SSE framing and ``json.loads``)
-is the practical limit: it pays for no thread hand-off at all.
+is the practical limit: it pays for no thread hand-off at all. The raw socket + queue.Queue
+client is the same loop in a worker thread handing each read's texts over a bounded
+``queue.Queue`` to the caller: the design's own limit (streamcoord's shape, none of its
+work), so that "streamcoord vs raw+queue" is what is ours and "raw+queue vs raw" is what
+the two threads cost on this machine.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import dataclasses
 import gc
 import json
 import os
+import queue
 import socket
 import statistics
 import sys
+import threading
 import time
 import urllib.parse
 from typing import Any, Callable, Dict, List, Optional
@@ -72,8 +78,9 @@ def floor(base: str, provider: str) -> int:
     return n
 
 
-def raw_socket(base: str, provider: str) -> int:
-    """One thread, no library: HTTP/1.1 chunked framing, SSE splitting and json.loads by hand."""
+def raw_reads(base: str, provider: str, deliver: Callable[[List[str]], None]) -> None:
+    """No library: HTTP/1.1 chunked framing, SSE splitting and json.loads by hand; each
+    read's content strings go to ``deliver`` as one list."""
     parts = urllib.parse.urlsplit(endpoint(base, provider))
     payload = json.dumps(request_body(provider)).encode()
     sock = socket.create_connection((parts.hostname, parts.port))
@@ -83,7 +90,7 @@ def raw_socket(base: str, provider: str) -> int:
     while b"\r\n\r\n" not in buf:
         buf += sock.recv(65536)
     buf = buf.partition(b"\r\n\r\n")[2]
-    sse, n, done, loads = b"", 0, False, json.loads
+    sse, done, loads = b"", False, json.loads
     with sock:
         while not done:
             pos, body = 0, []
@@ -102,18 +109,67 @@ def raw_socket(base: str, provider: str) -> int:
             buf = buf[pos:]
             events = (sse + b"".join(body)).split(b"\n\n")
             sse = events.pop()
+            texts = []
             for event in events:
                 data = event[event.find(b"data: ") + 6:]
                 if provider == "openai":
-                    if data != b"[DONE]" and loads(data)["choices"][0]["delta"].get("content") is not None:
-                        n += 1
-                elif event.startswith(b"event: content_block_delta") and loads(data)["delta"].get("text"):
-                    n += 1
+                    if data != b"[DONE]":
+                        text = loads(data)["choices"][0]["delta"].get("content")
+                        if text is not None:
+                            texts.append(text)
+                elif event.startswith(b"event: content_block_delta"):
+                    text = loads(data)["delta"].get("text")
+                    if text:
+                        texts.append(text)
+            if texts:
+                deliver(texts)
             if not done:
                 more = sock.recv(65536)
                 if not more:
                     break
                 buf += more
+
+
+def raw_socket(base: str, provider: str) -> int:
+    """One thread: ``raw_reads`` and the caller's loop over each read's texts."""
+    n = 0
+
+    def consume(texts: List[str]) -> None:
+        nonlocal n
+        for _text in texts:
+            n += 1
+
+    raw_reads(base, provider, consume)
+    return n
+
+
+# As many batches as streamcoord's queue holds (streamcoord._pipeline.QUEUE_BATCHES).
+RAW_QUEUE_BATCHES = 256
+
+
+def raw_queue(base: str, provider: str) -> int:
+    """The cheapest client of streamcoord's shape: ``raw_reads`` in a worker thread, each
+    read's texts handed as one list over a bounded ``queue.Queue`` to the caller's loop.
+    What it costs beyond ``raw_socket`` is what the two-thread design itself costs."""
+    batches: "queue.Queue[Optional[List[str]]]" = queue.Queue(RAW_QUEUE_BATCHES)
+
+    def work() -> None:
+        try:
+            raw_reads(base, provider, batches.put)
+        finally:
+            batches.put(None)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    n = 0
+    get = batches.get
+    while True:
+        texts = get()
+        if texts is None:
+            break
+        for _text in texts:
+            n += 1
+    worker.join()
     return n
 
 
@@ -173,19 +229,19 @@ def disk_store() -> Any:
 
 FLOOR = "requests+iter_lines+json.loads (floor)"
 RAW = "raw socket, one thread (limit)"
+RAW_QUEUE = "raw socket + queue.Queue (design limit)"
 OFF = "streamcoord, features off"
 SDK = "official SDK"
 
 
-def clients(recovery: bool = True, sdk: bool = True) -> Dict[str, Callable[[str, str], int]]:
-    out: Dict[str, Callable[[str, str], int]] = {
-        FLOOR: floor, RAW: raw_socket, OFF: streamcoord_client(),
-        "streamcoord, track_metrics": streamcoord_client(track_metrics=True, on_metrics=lambda m: None),
-        "streamcoord, all features": streamcoord_client(
+def clients(recovery: bool = True, sdk: bool = True, features: bool = True) -> Dict[str, Callable[[str, str], int]]:
+    out: Dict[str, Callable[[str, str], int]] = {FLOOR: floor, RAW: raw_socket, RAW_QUEUE: raw_queue, OFF: streamcoord_client()}
+    if features:
+        out["streamcoord, track_metrics"] = streamcoord_client(track_metrics=True, on_metrics=lambda m: None)
+        out["streamcoord, all features"] = streamcoord_client(
             track_metrics=True, on_metrics=lambda m: None, transform_chunk=identity, validate_chunk=accept,
             buffer_chunks=8,
-        ),
-    }
+        )
     if recovery:
         out["streamcoord, recovery (DiskStore)"] = streamcoord_client({"recovery_store": disk_store()},
                                                                       stream_recovery=True)
@@ -233,12 +289,14 @@ def measure(origin: str, workload: str, chunks: int, rounds: int, **which: bool)
 def table_rows(workload: str, results: List[Result]) -> List[Dict[str, str]]:
     base = results[0]
     off = next(r for r in results if r.name == OFF)
+    shape = next((r for r in results if r.name == RAW_QUEUE), None)
     rows = []
     for r in results:
         name = r.name if r.name != SDK else ("openai-python" if "OpenAI" in workload else "anthropic-python") + " (SDK)"
         rows.append({"bench": workload, "client": name, "figure": f"{r.median:,.0f} chunks/s",
                      "ratio": f"{r.median / base.median:.2f}x floor" + (
-                         f", {r.median / off.median:.2f}x off" if r.name not in (FLOOR, RAW, OFF, SDK) else ""),
+                         f", {r.median / off.median:.2f}x off" if r.name not in (FLOOR, RAW, RAW_QUEUE, OFF, SDK) else
+                         f", {r.median / shape.median:.2f}x raw+queue" if r.name == OFF and shape is not None else ""),
                      "cpu": f"{r.cpu_us:.2f} us/chunk"})
     return rows
 
@@ -264,12 +322,13 @@ def main() -> None:
     parser.add_argument("--workload", choices=list(WORKLOADS) + ["all"], default="all")
     parser.add_argument("--no-sdk", action="store_true", help="skip the official SDK")
     parser.add_argument("--no-recovery", action="store_true", help="skip the recovery (DiskStore) client")
+    parser.add_argument("--no-features", action="store_true", help="skip the track_metrics and all-features clients")
     args = parser.parse_args()
     proc, origin = _server.start()
     try:
         for workload in (SUITE_WORKLOADS if args.workload == "all" else [args.workload]):
             results = measure(origin, workload, args.chunks, args.rounds, recovery=not args.no_recovery,
-                              sdk=not args.no_sdk)
+                              sdk=not args.no_sdk, features=not args.no_features)
             print(f"\n{workload}: {args.chunks:,} chunks per stream, {args.rounds} rounds, Python {sys.version.split()[0]}")
             for row in table_rows(workload, results):
                 print(f"  {row['client']:40} {row['figure']:>20} {row['ratio']:>24} {row['cpu']:>16}")

@@ -167,6 +167,9 @@ class Pipeline:
                     answer.note(chunk)
                 if chunk.content:
                     texts.append(chunk.content)
+        if answer.model is None and chunks:
+            # stream.model from the first chunk on: text-only chunks are never noted.
+            answer.model = chunks[0].model
         if texts:
             # One string per read, not per chunk: a str object costs ~50 bytes beyond its
             # text, which over a million chunks is most of the memory stream.text holds.

@@ -188,9 +188,10 @@ class ReadLoop:
         held: List[Chunk] = []  # parsed, not yet persisted nor handed over
         held_plain = True
         last_write = -hold  # when the last write went out; the first one never waits
+        looked_at = None  # the idle limit past which the last look (below) was taken
         try:
             while True:
-                limit = last_content + idle
+                limit = idle_limit = last_content + idle
                 if deadline is not None and deadline < limit:
                     limit = deadline
                 if parser.done:
@@ -199,12 +200,19 @@ class ReadLoop:
                         ended_at = monotonic()
                     limit = min(limit, ended_at + DRAIN_SECONDS)
                 now = monotonic()
-                if now >= limit:
+                wait = limit - now
+                if wait <= 0:
                     if parser.done:
                         break  # the answer is complete; only what follows its end is missing
-                    raise self._timeout_error()
+                    if limit != idle_limit or looked_at == idle_limit:
+                        raise self._timeout_error()
+                    # The idle limit passed while this thread was not waiting on the network
+                    # (a long GC pause, the OS, a slow callback): what the provider sent
+                    # meanwhile is already here. One look without waiting before the
+                    # timeout; content found restarts the idle clock.
+                    looked_at, wait = idle_limit, 0.0
                 try:
-                    data = read(limit - now)
+                    data = read(wait)
                 except StreamTimeout as exc:
                     if self.cancelled.is_set():
                         raise Cancelled() from exc

@@ -4,6 +4,7 @@ out, in-stream error events, one-byte reads, CRLF line ends, a custom adapter, O
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -13,6 +14,7 @@ from streamcoord._chunk import Chunk, normalize_usage
 from streamcoord.errors import RateLimitError, ServerError
 from tests.conftest import API_KEY
 from tests.support.fakeserver import (
+    Gate,
     Response,
     anthropic_text,
     gemini_text,
@@ -58,6 +60,21 @@ def test_full_answer(server, client, provider):
     assert [c.index for c in chunks] == list(range(len(chunks)))
     final = [c for c in chunks if c.finish_reason][-1]
     assert final.metadata["raw_finish_reason"] in ("stop", "end_turn", "STOP")
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_model_is_known_from_the_first_chunk_on(server, client, provider):
+    go_on = threading.Event()
+    builder = {"openai": openai_text, "anthropic": anthropic_text}[provider]
+    server.enqueue(builder(PIECES, stall_after=1, stall=Gate(go_on)))
+    stream = client(provider).stream_chat(MESSAGES, model=MODELS[provider])
+    try:
+        first = next(iter(stream))
+        assert first.content == PIECES[0]
+        assert stream.model == MODELS[provider]  # before the rest (and its finish chunk) has come
+    finally:
+        go_on.set()
+        stream.close()
 
 
 def check_request(provider, request):
