@@ -80,7 +80,7 @@ class Answer:
         if reasoning and not self.reasoning_closed:
             self.reasoning_parts.append(reasoning)
             self.reasoning_at.append(self.length)  # read granularity: the text is added after the read's chunks
-        if self.model is None and chunk.model:
+        if not self.model and chunk.model:
             self.model = chunk.model
 
     def cut_text(self, rewind: int) -> None:
@@ -167,8 +167,9 @@ class Pipeline:
                     answer.note(chunk)
                 if chunk.content:
                     texts.append(chunk.content)
-        if answer.model is None and chunks:
-            # stream.model from the first chunk on: text-only chunks are never noted.
+        if answer.model is None and chunks and chunks[0].model:
+            # stream.model from the first chunk on: text-only chunks are never noted. A
+            # chunk without one (Azure's prompt-filter chunk says "") leaves it to the next.
             answer.model = chunks[0].model
         if texts:
             # One string per read, not per chunk: a str object costs ~50 bytes beyond its

@@ -6,6 +6,7 @@ request, and Azure's content-filter chunks."""
 from __future__ import annotations
 
 import itertools
+import threading
 import json
 
 import pytest
@@ -180,3 +181,25 @@ def test_without_an_endpoint_the_key_goes_nowhere(no_azure_env):
     for provider in ("azure_openai", "azure_openai_responses"):
         with pytest.raises(ValueError, match=r"needs its address: pass base_url=.*AZURE_OPENAI_ENDPOINT"):
             streamcoord.Client(provider, api_key=API_KEY)
+
+
+def test_the_model_is_known_once_the_answer_starts_after_azures_prompt_filter_chunk(server, client, no_azure_env):
+    # Azure's first chunk (the prompt's filter results) says "model": "" and comes on its own.
+    import dataclasses
+
+    from tests.support.fakeserver import Gate
+
+    went_on = threading.Event()
+    whole = azure_text(["Hel", "lo"])
+    server.enqueue(dataclasses.replace(whole, parts=(whole.parts[0], Gate(went_on)) + tuple(whole.parts[1:])))
+    stream = client("azure_openai", base_url=server.base_url + "/openai/deployments/my-gpt",
+                    api_version="2024-10-21").stream_chat(MESSAGES, max_tokens=50)
+    try:
+        it = iter(stream)
+        assert "prompt_filter_results" in next(it).metadata
+        went_on.set()
+        assert [c.content for c in it if c.content] == ["Hel", "lo"]
+    finally:
+        went_on.set()
+        stream.close()
+    assert stream.model == "gpt-4o-2024-08-06"
