@@ -5,16 +5,17 @@ request, and Azure's content-filter chunks."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import threading
 import json
+import threading
 
 import pytest
 
 import streamcoord
 from streamcoord.errors import CallbackError
 from tests.conftest import API_KEY
-from tests.support.fakeserver import Drop, Response, error, sse
+from tests.support.fakeserver import Drop, Gate, Response, error, sse
 from tests.support.responses_wire import ResponsesStream
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -185,10 +186,6 @@ def test_without_an_endpoint_the_key_goes_nowhere(no_azure_env):
 
 def test_the_model_is_known_once_the_answer_starts_after_azures_prompt_filter_chunk(server, client, no_azure_env):
     # Azure's first chunk (the prompt's filter results) says "model": "" and comes on its own.
-    import dataclasses
-
-    from tests.support.fakeserver import Gate
-
     went_on = threading.Event()
     whole = azure_text(["Hel", "lo"])
     server.enqueue(dataclasses.replace(whole, parts=(whole.parts[0], Gate(went_on)) + tuple(whole.parts[1:])))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -269,3 +270,16 @@ def test_continuation_with_only_whitespace_adds_no_empty_turn():
     request = build()
     cont = AnthropicAdapter().build_continuation(request, "  \n")
     assert cont.json["messages"] == request.json["messages"]
+
+
+def test_a_subclass_that_overrides_parse_sees_every_event_of_a_read():
+    class Shouting(AnthropicParser):
+        def parse(self, event):
+            chunk = super().parse(event)
+            return None if chunk is None else dataclasses.replace(chunk, content=chunk.content.upper())
+
+    parser, out = Shouting(), []
+    start(parser)
+    parser.parse_into([ev({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}})
+                       for t in ("hel", "lo")], out)
+    assert [c.content for c in out] == ["HEL", "LO"]
