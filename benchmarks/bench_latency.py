@@ -12,7 +12,9 @@ one thread, and the same loop handing over through a queue.Queue (the design's l
 
 **Time to first chunk** on a new connection (the server answers ``Connection: close``):
 from the call (``requests.post``, ``client.stream_chat``, ``create``) to the first content
-chunk in the caller's hands (closing the stream after it is not counted), ``--first`` times per client, interleaved; the client objects
+chunk in the caller's hands (closing the stream after it is not counted), ``--first`` times per client,
+interleaved (plain requests in a thread per stream handing over a queue.Queue is the
+design's limit); the client objects
 are made once, as an application makes them. Reported: the median and p90 per client, what
 each adds to plain requests' median, and the client process's CPU per stream (both
 threads; the mean, as process_time ticks coarsely), which load on a shared machine hardly
@@ -182,6 +184,32 @@ def first_chunk_rows(origin: str, times: int) -> List[Dict[str, str]]:
                     return time.perf_counter()
         raise AssertionError("no content")
 
+    def plain_in_a_thread() -> float:
+        # The design's limit: plain requests in a thread started per stream, handing each
+        # content text over a bounded queue.Queue to the caller (what a worker thread and
+        # a queue cost before any of our code runs).
+        handed: "queue.Queue[Optional[str]]" = queue.Queue(RAW_QUEUE_BATCHES)
+
+        def work() -> None:
+            try:
+                with session.post(f"{base}/v1/chat/completions", stream=True,
+                                  json={"model": "m", "messages": MESSAGES, "stream": True}) as resp:
+                    for line in resp.iter_lines():
+                        if line.startswith(b"data: {"):
+                            text = json.loads(line[6:])["choices"][0]["delta"].get("content")
+                            if text:
+                                handed.put(text)
+            finally:
+                handed.put(None)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        if handed.get() is None:
+            raise AssertionError("no content")
+        at = time.perf_counter()
+        worker.join()  # the rest of the stream and the close: not the first chunk's
+        return at
+
     def ours() -> float:
         with client.stream_chat(MESSAGES, model="m") as stream:
             for chunk in stream:
@@ -199,7 +227,8 @@ def first_chunk_rows(origin: str, times: int) -> List[Dict[str, str]]:
             stream.close()
         raise AssertionError("no content")
 
-    todo = {FLOOR: plain, "streamcoord": ours, "openai-python (SDK)": official}
+    todo = {FLOOR: plain, "requests in a thread + queue.Queue (design limit)": plain_in_a_thread,
+            "streamcoord": ours, "openai-python (SDK)": official}
     got: Dict[str, List[float]] = {name: [] for name in todo}
     cpu: Dict[str, List[float]] = {name: [] for name in todo}  # this process's CPU (all threads), close included
     for fn in todo.values():
