@@ -13,8 +13,10 @@ one thread, and the same loop handing over through a queue.Queue (the design's l
 **Time to first chunk** on a new connection (the server answers ``Connection: close``):
 from the call (``requests.post``, ``client.stream_chat``, ``create``) to the first content
 chunk in the caller's hands (closing the stream after it is not counted), ``--first`` times per client,
-interleaved (plain requests in a thread per stream handing over a queue.Queue is the
-design's limit); the client objects
+interleaved in a new shuffled order each round (plain requests in a thread per stream
+handing over a queue.Queue is the design's limit), each call's young garbage collected
+after it (``gc.collect(1)``: in its CPU, not in its time), so no client's collections land
+on another's call; the client objects
 are made once, as an application makes them. Reported: the median and p90 per client, what
 each adds to plain requests' median, and the client process's CPU per stream (both
 threads; the mean, as process_time ticks coarsely), which load on a shared machine hardly
@@ -24,9 +26,11 @@ moves.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import queue
+import random
 import statistics
 import sys
 import threading
@@ -233,10 +237,21 @@ def first_chunk_rows(origin: str, times: int) -> List[Dict[str, str]]:
     cpu: Dict[str, List[float]] = {name: [] for name in todo}  # this process's CPU (all threads), close included
     for fn in todo.values():
         fn()
+    gc.collect()
+    # A new order each round (seeded, so runs compare), and each call's young garbage
+    # collected at its end, in its CPU but not in its time: the collector runs when the
+    # young generation fills, on whichever call allocates then, and the openai SDK's
+    # garbage was collected during the next calls (streamcoord's: 0.137 collections and
+    # 341 us of collector time per stream against the design limit's 0.010 and 6 us;
+    # without the SDK in the run, streamcoord's time and CPU equalled the design limit's).
+    order = list(todo.items())
+    shuffle = random.Random(13).shuffle
     for _ in range(times):
-        for name, fn in todo.items():
+        shuffle(order)
+        for name, fn in order:
             started, cpu_started = time.perf_counter(), time.process_time()
             got[name].append(fn() - started)
+            gc.collect(1)
             cpu[name].append(time.process_time() - cpu_started)
     floor_ms = statistics.median(got[FLOOR]) * 1000
     rows = []

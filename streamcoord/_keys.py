@@ -152,6 +152,11 @@ def secrets_in_headers(headers: Mapping[str, str], *, by_name: bool = False) -> 
 _live: Dict[int, "weakref.ref[Scrubber]"] = {}
 _live_lock = threading.Lock()
 _generation = 0
+# Dead references are dropped by live_secrets(), which runs only for a record that is
+# logged: without logging, one per stream stayed (63 per 100 streams measured), so a
+# registration sweeps them once _live has doubled since the last sweep (amortised O(1)).
+SWEEP_AT_LEAST = 64
+_sweep_at = SWEEP_AT_LEAST
 _cached: Tuple[int, Tuple[str, ...]] = (0, ())
 
 
@@ -159,6 +164,18 @@ def _forget(_ref: Any) -> None:
     # Runs inside the garbage collector, maybe while this thread holds _live_lock: only
     # move the generation on; live_secrets() drops the dead reference.
     global _generation
+    _generation += 1
+
+
+def _register(scrubber: "Scrubber") -> None:
+    """Known to the logging filter while referenced; the caller holds _live_lock."""
+    global _generation, _sweep_at
+    if len(_live) >= _sweep_at:
+        for key, ref in list(_live.items()):
+            if ref() is None:
+                del _live[key]
+        _sweep_at = max(SWEEP_AT_LEAST, 2 * len(_live))
+    _live[id(scrubber)] = weakref.ref(scrubber, _forget)
     _generation += 1
 
 
@@ -178,10 +195,8 @@ class Scrubber:
         self.secrets: Tuple[str, ...] = tuple(sorted(unique, key=len, reverse=True))
         self._bytes = tuple(s.encode("utf-8") for s in self.secrets)
         if self.secrets and live:
-            global _generation
             with _live_lock:
-                _live[id(self)] = weakref.ref(self, _forget)
-                _generation += 1
+                _register(self)
 
     def add(self, secrets: Iterable[Optional[str]]) -> None:
         """Secrets learnt after the start (a token fetched or a request signed just before
@@ -189,12 +204,10 @@ class Scrubber:
         new = {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH} - set(self.secrets)
         if not new:
             return
-        global _generation
         self.secrets = tuple(sorted(set(self.secrets) | new, key=len, reverse=True))
         self._bytes = tuple(s.encode("utf-8") for s in self.secrets)
         with _live_lock:
-            _live[id(self)] = weakref.ref(self, _forget)
-            _generation += 1
+            _register(self)
 
     def __bool__(self) -> bool:
         return bool(self.secrets)

@@ -68,3 +68,21 @@ def test_values_are_copied_only_where_a_secret_was_found():
     dirty = {"error": {"message": f"bad key {KEY}", "codes": [KEY.encode(), 2]}}
     assert scrubber.value(dirty) == {"error": {"message": "bad key ***", "codes": [b"***", 2]}}
     assert dirty["error"]["message"] == f"bad key {KEY}"  # the original is not changed
+
+
+def test_scrubbers_collected_while_nothing_is_logged_leave_nothing_behind():
+    # Before, each stream's scrubber left its dead reference in the logging filter's
+    # registry until a record was logged: one entry per stream for the process's life.
+    from streamcoord import _keys
+
+    before = len(_keys._live)
+    kept = []
+    for n in range(2000):
+        scrubber = Scrubber([f"{KEY}-{n}"])
+        del scrubber
+        kept.append(Scrubber([KEY], live=False))  # takes the freed address: each live one gets a new id
+    assert len(_keys._live) <= max(before * 2, _keys.SWEEP_AT_LEAST)
+    assert not any(f"{KEY}-{n}" in _keys.live_secrets() for n in range(2000))
+    alive = Scrubber([f"{KEY}-alive"])
+    assert f"{KEY}-alive" in _keys.live_secrets()
+    del alive
