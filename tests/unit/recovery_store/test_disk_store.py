@@ -331,6 +331,7 @@ def test_a_stream_writing_without_pause_keeps_the_write_ahead_log_bounded(tmp_pa
             store.append("s1", f"{i} ")
             longest = max(longest, os.path.getsize(tmp_path / "cache.db-wal"))
         assert store.load("s1").text == "".join(f"{i} " for i in range(2000))
-    # About 7 cycles of 100 appends at most, which a loaded machine (a checkpoint thread
-    # started late) reached 6 of; unbounded, the log ends at ~50 MB.
-    assert longest < 20 * 1024 * 1024
+    # Unbounded (no checkpoints), the log ends at ~48 MB. Quiet, it stays under ~11 MB;
+    # beside six busy processes on two cores (checkpoint threads started late) it reached
+    # 20.6 MB, and a full suite beside CI's five went past 20 MB.
+    assert longest < 32 * 1024 * 1024
