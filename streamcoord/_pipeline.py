@@ -146,18 +146,25 @@ class Pipeline:
         if options.validate_chunk is not None:
             chunks, error = run_validate(chunks, options.validate_chunk, options.on_invalid, self._rejected)
         persisted = 0
+        # Without transform_chunk the consumer's text is the model's: the string persisted
+        # is the one stream.text keeps (one join of a read's texts, not two).
+        model_text: Optional[str] = None
         if self.recovery is not None:
-            text = "".join([c.content for c in chunks if c.content and "choice" not in c.metadata])
-            if text:
-                self.recovery.persist(text)  # before the consumer can see it
-                persisted = len(text)
+            if plain:
+                model_text = "".join([c.content for c in chunks])
+            else:
+                model_text = "".join([c.content for c in chunks if c.content and "choice" not in c.metadata])
+            if model_text:
+                self.recovery.persist(model_text)  # before the consumer can see it
+                persisted = len(model_text)
         if options.transform_chunk is not None:
             chunks, transform_error = self.transform(chunks)
             error = transform_error or error
             plain = False  # the transform may have made them anything
+            model_text = None
         answer = self.answer
         if plain:  # the parser vouches that these are text only
-            texts = [chunk.content for chunk in chunks]
+            texts = [chunk.content for chunk in chunks] if model_text is None else []
         else:
             texts = []
             for chunk in chunks:
@@ -171,7 +178,10 @@ class Pipeline:
             # stream.model from the first chunk on: text-only chunks are never noted. A
             # chunk without one (Azure's prompt-filter chunk says "") leaves it to the next.
             answer.model = chunks[0].model
-        if texts:
+        if model_text is not None:  # the same texts, joined for the store already
+            if model_text:
+                answer.add_text(model_text)
+        elif texts:
             # One string per read, not per chunk: a str object costs ~50 bytes beyond its
             # text, which over a million chunks is most of the memory stream.text holds.
             answer.add_text("".join(texts))
