@@ -67,11 +67,17 @@ def send_settings(session: requests.Session, url: str) -> Dict[str, Any]:
     """``session.merge_environment_settings(url, {}, True, session.verify, None)``: the
     proxies, stream, verify and cert ``session.send`` needs for a streamed request to
     ``url`` (a new dict each call: the caller may change it)."""
+    if not runs_requests_own(session, "merge_environment_settings"):
+        # A session's own merging (a subclass, a patch) decides for that session alone:
+        # cached under the key of requests' own, it would give another session its result.
+        return _merged(session, url)
     parts = urlsplit(url)
     try:
         environment = _environment_key() if session.trust_env else None
         key: Hashable = (
-            parts.scheme, parts.netloc, session.trust_env, _frozen(session.proxies), _frozen(session.verify),
+            # The host, never a user and password the URL may carry (kept for the process's
+            # life in the cache); proxies and verification do not depend on them.
+            parts.scheme, parts.netloc.rpartition("@")[2], session.trust_env, _frozen(session.proxies), _frozen(session.verify),
             _frozen(session.cert), environment,
         )
         hash(key)

@@ -174,10 +174,13 @@ class Pipeline:
                     answer.note(chunk)
                 if chunk.content:
                     texts.append(chunk.content)
-        if answer.model is None and chunks and chunks[0].model:
-            # stream.model from the first chunk on: text-only chunks are never noted. A
-            # chunk without one (Azure's prompt-filter chunk says "") leaves it to the next.
-            answer.model = chunks[0].model
+        if answer.model is None:
+            # stream.model from the first chunk that has one: text-only chunks are never
+            # noted, and a chunk may have none (Azure's prompt-filter chunk says "").
+            for chunk in chunks:
+                if chunk.model:
+                    answer.model = chunk.model
+                    break
         if model_text is not None:  # the same texts, joined for the store already
             if model_text:
                 answer.add_text(model_text)

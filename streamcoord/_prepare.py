@@ -34,9 +34,10 @@ _urls: Dict[str, str] = {}
 
 # requests' own Session methods, as they are when we are imported. A caller's wrapper (a
 # subclass, a patch of the instance or of requests.Session, mock.patch.object) is not one
-# of them, and neither is a method patched before this import (its module is not requests').
+# of them, and neither is a method patched before this import without functools.wraps
+# (its module is not requests').
 _REQUESTS_OWN = {
-    name: method for name in ("prepare_request", "request")
+    name: method for name in ("merge_environment_settings", "prepare_request", "request")
     for method in (getattr(requests.Session, name),) if method.__module__ == "requests.sessions"
 }
 

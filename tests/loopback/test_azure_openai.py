@@ -5,7 +5,6 @@ request, and Azure's content-filter chunks."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import threading
@@ -184,19 +183,27 @@ def test_without_an_endpoint_the_key_goes_nowhere(no_azure_env):
             streamcoord.Client(provider, api_key=API_KEY)
 
 
-def test_the_model_is_known_once_the_answer_starts_after_azures_prompt_filter_chunk(server, client, no_azure_env):
-    # Azure's first chunk (the prompt's filter results) says "model": "" and comes on its own.
+@pytest.mark.parametrize("with_text", [False, True], ids=["on its own", "with plain text in the same read"])
+def test_the_model_is_known_once_the_answer_starts_after_azures_prompt_filter_chunk(server, client, no_azure_env,
+                                                                                   with_text):
+    # Azure's first chunk (the prompt's filter results) says "model": "", alone or in one
+    # read with text chunks that carry nothing else (no filter results: the plain path).
     went_on = threading.Event()
-    whole = azure_text(["Hel", "lo"])
-    server.enqueue(dataclasses.replace(whole, parts=(whole.parts[0], Gate(went_on)) + tuple(whole.parts[1:])))
+    plain = {"id": "chatcmpl-az", "object": "chat.completion.chunk", "created": 1727346168,
+             "model": "gpt-4o-2024-08-06", "choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}]}
+    first = sse([PROMPT_FILTER] + ([plain] if with_text else [azure_chunk({"content": "Hel"})])).parts
+    rest = azure_text(["lo"]).parts[2:]  # after its own prompt-filter and role chunks
+    server.enqueue(Response(parts=(b"".join(first), Gate(went_on)) + tuple(rest)))
     stream = client("azure_openai", base_url=server.base_url + "/openai/deployments/my-gpt",
                     api_version="2024-10-21").stream_chat(MESSAGES, max_tokens=50)
     try:
-        it = iter(stream)
-        assert "prompt_filter_results" in next(it).metadata
-        went_on.set()
-        assert [c.content for c in it if c.content] == ["Hel", "lo"]
+        seen = []
+        for chunk in stream:
+            if chunk.content == "Hel":
+                seen.append(stream.model)  # before the rest has come
+                went_on.set()
     finally:
         went_on.set()
         stream.close()
-    assert stream.model == "gpt-4o-2024-08-06"
+    assert seen == ["gpt-4o-2024-08-06"]
+    assert (stream.text, stream.model) == ("Hello", "gpt-4o-2024-08-06")

@@ -178,3 +178,34 @@ def test_a_url_with_a_query_is_not_kept_once_its_request_is_sent():
         session.close()
     assert request.url == "http://127.0.0.1:9/v1/chat?sig=query-SECRET-42"
     assert not any("query-SECRET-42" in kept for kept in prepare_module._urls)
+
+
+def test_a_sessions_own_environment_merging_is_never_given_to_another_session():
+    from streamcoord._environment import send_settings
+
+    class Unverified(requests.Session):
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):
+            return dict(super().merge_environment_settings(url, proxies, stream, verify, cert), verify=False)
+
+    url = "https://api.example.test/v1/chat/completions"
+    special, plain = Unverified(), requests.Session()
+    try:
+        assert send_settings(special, url)["verify"] is False
+        assert send_settings(plain, url)["verify"] == plain.merge_environment_settings(url, {}, True, plain.verify,
+                                                                                       None)["verify"]
+        assert send_settings(plain, url)["verify"] is not False
+        assert send_settings(special, url)["verify"] is False  # in the other order too
+    finally:
+        special.close()
+        plain.close()
+
+
+def test_the_settings_cache_keeps_no_user_or_password_of_a_url():
+    import streamcoord._environment as environment
+
+    session = requests.Session()
+    try:
+        environment.send_settings(session, "https://robot:pw-SECRET-42@api.example.test/v1/chat")
+    finally:
+        session.close()
+    assert "pw-SECRET-42" not in repr(list(environment._cache))

@@ -283,3 +283,24 @@ def test_a_subclass_that_overrides_parse_sees_every_event_of_a_read():
     parser.parse_into([ev({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}})
                        for t in ("hel", "lo")], out)
     assert [c.content for c in out] == ["HEL", "LO"]
+
+
+@pytest.mark.parametrize("where", ["the class", "the instance"])
+def test_a_parse_patched_on_the_class_or_the_instance_sees_every_event_of_a_read(monkeypatch, where):
+    seen = []
+    own = AnthropicParser.parse
+
+    def spy(self, event):
+        seen.append(event.event)
+        return own(self, event)
+
+    parser, out = AnthropicParser(), []
+    if where == "the class":  # as mock.patch.object(AnthropicParser, "parse", ...) does
+        monkeypatch.setattr(AnthropicParser, "parse", spy)
+    else:
+        parser.parse = spy.__get__(parser)
+    start(parser)
+    seen.clear()
+    parser.parse_into([ev({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}})
+                       for t in ("hel", "lo")], out)
+    assert seen == ["content_block_delta"] * 2 and [c.content for c in out] == ["hel", "lo"]
