@@ -176,8 +176,10 @@ class Pipeline:
                     texts.append(chunk.content)
         if answer.model is None:
             # stream.model from the first chunk that has one: text-only chunks are never
-            # noted, and a chunk may have none (Azure's prompt-filter chunk says "").
-            for chunk in chunks:
+            # noted, and a chunk may have none (Azure's prompt-filter chunk says ""). A
+            # plain read's chunks share the parser's model: its first says it, so a
+            # provider that sends none (Bedrock) costs one look per read, not per chunk.
+            for chunk in chunks[:1] if plain else chunks:
                 if chunk.model:
                     answer.model = chunk.model
                     break
