@@ -5,9 +5,9 @@ produced), persist for recovery (before the consumer can see it), transform (sha
 the consumer gets), accumulate (``Answer``: text, tool calls, reasoning, finish reason,
 usage), buffer (``buffer_chunks``), then hands one batch to the consumer: onto the bounded
 queue (blocking while the consumer is behind: backpressure) or to the direct API's
-callback. ``run_validate`` and ``run_transform`` call the user's callbacks; each returns
-the chunks to hand over and an error to raise after them, so chunks accepted before a
-failure are never lost.
+callback. The user's callbacks run in ``_shaping``: with recovery off, validate, transform
+and accumulate are one pass (``shape``); each step returns the chunks to hand over and an
+error to raise after them, so chunks accepted before a failure are never lost.
 """
 
 from __future__ import annotations
@@ -16,22 +16,27 @@ import bisect
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from streamcoord._chunk import Chunk, ToolCallAccumulator
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
+from streamcoord._shaping import Result, callback_error, run_transform, run_validate, shape
 from streamcoord._spec import Cancelled, StreamSpec
-from streamcoord.errors import CallbackError, ChunkValidationError
 
-__all__ = ["PUT_WAIT_SECONDS", "QUEUE_BATCHES", "Answer", "Pipeline", "callback_error", "run_transform", "run_validate"]
+__all__ = ["PUT_WAIT_SECONDS", "QUEUE_BATCHES", "Answer", "Groups", "Pipeline"]
 
 # Batches the queue holds before the worker waits for the consumer.
 QUEUE_BATCHES = 256
 # How often a worker waiting for room on the queue looks whether the stream was cancelled.
 PUT_WAIT_SECONDS = 0.5
 
-Result = Tuple[List[Chunk], Optional[BaseException]]
+
+class Groups(List[List[Chunk]]):
+    """Several ``buffer_chunks`` groups handed over as one queue item; the consumer takes
+    them one by one, as if each had been put on its own (``ChatStream._next_batch``)."""
+
+    __slots__ = ()
 
 
 class Answer:
@@ -142,6 +147,9 @@ class Pipeline:
         if self.telemetry is not None:
             self.telemetry.on_read(chunks)
         self.produced = self.content_seen = True
+        if self.recovery is None and (options.validate_chunk is not None or options.transform_chunk is not None):
+            self._deliver_shaped(chunks, plain)
+            return
         error: Optional[BaseException] = None
         if options.validate_chunk is not None:
             chunks, error = run_validate(chunks, options.validate_chunk, options.on_invalid, self._rejected)
@@ -198,6 +206,26 @@ class Pipeline:
             self.flush_pending()
             raise error
 
+    def _deliver_shaped(self, chunks: List[Chunk], plain: bool) -> None:
+        """``deliver`` with validate_chunk and/or transform_chunk and recovery off: the
+        callbacks and the answer's bookkeeping in one pass (``_shaping.shape``)."""
+        options = self.options
+        answer = self.answer
+        chunks, texts, error = shape(chunks, plain, options.validate_chunk, options.transform_chunk,
+                                     options.on_invalid, self._rejected, answer.note)
+        if answer.model is None:
+            for chunk in chunks:  # stream.model from the first chunk that has one (see deliver)
+                if chunk.model:
+                    answer.model = chunk.model
+                    break
+        if texts:
+            answer.add_text("".join(texts))  # one string per read (see deliver)
+        if chunks:
+            self._hand_over(chunks)
+        if error is not None:
+            self.flush_pending()
+            raise error
+
     def transform(self, chunks: List[Chunk]) -> Result:
         """``transform_chunk`` over ``chunks``; a skipped chunk still counts for the answer."""
         return run_transform(chunks, self.options.transform_chunk, self.answer.note)  # type: ignore[arg-type]
@@ -215,11 +243,20 @@ class Pipeline:
     def _hand_over(self, chunks: List[Chunk]) -> None:
         size = self.options.buffer_chunks
         if size > 1:
-            pending = self._pending
-            pending.extend(chunks)
-            while len(pending) >= size:
-                self.put(pending[:size])
-                del pending[:size]
+            if self._pending:
+                chunks = self._pending + chunks
+            whole = len(chunks) - len(chunks) % size
+            if whole == 0:
+                self._pending = chunks
+                return
+            self._pending = chunks[whole:]
+            if whole == size:
+                self.put(chunks[:size])
+            elif whole:
+                # A read that fills several groups hands them over as one queue item: a
+                # queue put and get cost ~5k instructions, so one per group of 8 was ~+1.5%
+                # per chunk on 16 KiB reads (benchmarks/bench_throughput.py, all features).
+                self.put_groups(Groups([chunks[start:start + size] for start in range(0, whole, size)]))
         else:
             self.put(chunks)
 
@@ -228,6 +265,14 @@ class Pipeline:
         if self._pending:
             batch, self._pending = self._pending, []
             self.put(batch)
+
+    def put_groups(self, groups: "Groups") -> None:
+        """Several ``buffer_chunks`` groups at once: one queue item (``Groups``)."""
+        if self.spec.callback is not None:
+            for batch in groups:
+                self.put(batch)
+            return
+        self._enqueue(groups)
 
     def put(self, batch: List[Chunk]) -> None:
         callback = self.spec.callback
@@ -278,57 +323,3 @@ class Pipeline:
                 self.queue.get_nowait()
         except queue.Empty:
             pass
-
-
-def callback_error(name: str, exc: BaseException) -> CallbackError:
-    error = CallbackError(f"{name} raised {type(exc).__name__}: {exc}", name)
-    error.__cause__ = exc
-    return error
-
-
-def run_validate(
-    chunks: List[Chunk], validate: Callable[[Chunk], Any], on_invalid: str, rejected: Callable[[Chunk, str], None]
-) -> Result:
-    out: List[Chunk] = []
-    for chunk in chunks:
-        try:
-            verdict = validate(chunk)
-        except Exception as exc:
-            return out, callback_error("validate_chunk", exc)
-        if verdict is None or verdict is True:
-            out.append(chunk)
-            continue
-        if verdict is False:
-            reason = "rejected"
-        elif isinstance(verdict, str):
-            reason = verdict
-        else:
-            return out, CallbackError(
-                f"validate_chunk must return None or True (accept), or False or a reason string "
-                f"(reject); it returned {verdict!r:.80}", "validate_chunk",
-            )
-        rejected(chunk, reason)
-        if on_invalid == "raise":
-            return out, ChunkValidationError(reason, chunk)
-    return out, None
-
-
-def run_transform(
-    chunks: List[Chunk], transform: Callable[[Chunk], Optional[Chunk]], skipped: Callable[[Chunk], None]
-) -> Result:
-    out: List[Chunk] = []
-    for chunk in chunks:
-        try:
-            new = transform(chunk)
-        except Exception as exc:
-            return out, callback_error("transform_chunk", exc)
-        if new is None:
-            skipped(chunk)
-            continue
-        if not isinstance(new, Chunk):
-            return out, CallbackError(
-                f"transform_chunk must return a Chunk (e.g. dataclasses.replace(chunk, ...)) or None "
-                f"to skip; it returned {type(new).__name__}", "transform_chunk",
-            )
-        out.append(new)
-    return out, None

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from streamcoord._chunk import Chunk
 from streamcoord._metrics import StreamMetrics, on_metrics_thread
+from streamcoord._pipeline import Groups
 from streamcoord._spec import Restart, StreamSpec
 from streamcoord._worker import Worker
 
@@ -51,6 +52,8 @@ class ChatStream:
         self._exhausted = False
         self._on_restart: Optional[Callable[[Restart], None]] = None  # set by events()
         self._reading: Optional[str] = None  # CHUNKS or EVENTS, from the first read on
+        # The rest of a Groups item (several buffer_chunks groups in one), last first.
+        self._groups: List[List[Chunk]] = []
         self.stream_id = spec.stream_id
         self.provider = spec.provider
 
@@ -148,6 +151,8 @@ class ChatStream:
     def _next_batch(self, timeout: Optional[float] = None) -> Optional[List[Chunk]]:
         """The next batch from the worker; None at the end; [] when ``timeout`` passed
         first; raises the stream's error."""
+        if self._groups:
+            return self._groups.pop()
         if self._exhausted:
             return None
         if self._closed:
@@ -166,6 +171,9 @@ class ChatStream:
                     return []
             if item.__class__ is list:
                 return item
+            if item.__class__ is Groups:
+                self._groups = item[:0:-1]
+                return item[0]
             if item.__class__ is not Restart:
                 break
             if self._on_restart is not None:  # a recovery: the event reader starts its tool calls over
@@ -201,6 +209,7 @@ class ChatStream:
     def _close(self, join: bool) -> None:
         self._closed = True
         self._it = iter(())
+        self._groups = []
         live = getattr(self._spec, "live", None)
         if live is not None and not self._exhausted:
             live.release()  # at once, so the next resume of this id may produce

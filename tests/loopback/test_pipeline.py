@@ -506,6 +506,86 @@ def test_next_and_batches_can_be_mixed_on_a_buffered_stream(server, client):
     assert "".join(c.content for b in batches for c in b) == "bcdefg"
 
 
+def one_read(response):
+    """The same answer as one HTTP chunk, so the client parses it in one read."""
+    return Response(parts=(body_bytes(response),))
+
+
+TWENTY = [f"w{i} " for i in range(20)]
+
+
+def read_batches(stream, how):
+    """The chunks of a buffered stream grouped as each way of reading hands them over."""
+    if how == "batches":
+        return [[c.content for c in b] for b in stream.batches()]
+    if how == "poll":
+        out = []
+        while True:
+            batch = stream.poll(5)
+            if batch is None:
+                return out
+            out.append([c.content for c in batch])
+    return [[c.content for c in stream]]
+
+
+@pytest.mark.parametrize("how", ["batches", "poll", "iter"])
+def test_a_read_that_fills_several_groups_hands_each_over_in_order(server, client, how):
+    server.enqueue(one_read(openai_text(TWENTY)))
+    stream = client().stream_chat(MESSAGES, model="m", buffer_chunks=3)
+    got = read_batches(stream, how)
+    flat = [text for batch in got for text in batch]
+    assert flat == TWENTY + [""]  # and the finish chunk
+    if how != "iter":
+        assert [len(b) for b in got] == [3] * 7
+    assert stream.text == "".join(TWENTY) and stream.finish_reason == "stop"
+
+
+def test_breaking_off_inside_a_read_of_several_groups_closes_the_stream(server, client, no_thread_leak):
+    server.enqueue(one_read(openai_text(TWENTY)))
+    stream = client().stream_chat(MESSAGES, model="m", buffer_chunks=3)
+    for batch in stream.batches():
+        first = [c.content for c in batch]
+        break
+    assert first == TWENTY[:3]
+    assert stream.closed
+    with pytest.raises(ValueError, match="closed"):
+        next(stream)
+
+
+def test_start_stream_gets_every_group_of_a_read_in_order(server, no_thread_leak):
+    server.enqueue(one_read(sse([{"t": t, "i": i} for i, t in enumerate(TWENTY)], done=True)))
+    got = []
+    handle = StreamingCoordinator.start_stream(
+        server.base_url + "/custom", {}, {}, got.append, parse_chunk_fn=parse_custom, buffer_chunks=3)
+    assert handle.join(5) and handle.error is None
+    assert [c.content for c in got] == TWENTY
+
+
+def test_validate_and_transform_in_one_read_keep_every_rule(server, client):
+    # One read: the validator rejects one chunk, the transform skips the finish chunk and
+    # shouts the rest; the skipped chunk's finish reason and usage are still the answer's.
+    server.enqueue(one_read(openai_text(TWENTY, usage=True)))
+    seen = []
+
+    def validator(chunk):
+        seen.append(chunk.content)
+        return "no w5" if chunk.content == "w5 " else None
+
+    def shout(chunk):
+        return None if not chunk.content else dataclasses.replace(chunk, content=chunk.content.upper())
+
+    stream = client().stream_chat(MESSAGES, model="m", validate_chunk=validator, transform_chunk=shout,
+                                  buffer_chunks=4)
+    chunks = list(stream)
+    kept = [t for t in TWENTY if t != "w5 "]
+    assert [c.content for c in chunks] == [t.upper() for t in kept]
+    assert [s for s in seen if s] == TWENTY  # the validator saw the untransformed content
+    assert stream.text == "".join(kept).upper()
+    assert stream.finish_reason == "stop" and stream.usage["completion_tokens"] == 20
+    assert stream.model == "gpt-4o-mini"
+    assert stream.metrics.errors == 1
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_the_remainder_is_flushed_at_the_end_for_every_provider(server, client, provider):
     server.enqueue(BUILDERS[provider](SEVEN), BUILDERS[provider](SEVEN))
