@@ -213,6 +213,20 @@ def accept(chunk: Any) -> None:
     return None
 
 
+def callbacks_in_the_loop(base: str, provider: str) -> int:
+    """Features off, with the all-features client's two callbacks called by the caller's
+    loop instead: what those two Python calls per chunk cost by themselves, the floor for
+    "all features" (whatever that client costs above this is ours)."""
+    client = streamcoord.Client(provider, api_key="bench", base_url=f"{base}/v1" if provider == "openai" else base,
+                                max_retries=0)
+    n = 0
+    for chunk in client.stream_chat(MESSAGES, model="m"):
+        accept(chunk)
+        if identity(chunk).content:
+            n += 1
+    return n
+
+
 def disk_store() -> Any:
     """A DiskStore in a temporary directory, removed at exit."""
     import atexit
@@ -232,6 +246,7 @@ RAW = "raw socket, one thread (limit)"
 RAW_QUEUE = "raw socket + queue.Queue (design limit)"
 OFF = "streamcoord, features off"
 SDK = "official SDK"
+CALLBACKS_FLOOR = "streamcoord, off + the 2 callbacks in the loop"
 
 
 def clients(recovery: bool = True, sdk: bool = True, features: bool = True) -> Dict[str, Callable[[str, str], int]]:
@@ -242,6 +257,7 @@ def clients(recovery: bool = True, sdk: bool = True, features: bool = True) -> D
             track_metrics=True, on_metrics=lambda m: None, transform_chunk=identity, validate_chunk=accept,
             buffer_chunks=8,
         )
+        out[CALLBACKS_FLOOR] = callbacks_in_the_loop
     if recovery:
         out["streamcoord, recovery (DiskStore)"] = streamcoord_client({"recovery_store": disk_store()},
                                                                       stream_recovery=True)

@@ -586,6 +586,34 @@ def test_validate_and_transform_in_one_read_keep_every_rule(server, client):
     assert stream.metrics.errors == 1
 
 
+@pytest.mark.parametrize("failing", ["validate_chunk", "transform_chunk"])
+@pytest.mark.parametrize("changes_from", [0, 3])
+def test_a_callback_failing_after_a_changed_chunk_hands_over_the_chunks_before_it(server, client, failing,
+                                                                                  changes_from):
+    # One read; the transform changes the chunks from w{changes_from} on, then one of the
+    # two callbacks raises on w7: the seven chunks before it reach the consumer, then the error.
+    server.enqueue(one_read(openai_text(TWENTY)))
+    changed = TWENTY[changes_from:]
+
+    def validator(chunk):
+        if failing == "validate_chunk" and chunk.content == "w7 ":
+            raise RuntimeError("no w7")
+
+    def transform(chunk):
+        if failing == "transform_chunk" and chunk.content == "w7 ":
+            raise RuntimeError("no w7")
+        return dataclasses.replace(chunk, content=chunk.content.upper()) if chunk.content in changed else chunk
+
+    stream = client().stream_chat(MESSAGES, model="m", validate_chunk=validator, transform_chunk=transform)
+    got = []
+    with pytest.raises(streamcoord.CallbackError) as info:
+        for chunk in stream:
+            got.append(chunk.content)
+    assert info.value.callback == failing
+    assert got == TWENTY[:changes_from] + [t.upper() for t in TWENTY[changes_from:7]]
+    assert stream.text == "".join(got)
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_the_remainder_is_flushed_at_the_end_for_every_provider(server, client, provider):
     server.enqueue(BUILDERS[provider](SEVEN), BUILDERS[provider](SEVEN))
