@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # recovery_store is imported by the first stream that uses a 
 
 __all__ = [
     "CANCEL_POLL_SECONDS",
-    "DEFAULT_LEASE_TTL",
     "FINAL_TEXT_SECONDS",
     "FencedWrites",
     "LiveProducer",
@@ -41,8 +40,6 @@ __all__ = [
     "error_from_outcome",
 ]
 
-#: How long a lease lives past its last renewal unless ``Client(lease_ttl=)`` says otherwise.
-DEFAULT_LEASE_TTL = 10.0
 #: How often a producer looks for a cancel mark: ``cancel_stream`` takes effect within this
 #: (plus one store read), well inside the 1 s DESIGN.md promises.
 CANCEL_POLL_SECONDS = 0.2

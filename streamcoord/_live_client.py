@@ -13,17 +13,21 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Un
 from streamcoord._adapter import validate_messages
 from streamcoord._config import Timeout
 from streamcoord._keys import check_extra_headers
-from streamcoord._live import StreamHandle
 from streamcoord._options import RECORDING_OPTIONS, StreamOptions, split_options
 from streamcoord._spec import Resume
-from streamcoord._stored import StoredStream, load_stored, store_for_resume
 from streamcoord._stream import ChatStream
 from streamcoord.errors import RecoveryFailed
 
-if TYPE_CHECKING:  # recovery_store is imported by the first stream that uses a store, not by `import streamcoord`
+# The store-backed parts (recovery_store, _live, _stored, _recovery) are imported by the
+# first call that uses a store, not by `import streamcoord`: ~1.5 ms that a client which
+# only streams does not pay.
+if TYPE_CHECKING:
     from recovery_store import RecoveryStore
+    from streamcoord._live import StreamHandle
+    from streamcoord._stored import StoredStream
 
 __all__ = [
+    "DEFAULT_LEASE_TTL",
     "LIVE_TOTAL_SECONDS",
     "PRODUCER_OPTIONS",
     "READER_OPTIONS",
@@ -45,6 +49,9 @@ UNKNOWN_CHARACTER = "\ufdd0"
 
 #: How a stored stream goes on: the request, the stream's options, where to resume.
 Continuation = Tuple[Any, StreamOptions, Resume]
+
+#: How long a lease lives past its last renewal unless ``Client(lease_ttl=)`` says otherwise.
+DEFAULT_LEASE_TTL = 10.0
 
 #: A live generation's total deadline when neither the client nor start() sets one: nobody
 #: may be reading it to notice a model that never stops.
@@ -73,6 +80,8 @@ class LiveStreams:
         options apply); without ``timeout=`` the generation gets a total deadline of
         ``LIVE_TOTAL_SECONDS``."""
         from recovery_store.base import validate_stream_id
+        from streamcoord._live import StreamHandle
+        from streamcoord._stored import store_for_resume
 
         validate_stream_id(stream_id)
         stream_options, request_options = split_options(options)
@@ -120,6 +129,7 @@ class LiveStreams:
         """``attach``; ``whole_text``: ``stream.text`` is the whole text, the part before
         ``offset`` included (a ``resume`` that follows a live producer, as a resume does)."""
         from recovery_store.base import validate_stream_id
+        from streamcoord._stored import load_stored, store_for_resume
 
         validate_stream_id(stream_id)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -166,6 +176,7 @@ class LiveStreams:
         """Stop a live stream from any process sharing the store: its producer stops
         within a second, and its readers end where it stopped."""
         from recovery_store.base import validate_stream_id
+        from streamcoord._stored import store_for_resume
 
         validate_stream_id(stream_id)
         store = store_for_resume(self.recovery_store, stream_id)
@@ -183,6 +194,7 @@ class LiveStreams:
         then attaches, from ``offset``. So a browser reconnecting to any process follows
         the one generation, and closing its stream never stops it."""
         from recovery_store.base import validate_stream_id
+        from streamcoord._stored import store_for_resume
 
         validate_stream_id(stream_id)
         stream_options, request_options = split_options(options)
@@ -209,6 +221,8 @@ class LiveStreams:
         """The producer of ``stream_id`` is gone: produce it here, in the background, from
         what it stored (the recovery continuation). False if another process was faster;
         True if there is nothing left to produce (the reader sees how it ended)."""
+        from streamcoord._live import StreamHandle
+
         token = try_lease(store, stream_id, self.lease_ttl)
         if not isinstance(token, str):
             return False
@@ -241,6 +255,8 @@ class LiveStreams:
         the generation before (readers follow this one instead of ending with its error),
         start the producer. None, the lease given back, when the record is gone or
         completed meanwhile, or there is nothing to produce; any error gives it back too."""
+        from streamcoord._stored import load_stored
+
         try:
             if stored is None:
                 stored = load_stored(store, stream_id)

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from streamcoord._metrics import MetricsTracker, StreamMetrics
+from streamcoord import StreamMetrics
+from streamcoord._metrics import MetricsTracker
 
 FIELDS = [
     "stream_id", "provider", "status", "duration_ms", "chunks_received", "bytes_received", "errors",
