@@ -2,12 +2,13 @@
 streams"), as a base class of ``Client`` so that ``_client`` keeps to its one job.
 
 The producing side is ``_live`` (lease, cancel watch, outcome), the reading side
-``_attach``; this module only resolves what they need from the client: the store, the
-request, the lease.
+``_attach``; this module resolves what they need from the client (the store, the
+request, the lease) and holds ``StreamHandle``, what ``start`` returns.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from streamcoord._adapter import validate_messages
@@ -23,7 +24,6 @@ from streamcoord.errors import RecoveryFailed
 # only streams does not pay.
 if TYPE_CHECKING:
     from recovery_store import RecoveryStore
-    from streamcoord._live import StreamHandle
     from streamcoord._stored import StoredStream
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "Continuation",
     "LiveAlready",
     "LiveStreams",
+    "StreamHandle",
     "final_text",
     "try_lease",
 ]
@@ -80,7 +81,6 @@ class LiveStreams:
         options apply); without ``timeout=`` the generation gets a total deadline of
         ``LIVE_TOTAL_SECONDS``."""
         from recovery_store.base import validate_stream_id
-        from streamcoord._live import StreamHandle
         from streamcoord._stored import store_for_resume
 
         validate_stream_id(stream_id)
@@ -221,8 +221,6 @@ class LiveStreams:
         """The producer of ``stream_id`` is gone: produce it here, in the background, from
         what it stored (the recovery continuation). False if another process was faster;
         True if there is nothing left to produce (the reader sees how it ended)."""
-        from streamcoord._live import StreamHandle
-
         token = try_lease(store, stream_id, self.lease_ttl)
         if not isinstance(token, str):
             return False
@@ -328,3 +326,62 @@ def final_text(store: RecoveryStore, stream_id: str) -> Optional[str]:
         return None
     text = outcome.get("text") if outcome else None
     return text if isinstance(text, str) else None
+
+
+class StreamHandle:
+    """A live generation started by ``client.start``; it runs whether or not anyone reads.
+
+    ``wait(timeout)`` waits for its end; ``text``, ``finish_reason``, ``usage`` and
+    ``error`` describe it (the final values once ``done``). ``cancel()`` stops it, as
+    ``client.cancel_stream(stream_id)`` does from any process.
+    """
+
+    def __init__(self, stream: ChatStream, cancel: Callable[[], None]) -> None:
+        self.stream_id = stream.stream_id
+        self.provider = stream.provider
+        self._stream = stream
+        self._cancel = cancel
+        live = getattr(stream._spec, "live", None)
+        if live is not None:
+            live.detached = True  # nobody reads it here: a lost lease stops it
+        self.error: Optional[BaseException] = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"streamcoord-live-{self.stream_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for _ in self._stream:  # nobody needs the chunks here: readers attach to the store
+                pass
+        except BaseException as exc:  # the readers get it through the store; kept here too
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the generation has ended; True if it has."""
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        """Stop the generation (wherever readers are); the producer stops within 1 s."""
+        self._cancel()
+
+    @property
+    def text(self) -> str:
+        return self._stream.text
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        return self._stream.finish_reason
+
+    @property
+    def usage(self) -> Optional[Dict[str, Any]]:
+        return self._stream.usage
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "generating"
+        return f"<StreamHandle stream_id={self.stream_id!r} provider={self.provider!r} {state}>"
