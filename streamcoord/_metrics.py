@@ -112,18 +112,19 @@ class MetricsTracker:
             self._call(self.snapshot())
             return True
 
-    def finish(self, status: str) -> StreamMetrics:
-        """Record the final status; calls ``on_metrics`` exactly once for the end."""
+    def finish(self, status: str) -> None:
+        """Record the final status; calls ``on_metrics`` exactly once for the end. A
+        snapshot is built for that call only: a stream nobody asks metrics of never
+        builds one (nor imports its class)."""
         with self._lock:
             if self.ended is not None:
-                return self.snapshot()
+                return
             self.ended = time.monotonic()
             self.status = status
-            snap = self.snapshot()
-            self._call(snap)
+            if self.on_metrics is not None:
+                self._call(self.snapshot())
         if self._timed:
             _TICKER.remove(self)
-        return snap
 
     def _call(self, snap: StreamMetrics) -> None:
         if self.on_metrics is None:

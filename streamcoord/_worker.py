@@ -127,14 +127,15 @@ class Worker:
                     except BaseException:  # noqa: S110 - the original error wins
                         pass
                 self.error = error
-                snap = self.metrics.finish(status)
+                metrics = self.metrics
+                metrics.finish(status)
                 if self.telemetry is not None:
-                    self.telemetry.end(status, error, self.answer, self.metrics, spec.scrubber)
+                    self.telemetry.end(status, error, self.answer, metrics, spec.scrubber)
                 if error is not None:
                     self.log.debug("stream failed: %r", error)
                 self.log.debug(
-                    "stream %s: %d chunks, %d bytes in %.0f ms", status, snap.chunks_received,
-                    snap.bytes_received, snap.duration_ms,
+                    "stream %s: %d chunks, %d bytes in %.0f ms", status, metrics.chunks_received,
+                    metrics.bytes_received, ((metrics.ended or time.monotonic()) - metrics.started) * 1000.0,
                 )
                 if spec.live is not None:  # readers elsewhere learn the end before this consumer
                     spec.live.end(status, error, self.answer)

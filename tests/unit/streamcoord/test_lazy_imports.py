@@ -54,7 +54,6 @@ def test_import_streamcoord_leaves_stores_retries_and_telemetry_unloaded_until_a
     assert set(seen["after_stream"]) - {"django"} == {
         "diskcache", "recovery_store", "tenacity",
         "streamcoord._live", "streamcoord._recovery", "streamcoord._recovery_controller", "streamcoord._stored",
-        "streamcoord._stream_metrics",  # the worker's final snapshot
         "secrets",  # with tenacity
     }
     assert "streamcoord.events" in seen["after_events"] and seen["last_event"] == "Done"
