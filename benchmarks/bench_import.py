@@ -4,7 +4,10 @@
 
 Each import runs in a fresh interpreter (``python -c``), timed inside it from just before
 the import to just after, so the interpreter's own start-up is not counted; the modules are
-interleaved and the median of ``--times`` runs is reported.
+interleaved and the median of ``--times`` runs is reported. The figure against requests is
+the median of each round's difference (streamcoord's import minus requests' in the same
+round, run one after the other), so a load that comes and goes on the machine shifts both
+imports of a round alike instead of whichever median it happened to land in.
 """
 
 from __future__ import annotations
@@ -43,12 +46,12 @@ def rows(quick: bool, times: int = 0) -> List[Dict[str, str]]:
     for _ in range(times):
         for module in MODULES:
             got[module].append(import_seconds(module))
-    base = statistics.median(got["requests"]) * 1000
     out = []
     for module in MODULES:
         ms = statistics.median(got[module]) * 1000
+        over = statistics.median(t - base for t, base in zip(got[module], got["requests"])) * 1000
         out.append({"bench": "import time (fresh interpreter)", "client": f"import {module}", "figure": f"{ms:.0f} ms",
-                    "ratio": "" if module == "requests" else f"requests {ms - base:+.0f} ms", "cpu": ""})
+                    "ratio": "" if module == "requests" else f"requests {over:+.0f} ms", "cpu": ""})
     return out
 
 

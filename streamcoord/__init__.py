@@ -18,7 +18,6 @@ from streamcoord._chunk import Chunk
 from streamcoord._client import Client, new_session, stream_chat
 from streamcoord._config import Retry, Timeout
 from streamcoord._logging import enable_logging
-from streamcoord._metrics import StreamMetrics
 from streamcoord._registry import names as adapter_names
 from streamcoord._stream import ChatStream
 from streamcoord.errors import (
@@ -39,6 +38,7 @@ from streamcoord.errors import (
 if TYPE_CHECKING:
     from streamcoord import events  # typed stream events: stream.events()
     from streamcoord._coordinator import StreamHandle, StreamingCoordinator
+    from streamcoord._stream_metrics import StreamMetrics
     from streamcoord._telemetry import instrument, uninstrument
 
 __version__ = "0.1.0"
@@ -47,6 +47,7 @@ __version__ = "0.1.0"
 # uses: name -> (module, attribute; None for the module itself).
 _LAZY: Dict[str, Tuple[str, Optional[str]]] = {
     "StreamHandle": ("streamcoord._coordinator", "StreamHandle"),
+    "StreamMetrics": ("streamcoord._stream_metrics", "StreamMetrics"),
     "StreamingCoordinator": ("streamcoord._coordinator", "StreamingCoordinator"),
     "events": ("streamcoord.events", None),
     "instrument": ("streamcoord._telemetry", "instrument"),

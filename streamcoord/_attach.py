@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from recovery_store import RecoveryStore
 from streamcoord._chunk import Chunk
-from streamcoord._live import StreamHandle, error_from_outcome
+from streamcoord._live import error_from_outcome
+from streamcoord._live_client import StreamHandle
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._options import StreamOptions

@@ -6,28 +6,31 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 import threading
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 import requests
 
-from streamcoord import _registry, _telemetry
+from streamcoord import _registry
 from streamcoord._adapter import Adapter, validate_messages
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._keys import SCRUBBED, Scrubber, check_extra_headers, check_headers, secrets_in_headers
-from streamcoord._live import DEFAULT_LEASE_TTL, LiveProducer
-from streamcoord._live_client import Continuation, LiveAlready, LiveStreams, final_text, try_lease
+from streamcoord._live_client import DEFAULT_LEASE_TTL, Continuation, LiveAlready, LiveStreams, final_text, try_lease
 from streamcoord._options import StreamOptions, live_options, split_options
-from streamcoord._recovery import RecordWriter, Recovery, default_store, recovery_options
 from streamcoord._spec import Resume, StreamSpec
-from streamcoord._stored import ScrubbedWrites, StoredStream, load_stored, store_for_resume, store_for_stream
 from streamcoord._stream import ChatStream
 from streamcoord._transport import StreamingAdapter
 from streamcoord.errors import RecoveryFailed
 
-if TYPE_CHECKING:  # recovery_store is imported by the first stream that uses a store, not by `import streamcoord`
+# The store-backed parts (recovery_store, _live, _recovery, _stored) are imported by the
+# first stream that uses a store, not by `import streamcoord` (see _live_client).
+if TYPE_CHECKING:
     from recovery_store import RecoveryStore
+    from streamcoord._recovery import RecordWriter
+    from streamcoord._stored import StoredStream
+    from streamcoord._telemetry import Instruments
 
 __all__ = ["Client", "new_session", "stream_chat"]
 
@@ -107,7 +110,7 @@ class Client(LiveStreams):
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r:.80}")
         self.lease_ttl = float(lease_ttl)
         # OpenTelemetry spans and metrics (extra "otel"); None follows streamcoord.instrument().
-        self._telemetry = _telemetry.instruments_for(telemetry)
+        self._telemetry = _instruments_for(telemetry)
 
     def stream_chat(self, messages: List[Dict[str, Any]], **options: Any) -> ChatStream:
         """Start streaming an answer. Returns at once; the request goes out on iteration."""
@@ -132,6 +135,8 @@ class Client(LiveStreams):
         this call's messages may not be that stream's, so following it silently would
         answer another request. A store that fails here leaves the stream without a lease
         (its recovery then fails the same way, logged)."""
+        from streamcoord._recovery import default_store
+
         store = self.recovery_store
         if store is None:
             try:
@@ -175,6 +180,8 @@ class Client(LiveStreams):
             )
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be a whole number of characters >= 0, got {offset!r}")
+        from streamcoord._stored import load_stored, store_for_resume
+
         store = store_for_resume(self.recovery_store, stream_id)
         stored = load_stored(store, stream_id)
         live = live_options(stream_options)
@@ -240,6 +247,10 @@ class Client(LiveStreams):
         scrubber = Scrubber(secrets, live=False)
         said_secrets = [*scrubber.secrets, *secrets_in_headers(request.headers, by_name=True)]
         if opts.stream_recovery:
+            from streamcoord._live import LiveProducer
+            from streamcoord._recovery import Recovery, recovery_options
+            from streamcoord._stored import ScrubbedWrites, store_for_stream
+
             strategy, max_retries, keep = recovery_options(opts.recovery)
             # What a resume needs, and only that: never headers or keys.
             stored_options = {k: v for k, v in request_options.items() if k != "extra_headers"}
@@ -298,6 +309,18 @@ class Client(LiveStreams):
         if password:  # a proxy's credentials in the URL: the user name stays, the password goes
             base_url = base_url.replace(f":{password}@", f":{SCRUBBED}@", 1)
         return f"<streamcoord.Client provider={self.provider!r} base_url={base_url!r}>"
+
+
+def _instruments_for(telemetry: Optional[bool]) -> Optional["Instruments"]:
+    """A Client's telemetry instruments, or None. With the default (None), nothing was asked
+    for unless ``streamcoord.instrument()`` ran, and that imported ``_telemetry``: until
+    then the module is not imported (with its content helpers, ~0.6 ms of ``import
+    streamcoord``)."""
+    if telemetry is None and "streamcoord._telemetry" not in sys.modules:
+        return None
+    from streamcoord import _telemetry
+
+    return _telemetry.instruments_for(telemetry)
 
 
 def _is_store(value: Any) -> bool:

@@ -15,9 +15,10 @@ from streamcoord._client import _default_session
 from streamcoord._config import Retry, Timeout, TimeoutTypes
 from streamcoord._decoders import DEFAULT_MAX_LINE_BYTES
 from streamcoord._keys import check_headers, secrets_in_headers
-from streamcoord._metrics import StreamMetrics, on_metrics_thread
+from streamcoord._metrics import on_metrics_thread
 from streamcoord._options import StreamOptions
 from streamcoord._spec import StreamSpec
+from streamcoord._stream_metrics import StreamMetrics
 from streamcoord._worker import Worker
 from streamcoord.errors import CallbackError, StreamcoordError
 

@@ -5,8 +5,7 @@ that shares the store, whether or not anyone reads it.
 lease (renewed every third of ``lease_ttl`` on a monotonic clock, stalls included, by its
 own small thread), watches for a cancel mark set from anywhere, and at the end records the
 outcome (finish reason, usage or error) for the readers, then gives the lease up.
-``StreamHandle`` is what ``client.start`` returns: the generation runs in the background
-whether or not anyone attaches.
+(``StreamHandle``, what ``client.start`` returns, is in ``_live_client``.)
 """
 
 from __future__ import annotations
@@ -29,20 +28,15 @@ from streamcoord.errors import (
 if TYPE_CHECKING:  # recovery_store is imported by the first stream that uses a store, not by `import streamcoord`
     from recovery_store import RecoveryStore
     from streamcoord._recovery import RecordWriter
-    from streamcoord._stream import ChatStream
 
 __all__ = [
     "CANCEL_POLL_SECONDS",
-    "DEFAULT_LEASE_TTL",
     "FINAL_TEXT_SECONDS",
     "FencedWrites",
     "LiveProducer",
-    "StreamHandle",
     "error_from_outcome",
 ]
 
-#: How long a lease lives past its last renewal unless ``Client(lease_ttl=)`` says otherwise.
-DEFAULT_LEASE_TTL = 10.0
 #: How often a producer looks for a cancel mark: ``cancel_stream`` takes effect within this
 #: (plus one store read), well inside the 1 s DESIGN.md promises.
 CANCEL_POLL_SECONDS = 0.2
@@ -333,62 +327,3 @@ def error_from_outcome(stream_id: str, provider: str, error: Dict[str, Any], tex
         return cls(message)
     except TypeError:  # a class whose constructor takes more than a message
         return StreamError(message)
-
-
-class StreamHandle:
-    """A live generation started by ``client.start``; it runs whether or not anyone reads.
-
-    ``wait(timeout)`` waits for its end; ``text``, ``finish_reason``, ``usage`` and
-    ``error`` describe it (the final values once ``done``). ``cancel()`` stops it, as
-    ``client.cancel_stream(stream_id)`` does from any process.
-    """
-
-    def __init__(self, stream: ChatStream, cancel: Callable[[], None]) -> None:
-        self.stream_id = stream.stream_id
-        self.provider = stream.provider
-        self._stream = stream
-        self._cancel = cancel
-        live = getattr(stream._spec, "live", None)
-        if live is not None:
-            live.detached = True  # nobody reads it here: a lost lease stops it
-        self.error: Optional[BaseException] = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"streamcoord-live-{self.stream_id}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for _ in self._stream:  # nobody needs the chunks here: readers attach to the store
-                pass
-        except BaseException as exc:  # the readers get it through the store; kept here too
-            self.error = exc
-        finally:
-            self._done.set()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait until the generation has ended; True if it has."""
-        return self._done.wait(timeout)
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def cancel(self) -> None:
-        """Stop the generation (wherever readers are); the producer stops within 1 s."""
-        self._cancel()
-
-    @property
-    def text(self) -> str:
-        return self._stream.text
-
-    @property
-    def finish_reason(self) -> Optional[str]:
-        return self._stream.finish_reason
-
-    @property
-    def usage(self) -> Optional[Dict[str, Any]]:
-        return self._stream.usage
-
-    def __repr__(self) -> str:
-        state = "done" if self.done else "generating"
-        return f"<StreamHandle stream_id={self.stream_id!r} provider={self.provider!r} {state}>"

@@ -2,28 +2,32 @@
 streams"), as a base class of ``Client`` so that ``_client`` keeps to its one job.
 
 The producing side is ``_live`` (lease, cancel watch, outcome), the reading side
-``_attach``; this module only resolves what they need from the client: the store, the
-request, the lease.
+``_attach``; this module resolves what they need from the client (the store, the
+request, the lease) and holds ``StreamHandle``, what ``start`` returns.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from streamcoord._adapter import validate_messages
 from streamcoord._config import Timeout
 from streamcoord._keys import check_extra_headers
-from streamcoord._live import StreamHandle
 from streamcoord._options import RECORDING_OPTIONS, StreamOptions, split_options
 from streamcoord._spec import Resume
-from streamcoord._stored import StoredStream, load_stored, store_for_resume
 from streamcoord._stream import ChatStream
 from streamcoord.errors import RecoveryFailed
 
-if TYPE_CHECKING:  # recovery_store is imported by the first stream that uses a store, not by `import streamcoord`
+# The store-backed parts (recovery_store, _live, _stored, _recovery) are imported by the
+# first call that uses a store, not by `import streamcoord`: ~1.5 ms that a client which
+# only streams does not pay.
+if TYPE_CHECKING:
     from recovery_store import RecoveryStore
+    from streamcoord._stored import StoredStream
 
 __all__ = [
+    "DEFAULT_LEASE_TTL",
     "LIVE_TOTAL_SECONDS",
     "PRODUCER_OPTIONS",
     "READER_OPTIONS",
@@ -31,6 +35,7 @@ __all__ = [
     "Continuation",
     "LiveAlready",
     "LiveStreams",
+    "StreamHandle",
     "final_text",
     "try_lease",
 ]
@@ -45,6 +50,9 @@ UNKNOWN_CHARACTER = "\ufdd0"
 
 #: How a stored stream goes on: the request, the stream's options, where to resume.
 Continuation = Tuple[Any, StreamOptions, Resume]
+
+#: How long a lease lives past its last renewal unless ``Client(lease_ttl=)`` says otherwise.
+DEFAULT_LEASE_TTL = 10.0
 
 #: A live generation's total deadline when neither the client nor start() sets one: nobody
 #: may be reading it to notice a model that never stops.
@@ -73,6 +81,7 @@ class LiveStreams:
         options apply); without ``timeout=`` the generation gets a total deadline of
         ``LIVE_TOTAL_SECONDS``."""
         from recovery_store.base import validate_stream_id
+        from streamcoord._stored import store_for_resume
 
         validate_stream_id(stream_id)
         stream_options, request_options = split_options(options)
@@ -120,6 +129,7 @@ class LiveStreams:
         """``attach``; ``whole_text``: ``stream.text`` is the whole text, the part before
         ``offset`` included (a ``resume`` that follows a live producer, as a resume does)."""
         from recovery_store.base import validate_stream_id
+        from streamcoord._stored import load_stored, store_for_resume
 
         validate_stream_id(stream_id)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -166,6 +176,7 @@ class LiveStreams:
         """Stop a live stream from any process sharing the store: its producer stops
         within a second, and its readers end where it stopped."""
         from recovery_store.base import validate_stream_id
+        from streamcoord._stored import store_for_resume
 
         validate_stream_id(stream_id)
         store = store_for_resume(self.recovery_store, stream_id)
@@ -183,6 +194,7 @@ class LiveStreams:
         then attaches, from ``offset``. So a browser reconnecting to any process follows
         the one generation, and closing its stream never stops it."""
         from recovery_store.base import validate_stream_id
+        from streamcoord._stored import store_for_resume
 
         validate_stream_id(stream_id)
         stream_options, request_options = split_options(options)
@@ -241,6 +253,8 @@ class LiveStreams:
         the generation before (readers follow this one instead of ending with its error),
         start the producer. None, the lease given back, when the record is gone or
         completed meanwhile, or there is nothing to produce; any error gives it back too."""
+        from streamcoord._stored import load_stored
+
         try:
             if stored is None:
                 stored = load_stored(store, stream_id)
@@ -312,3 +326,62 @@ def final_text(store: RecoveryStore, stream_id: str) -> Optional[str]:
         return None
     text = outcome.get("text") if outcome else None
     return text if isinstance(text, str) else None
+
+
+class StreamHandle:
+    """A live generation started by ``client.start``; it runs whether or not anyone reads.
+
+    ``wait(timeout)`` waits for its end; ``text``, ``finish_reason``, ``usage`` and
+    ``error`` describe it (the final values once ``done``). ``cancel()`` stops it, as
+    ``client.cancel_stream(stream_id)`` does from any process.
+    """
+
+    def __init__(self, stream: ChatStream, cancel: Callable[[], None]) -> None:
+        self.stream_id = stream.stream_id
+        self.provider = stream.provider
+        self._stream = stream
+        self._cancel = cancel
+        live = getattr(stream._spec, "live", None)
+        if live is not None:
+            live.detached = True  # nobody reads it here: a lost lease stops it
+        self.error: Optional[BaseException] = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"streamcoord-live-{self.stream_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for _ in self._stream:  # nobody needs the chunks here: readers attach to the store
+                pass
+        except BaseException as exc:  # the readers get it through the store; kept here too
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the generation has ended; True if it has."""
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        """Stop the generation (wherever readers are); the producer stops within 1 s."""
+        self._cancel()
+
+    @property
+    def text(self) -> str:
+        return self._stream.text
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        return self._stream.finish_reason
+
+    @property
+    def usage(self) -> Optional[Dict[str, Any]]:
+        return self._stream.usage
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "generating"
+        return f"<StreamHandle stream_id={self.stream_id!r} provider={self.provider!r} {state}>"

@@ -16,16 +16,18 @@ periodic one.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import heapq
 import itertools
 import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Set, Tuple
 
-__all__ = ["CALLER_IDLE_SECONDS", "MAX_CALLERS", "METRICS_INTERVAL", "MetricsTracker", "StreamMetrics", "on_metrics_thread"]
+if TYPE_CHECKING:
+    from streamcoord._stream_metrics import StreamMetrics
+
+__all__ = ["CALLER_IDLE_SECONDS", "MAX_CALLERS", "METRICS_INTERVAL", "MetricsTracker", "on_metrics_thread"]
 
 logger = logging.getLogger("streamcoord")
 
@@ -36,27 +38,6 @@ METRICS_INTERVAL = 1.0
 MAX_CALLERS = 8
 # A caller thread with no call to make for this long ends (seconds).
 CALLER_IDLE_SECONDS = 2 * METRICS_INTERVAL
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamMetrics:
-    """A snapshot of one stream's metrics. Rates are per second of ``duration_ms``."""
-
-    stream_id: str
-    provider: str
-    status: str  # "streaming" | "completed" | "failed" | "cancelled"
-    duration_ms: float
-    chunks_received: int
-    bytes_received: int
-    errors: int
-    chunks_per_second: float
-    bytes_per_second: float
-    time_to_first_chunk_ms: Optional[float]
-    retries: int
-    recoveries: int
-
-    def as_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class MetricsTracker:
@@ -96,6 +77,8 @@ class MetricsTracker:
         self._timed = False  # registered with the timer
 
     def snapshot(self) -> StreamMetrics:
+        from streamcoord._stream_metrics import StreamMetrics  # built on first use: see there
+
         end = self.ended if self.ended is not None else time.monotonic()
         seconds = max(end - self.started, 1e-9)
         first = self.first_chunk_at
@@ -129,18 +112,19 @@ class MetricsTracker:
             self._call(self.snapshot())
             return True
 
-    def finish(self, status: str) -> StreamMetrics:
-        """Record the final status; calls ``on_metrics`` exactly once for the end."""
+    def finish(self, status: str) -> None:
+        """Record the final status; calls ``on_metrics`` exactly once for the end. A
+        snapshot is built for that call only: a stream nobody asks metrics of never
+        builds one (nor imports its class)."""
         with self._lock:
             if self.ended is not None:
-                return self.snapshot()
+                return
             self.ended = time.monotonic()
             self.status = status
-            snap = self.snapshot()
-            self._call(snap)
+            if self.on_metrics is not None:
+                self._call(self.snapshot())
         if self._timed:
             _TICKER.remove(self)
-        return snap
 
     def _call(self, snap: StreamMetrics) -> None:
         if self.on_metrics is None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import secrets
+import base64
+import os
 from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 from streamcoord._config import Timeout
@@ -20,7 +21,8 @@ RECOVERY_KEYS = frozenset({"strategy", "max_retries", "keep"})
 
 
 def new_stream_id() -> str:
-    return secrets.token_urlsafe(12)
+    # secrets.token_urlsafe(12), written out: the secrets module is one import more (~0.2 ms).
+    return base64.urlsafe_b64encode(os.urandom(12)).rstrip(b"=").decode("ascii")
 
 
 def _callable(name: str, value: Any, signature: str) -> Optional[Callable[..., Any]]:

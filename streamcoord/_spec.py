@@ -3,7 +3,7 @@ and the two signals its parts pass each other (``End`` on the queue, ``Cancelled
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional
 
 import requests
 
@@ -12,7 +12,9 @@ from streamcoord._chunk import Chunk
 from streamcoord._config import Retry
 from streamcoord._keys import Scrubber
 from streamcoord._options import StreamOptions
-from streamcoord._recovery import Recovery
+
+if TYPE_CHECKING:  # imported by the first recovering stream (_client), not by `import streamcoord`
+    from streamcoord._recovery import Recovery
 
 __all__ = ["Cancelled", "End", "Restart", "Resume", "StreamSpec"]
 

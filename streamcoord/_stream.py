@@ -7,12 +7,13 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from streamcoord._chunk import Chunk
-from streamcoord._metrics import StreamMetrics, on_metrics_thread
+from streamcoord._metrics import on_metrics_thread
 from streamcoord._pipeline import Groups
 from streamcoord._spec import Restart, StreamSpec
 from streamcoord._worker import Worker
 
 if TYPE_CHECKING:
+    from streamcoord._stream_metrics import StreamMetrics
     from streamcoord.events import Event
 
 __all__ = ["ChatStream"]

@@ -13,7 +13,7 @@ import shutil
 import threading
 from typing import Callable, Optional, TextIO
 
-from streamcoord._metrics import StreamMetrics
+from streamcoord._stream_metrics import StreamMetrics
 
 __all__ = ["StatusLine", "WordWrapper", "describe_metrics", "plural"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from streamcoord._adapter import HTTPRequest
 from streamcoord._keys import secrets_in_headers
@@ -25,8 +25,6 @@ from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._pipeline import Pipeline
 from streamcoord._read_loop import DRAIN_BYTES, DRAIN_SECONDS, READ_SIZE, ReadLoop
-from streamcoord._recovery import is_recoverable
-from streamcoord._recovery_controller import RecoveryController
 from streamcoord._retry import is_retryable, make_retrying, retry_delay
 from streamcoord._send_budget import send_budget
 from streamcoord._spec import Cancelled, End, StreamSpec
@@ -39,6 +37,9 @@ from streamcoord.errors import (
     StreamError,
     StreamTimeout,
 )
+
+if TYPE_CHECKING:
+    from streamcoord._recovery_controller import RecoveryController
 
 __all__ = ["Worker"]
 
@@ -64,10 +65,12 @@ class Worker:
         self.connection = Transport(spec.session, spec.provider, READ_SIZE)
         self.reader = ReadLoop(spec, self.connection, self.pipeline, self.metrics, self.log, self._cancelled)
         self.recovery = spec.recovery
-        self.controller = (
-            RecoveryController(spec, spec.recovery, self.pipeline, self.metrics, self.log)
-            if spec.recovery is not None else None
-        )
+        self.controller: Optional[RecoveryController] = None
+        if spec.recovery is not None:
+            # Imported by the first recovering stream, not by `import streamcoord` (~0.7 ms).
+            from streamcoord._recovery_controller import RecoveryController
+
+            self.controller = RecoveryController(spec, spec.recovery, self.pipeline, self.metrics, self.log)
         self.telemetry = spec.telemetry
         # Where the provider could replay this stream itself (the last parser's resume_state).
         self.resume_state: Optional[Dict[str, Any]] = spec.resume.state if spec.resume is not None else None
@@ -124,14 +127,15 @@ class Worker:
                     except BaseException:  # noqa: S110 - the original error wins
                         pass
                 self.error = error
-                snap = self.metrics.finish(status)
+                metrics = self.metrics
+                metrics.finish(status)
                 if self.telemetry is not None:
-                    self.telemetry.end(status, error, self.answer, self.metrics, spec.scrubber)
+                    self.telemetry.end(status, error, self.answer, metrics, spec.scrubber)
                 if error is not None:
                     self.log.debug("stream failed: %r", error)
                 self.log.debug(
-                    "stream %s: %d chunks, %d bytes in %.0f ms", status, snap.chunks_received,
-                    snap.bytes_received, snap.duration_ms,
+                    "stream %s: %d chunks, %d bytes in %.0f ms", status, metrics.chunks_received,
+                    metrics.bytes_received, ((metrics.ended or time.monotonic()) - metrics.started) * 1000.0,
                 )
                 if spec.live is not None:  # readers elsewhere learn the end before this consumer
                     spec.live.end(status, error, self.answer)
@@ -202,10 +206,11 @@ class Worker:
                 # run out by now): there is nothing to continue from. After the answer's
                 # finish (an error event behind Bedrock's messageStop), there is nothing
                 # left to generate: the error is raised as it is, never a continuation.
-                if (
-                    self.controller is None or self.cancelled or not self.pipeline.content_seen
-                    or not is_recoverable(exc) or self.pipeline.answer.finish_reason is not None
-                ):
+                if self.controller is None or self.cancelled or not self.pipeline.content_seen:
+                    raise
+                from streamcoord._recovery import is_recoverable  # imported with the controller
+
+                if not is_recoverable(exc) or self.pipeline.answer.finish_reason is not None:
                     raise
                 request = self._recover(exc)
 

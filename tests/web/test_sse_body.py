@@ -11,8 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import streamcoord
-from streamcoord import web
-from streamcoord._metrics import StreamMetrics
+from streamcoord import StreamMetrics, web
 
 QUIET = object()  # a poll that times out: nothing arrived
 

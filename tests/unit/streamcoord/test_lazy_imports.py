@@ -1,6 +1,6 @@
 """``import streamcoord`` pays only for streaming: stores (the whole ``recovery_store``
-package), retries, typed events, live readers, Bedrock's decoder and telemetry load when
-first used, and every public name still imports."""
+package) and recovery, retries, typed events, live readers, Bedrock's decoder, telemetry
+and the metrics snapshot class load when first used, and every public name still imports."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ import json, sys
 import streamcoord
 
 HEAVY = ("diskcache", "django", "tenacity", "redis", "opentelemetry", "jiter", "recovery_store",
-         "streamcoord.events", "streamcoord._attach", "streamcoord.web", "streamcoord._eventstream")
+         "streamcoord.events", "streamcoord._attach", "streamcoord.web", "streamcoord._eventstream",
+         "streamcoord._telemetry", "streamcoord._live", "streamcoord._recovery", "streamcoord._recovery_controller",
+         "streamcoord._stored", "streamcoord._stream_metrics", "secrets")
 
 def loaded():
     return sorted(m for m in HEAVY if any(k == m or k.startswith(m + ".") for k in sys.modules))
@@ -49,7 +51,11 @@ def test_import_streamcoord_leaves_stores_retries_and_telemetry_unloaded_until_a
     assert seen["after_import"] == []
     assert seen["text"] == seen["answer"]  # recovered through the default DiskStore
     # Django comes with diskcache where it is installed.
-    assert set(seen["after_stream"]) - {"django"} == {"diskcache", "recovery_store", "tenacity"}
+    assert set(seen["after_stream"]) - {"django"} == {
+        "diskcache", "recovery_store", "tenacity",
+        "streamcoord._live", "streamcoord._recovery", "streamcoord._recovery_controller", "streamcoord._stored",
+        "secrets",  # with tenacity
+    }
     assert "streamcoord.events" in seen["after_events"] and seen["last_event"] == "Done"
 
 

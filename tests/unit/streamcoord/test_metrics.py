@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from streamcoord._metrics import MetricsTracker, StreamMetrics
+from streamcoord import StreamMetrics
+from streamcoord._metrics import MetricsTracker
 
 FIELDS = [
     "stream_id", "provider", "status", "duration_ms", "chunks_received", "bytes_received", "errors",
@@ -73,11 +74,12 @@ def test_as_dict_is_a_plain_copy():
 def test_finish_calls_on_metrics_exactly_once_with_the_first_status():
     calls = []
     t = tracker(calls.append)
-    first = t.finish("failed")
-    again = t.finish("completed")  # a second end is ignored
+    t.finish("failed")
+    first = t.snapshot()
+    t.finish("completed")  # a second end is ignored
     assert [m.status for m in calls] == ["failed"]
-    assert first.status == again.status == "failed"
-    assert t.snapshot() == first  # the clock stopped at the end
+    assert first.status == t.snapshot().status == "failed"
+    assert calls[0] == first == t.snapshot()  # the clock stopped at the end
 
 
 def test_report_calls_on_metrics_with_streaming_until_the_end():
@@ -101,7 +103,8 @@ def test_track_metrics_without_on_metrics_logs_the_reports(caplog):
 def test_without_on_metrics_nothing_is_reported(caplog):
     caplog.set_level(logging.DEBUG, logger="streamcoord")
     t = tracker()
-    assert t.finish("completed").status == "completed"  # no callback, no error
+    t.finish("completed")  # no callback, no error
+    assert t.snapshot().status == "completed"
     assert caplog.records == []
 
 
@@ -113,8 +116,8 @@ def test_on_metrics_that_raises_is_logged_with_the_stream_fields(caplog):
 
     t = tracker(broken)
     t.report()
-    snap = t.finish("completed")
-    assert snap.status == "completed"
+    t.finish("completed")
+    assert t.snapshot().status == "completed"
     records = [r for r in caplog.records if r.name == "streamcoord"]
     assert len(records) == 2
     for record in records:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamcoord import StreamMetrics
 from streamcoord._demo import DEMO_ANSWER
-from streamcoord._metrics import StreamMetrics
 from streamcoord._terminal import WordWrapper, describe_metrics
 
 
