@@ -16,13 +16,16 @@ import bisect
 import queue
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from streamcoord._chunk import Chunk, ToolCallAccumulator
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
-from streamcoord._shaping import Result, callback_error, run_transform, run_validate, shape
+from streamcoord._shaping import callback_error, run_transform, run_validate, shape
 from streamcoord._spec import Cancelled, StreamSpec
+
+if TYPE_CHECKING:
+    from streamcoord._shaping import Result
 
 __all__ = ["PUT_WAIT_SECONDS", "QUEUE_BATCHES", "Answer", "Groups", "Pipeline"]
 

@@ -8,17 +8,18 @@ each chunk into the answer in one pass (recovery off); ``run_validate`` and
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 from streamcoord._chunk import Chunk
 from streamcoord.errors import CallbackError, ChunkValidationError
 
-__all__ = ["Result", "callback_error", "run_transform", "run_validate", "shape", "take_in"]
+__all__ = ["callback_error", "run_transform", "run_validate", "shape", "take_in"]
 
-Result = Tuple[List[Chunk], Optional[BaseException]]
-Validate = Callable[[Chunk], Any]
-Transform = Callable[[Chunk], Optional[Chunk]]
-Rejected = Callable[[Chunk, str], None]
+if TYPE_CHECKING:  # annotations only: typing's subscripts cost import time
+    Result = Tuple[List[Chunk], Optional[BaseException]]
+    Validate = Callable[[Chunk], Any]
+    Transform = Callable[[Chunk], Optional[Chunk]]
+    Rejected = Callable[[Chunk, str], None]
 
 
 def callback_error(name: str, exc: BaseException) -> CallbackError:
