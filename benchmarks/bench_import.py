@@ -7,7 +7,8 @@ the import to just after, so the interpreter's own start-up is not counted; the 
 interleaved and the median of ``--times`` runs is reported. The figure against requests is
 the median of each round's difference (streamcoord's import minus requests' in the same
 round, run one after the other), so a load that comes and goes on the machine shifts both
-imports of a round alike instead of whichever median it happened to land in.
+imports of a round alike instead of whichever median it happened to land in (so it may
+differ by a few ms from the difference of the two time figures printed).
 """
 
 from __future__ import annotations
