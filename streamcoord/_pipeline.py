@@ -214,10 +214,13 @@ class Pipeline:
         callbacks and the answer's bookkeeping in one pass (``_shaping.shape``)."""
         options = self.options
         answer = self.answer
+        read = chunks
         chunks, texts, error = shape(chunks, plain, options.validate_chunk, options.transform_chunk,
                                      options.on_invalid, self._rejected, answer.note)
         if answer.model is None:
-            for chunk in chunks:  # stream.model from the first chunk that has one (see deliver)
+            # stream.model from the first chunk that has one (see deliver): the read's first
+            # if it is a plain read the callbacks gave back as it was.
+            for chunk in chunks[:1] if plain and chunks is read else chunks:
                 if chunk.model:
                     answer.model = chunk.model
                     break
@@ -286,6 +289,9 @@ class Pipeline:
                 try:
                     callback(chunk)
                 except Exception as exc:
+                    # Nothing after the failing chunk reaches the callback, not even the
+                    # buffered rest of the read that the worker's end would flush.
+                    self._pending = []
                     raise callback_error("callback", exc) from exc
             return
         self._enqueue(batch)

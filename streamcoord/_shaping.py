@@ -61,6 +61,7 @@ def shape(
             try:
                 new = transform(chunk)
             except Exception as exc:
+                _validate_rest(chunks[index + 1:], validate, on_invalid, rejected)
                 return _unchanged(chunks[:index], plain, note, callback_error("transform_chunk", exc))
             if new is not chunk:
                 break
@@ -69,8 +70,10 @@ def shape(
         return chunks, take_in(chunks, plain, note), None
     out = chunks[:index]
     texts = take_in(out, plain, note)
-    error = _the_long_way(chunks[index:], verdict, new, plain, validate, transform, on_invalid, rejected, note,
-                          out, texts)
+    error, stop = _the_long_way(chunks[index:], verdict, new, plain, validate, transform, on_invalid, rejected, note,
+                                out, texts)
+    if stop is not None:
+        _validate_rest(chunks[index + stop + 1:], validate, on_invalid, rejected)
     return out, texts, error
 
 
@@ -89,6 +92,15 @@ def take_in(chunks: List[Chunk], plain: bool, note: Callable[[Chunk], None]) -> 
     return texts
 
 
+def _validate_rest(chunks: List[Chunk], validate: Optional[Validate], on_invalid: str, rejected: Rejected) -> None:
+    """The transform failed before ``chunks``: the validator still sees them, as it would
+    have validating the whole read before the transform ran (its rejections counted in
+    ``metrics.errors`` and logged, the same with recovery on, where it does so); its
+    verdict is moot, the transform's error ends the stream."""
+    if validate is not None and chunks:
+        run_validate(chunks, validate, on_invalid, rejected)
+
+
 def _unchanged(
     chunks: List[Chunk], plain: bool, note: Callable[[Chunk], None], error: BaseException,
 ) -> Tuple[List[Chunk], List[str], Optional[BaseException]]:
@@ -99,20 +111,21 @@ def _the_long_way(
     chunks: List[Chunk], verdict: Any, new: Any, plain: bool, validate: Optional[Validate],
     transform: Optional[Transform], on_invalid: str, rejected: Rejected, note: Callable[[Chunk], None],
     out: List[Chunk], texts: List[str],
-) -> Optional[BaseException]:
+) -> Tuple[Optional[BaseException], Optional[int]]:
     """``shape`` from the first chunk the callbacks changed, ``chunks[0]``, whose callbacks
     have run (``verdict``; ``new`` if the validator accepted it). Appends to ``out`` and
-    ``texts``; returns the error that ends the pass, if any."""
+    ``texts``; returns the error that ends the pass, if any, and the position of the chunk
+    whose transform failed (the validator has the rest still to see), if it was that."""
     for position, chunk in enumerate(chunks):
         if position and validate is not None:
             try:
                 verdict = validate(chunk)
             except Exception as exc:
-                return callback_error("validate_chunk", exc)
+                return callback_error("validate_chunk", exc), None
         if verdict is not None and verdict is not True:
             error = _reject(chunk, verdict, on_invalid, rejected)
             if error is not None:
-                return error
+                return error, None
             continue
         if position:
             new = chunk
@@ -120,13 +133,14 @@ def _the_long_way(
                 try:
                     new = transform(chunk)
                 except Exception as exc:
-                    return callback_error("transform_chunk", exc)
+                    return callback_error("transform_chunk", exc), position
         if new.__class__ is not Chunk:
             if new is None:
-                note(chunk)  # skipped, but its finish reason, usage... are the answer's
+                if "choice" not in chunk.metadata:  # skipped, but its finish reason, usage... are the answer's
+                    note(chunk)
                 continue
             if not isinstance(new, Chunk):
-                return _not_a_chunk(new)
+                return _not_a_chunk(new), position
         out.append(new)
         # The parser vouches for its own text-only chunks; a transform's may be anything.
         if not plain or new is not chunk:
@@ -136,7 +150,7 @@ def _the_long_way(
                 note(new)
         if new.content:
             texts.append(new.content)
-    return None
+    return None, None
 
 
 def run_validate(chunks: List[Chunk], validate: Validate, on_invalid: str, rejected: Rejected) -> Result:
@@ -163,7 +177,8 @@ def run_transform(chunks: List[Chunk], transform: Transform, skipped: Callable[[
         except Exception as exc:
             return out, callback_error("transform_chunk", exc)
         if new is None:
-            skipped(chunk)
+            if "choice" not in chunk.metadata:  # another of n choices says nothing of the answer
+                skipped(chunk)
             continue
         if not isinstance(new, Chunk):
             return out, _not_a_chunk(new)

@@ -15,6 +15,7 @@ import requests
 
 import streamcoord
 from adapters.base import Adapter, EventParser, HTTPRequest
+from recovery_store import MemoryStore
 from streamcoord import Chunk, StreamingCoordinator
 from tests.conftest import API_KEY, MESSAGES
 from tests.support.fakeserver import (
@@ -1072,3 +1073,90 @@ def test_start_stream_rejects_a_bad_wire_format():
     with pytest.raises(ValueError, match="ndjson"):
         StreamingCoordinator.start_stream("http://127.0.0.1:9/custom", {}, {}, print, parse_chunk_fn=parse_custom,
                                           wire_format="jsonl")
+
+
+def parse_openai_text(data):
+    choices = json.loads(data).get("choices") or []
+    if not choices:
+        return None
+    return Chunk(content=choices[0]["delta"].get("content") or "", finish_reason=choices[0].get("finish_reason"))
+
+
+def test_start_stream_with_buffer_chunks_gives_the_callback_nothing_after_it_raised(server, no_thread_leak):
+    # One read of twenty words and a finish, groups of three: the callback raises on the
+    # sixth chunk (w4); neither the rest of its group nor the buffered rest of the read
+    # (the finish chunk above all, which would look like a normal end) reaches it after.
+    server.enqueue(one_read(openai_text(TWENTY)))
+    got = []
+
+    def callback(chunk):
+        got.append(chunk.content)
+        if chunk.content == "w4 ":
+            raise RuntimeError("consumer broke")
+
+    handle = StreamingCoordinator.start_stream(
+        server.base_url + "/v1/chat/completions", {}, {}, callback, parse_chunk_fn=parse_openai_text, buffer_chunks=3)
+    assert handle.join(5)
+    assert isinstance(handle.error, streamcoord.CallbackError) and handle.error.callback == "callback"
+    assert got == ["", "w0 ", "w1 ", "w2 ", "w3 ", "w4 "]
+
+
+@pytest.mark.parametrize("recovery", [False, True])
+def test_a_failing_transform_leaves_the_validator_seeing_the_whole_read_with_recovery_on_or_off(
+        server, client, recovery, tmp_path):
+    # The validator sees each chunk of a read before the transform sees any (DESIGN's order:
+    # validate, persist, transform): a transform raising on w2 leaves the later rejections of
+    # w10 and w11 counted, with recovery on (where the store is written in between) and off.
+    server.enqueue(one_read(openai_text(TWENTY)))
+    calls = []
+
+    def validator(chunk):
+        calls.append("v")
+        return "bad" if chunk.content in ("w10 ", "w11 ") else None
+
+    def transform(chunk):
+        calls.append("t")
+        if chunk.content == "w2 ":
+            raise RuntimeError("boom")
+        return chunk
+
+    store = MemoryStore() if recovery else None
+    stream = client(recovery_store=store).stream_chat(
+        MESSAGES, model="m", validate_chunk=validator, transform_chunk=transform, stream_recovery=recovery)
+    with pytest.raises(streamcoord.CallbackError) as failed:
+        list(stream)
+    assert failed.value.callback == "transform_chunk"
+    assert stream.text == "w0 w1 "
+    assert stream.metrics.errors == 3  # the two rejections and the stream's error
+    assert calls.count("v") == stream.metrics.chunks_received  # every chunk of the read
+
+
+def test_a_transform_skipping_another_choices_finish_leaves_choice_0s(server, client):
+    # n=2: choice 1 ends with "length" after choice 0's "stop"; the common "skip empty
+    # chunks" transform drops both finish chunks, and stream.finish_reason stays choice 0's.
+    server.enqueue(one_read(sse([
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}, {"index": 1, "delta": {"content": "Yo"}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"choices": [{"index": 1, "delta": {}, "finish_reason": "length"}]},
+    ], done=True)))
+    stream = client().stream_chat(MESSAGES, model="m", n=2, transform_chunk=lambda c: c if c.content else None)
+    chunks = list(stream)
+    assert [c.content for c in chunks] == ["Hi", "Yo"]
+    assert stream.text == "Hi" and stream.finish_reason == "stop"
+
+
+def test_a_transform_that_is_not_idempotent_changes_each_chunk_once(server, client):
+    # The transform runs once per chunk: the first chunk it changes (where the one-pass
+    # shaping leaves its fast path) is not transformed a second time.
+    server.enqueue(one_read(openai_text(TWENTY)))
+    seen = []
+
+    def exclaim(chunk):
+        seen.append(chunk.content)
+        return dataclasses.replace(chunk, content=chunk.content + "!") if chunk.content == "w3 " else chunk
+
+    stream = client().stream_chat(MESSAGES, model="m", transform_chunk=exclaim, validate_chunk=lambda c: True)
+    chunks = list(stream)
+    assert [c.content for c in chunks if c.content] == [t + "!" if t == "w3 " else t for t in TWENTY]
+    assert seen.count("w3 ") == 1 and stream.text == "".join(TWENTY).replace("w3 ", "w3 !")
+    assert stream.finish_reason == "stop" and stream.model == "gpt-4o-mini"
