@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from streamcoord._chunk import Chunk, ToolCallAccumulator
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
-from streamcoord._shaping import callback_error, run_transform, run_validate, shape
+from streamcoord._shaping import callback_error, run_transform, run_validate, shape, take_in
 from streamcoord._spec import Cancelled, StreamSpec
 
 if TYPE_CHECKING:
@@ -174,26 +174,10 @@ class Pipeline:
             plain = False  # the transform may have made them anything
             model_text = None
         answer = self.answer
-        if plain:  # the parser vouches that these are text only
-            texts = [chunk.content for chunk in chunks] if model_text is None else []
-        else:
-            texts = []
-            for chunk in chunks:
-                if chunk.metadata or chunk.finish_reason is not None or chunk.usage is not None or chunk.tool_calls:
-                    if "choice" in chunk.metadata:  # another of n choices: not part of stream.text
-                        continue
-                    answer.note(chunk)
-                if chunk.content:
-                    texts.append(chunk.content)
+        # A plain read's texts are model_text already, when it was joined for the store.
+        texts = [] if plain and model_text is not None else take_in(chunks, plain, answer.note)
         if answer.model is None:
-            # stream.model from the first chunk that has one: text-only chunks are never
-            # noted, and a chunk may have none (Azure's prompt-filter chunk says ""). A
-            # plain read's chunks share the parser's model: its first says it, so a
-            # provider that sends none (Bedrock) costs one look per read, not per chunk.
-            for chunk in chunks[:1] if plain else chunks:
-                if chunk.model:
-                    answer.model = chunk.model
-                    break
+            self._take_model(chunks, plain)
         if model_text is not None:  # the same texts, joined for the store already
             if model_text:
                 answer.add_text(model_text)
@@ -218,12 +202,7 @@ class Pipeline:
         chunks, texts, error = shape(chunks, plain, options.validate_chunk, options.transform_chunk,
                                      options.on_invalid, self._rejected, answer.note)
         if answer.model is None:
-            # stream.model from the first chunk that has one (see deliver): the read's first
-            # if it is a plain read the callbacks gave back as it was.
-            for chunk in chunks[:1] if plain and chunks is read else chunks:
-                if chunk.model:
-                    answer.model = chunk.model
-                    break
+            self._take_model(chunks, plain and chunks is read)  # a plain read given back as it was
         if texts:
             answer.add_text("".join(texts))  # one string per read (see deliver)
         if chunks:
@@ -231,6 +210,16 @@ class Pipeline:
         if error is not None:
             self.flush_pending()
             raise error
+
+    def _take_model(self, chunks: List[Chunk], plain: bool) -> None:
+        """stream.model from the first chunk that has one: text-only chunks are never
+        noted, and a chunk may have none (Azure's prompt-filter chunk says ""). A plain
+        read's chunks share the parser's model: its first says it, so a provider that
+        sends none (Bedrock) costs one look per read, not per chunk."""
+        for chunk in chunks[:1] if plain else chunks:
+            if chunk.model:
+                self.answer.model = chunk.model
+                return
 
     def transform(self, chunks: List[Chunk]) -> Result:
         """``transform_chunk`` over ``chunks``; a skipped chunk still counts for the answer."""
@@ -258,7 +247,7 @@ class Pipeline:
             self._pending = chunks[whole:]
             if whole == size:
                 self.put(chunks[:size])
-            elif whole:
+            else:
                 # A read that fills several groups hands them over as one queue item: a
                 # queue put and get cost ~5k instructions, so one per group of 8 was ~+1.5%
                 # per chunk on 16 KiB reads (benchmarks/bench_throughput.py, all features).
