@@ -109,6 +109,7 @@ class AnthropicParser(EventParser):
             return
         append = out.append
         scan = json_scan_once
+        run = self.text_run if self.__class__.parse_into is _OWN_PARSE_INTO else None  # see OpenAIParser's
         plain = True
         for event in events:
             data = event.data
@@ -125,7 +126,15 @@ class AnthropicParser(EventParser):
                     if text and text.__class__ is str:
                         index = self.next_index
                         self.next_index = index + 1
-                        append(content_chunk(text, self.model, self.message_id, index, RawJSON(data)))
+                        if run is not None and not out:
+                            if not run.texts:
+                                run.first_index = index
+                            run.texts.append(text)
+                            run.models.append(self.model)
+                            run.ids.append(self.message_id)
+                            run.raws.append(RawJSON(data))
+                        else:
+                            append(content_chunk(text, self.model, self.message_id, index, RawJSON(data)))
                         continue
             chunk = self._parse_object(obj, data, event.event)
             if chunk is not None:
@@ -286,6 +295,8 @@ class AnthropicParser(EventParser):
 
 # The parse() parse_into's own loop stands in for (see parse_into).
 _OWN_PARSE = AnthropicParser.parse
+# The parse_into that fills the worker's text run (see parse_into).
+_OWN_PARSE_INTO = AnthropicParser.parse_into
 
 class AnthropicAdapter(Adapter):
     max_tokens_paths = (("max_tokens",),)

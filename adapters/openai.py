@@ -85,6 +85,9 @@ class OpenAIParser(EventParser):
         parse_object = self.parse_object
         scan = json_scan_once
         inline_keys = self.inline_choice_keys
+        # A subclass with a parse_into of its own may look at what this one appends
+        # (Mistral's echo): it gets Chunks.
+        run = self.text_run if self.__class__.parse_into is _OWN_PARSE_INTO else None
         plain = True
         for event in events:
             data = event if event.__class__ is str else event.data
@@ -104,7 +107,15 @@ class OpenAIParser(EventParser):
                     if text and text.__class__ is str and not choice.get("index") and not obj.get("usage") and "error" not in obj:
                         index = self.next_index
                         self.next_index = index + 1
-                        append(content_chunk(text, obj.get("model"), obj.get("id"), index, RawJSON(data)))
+                        if run is not None and not out:
+                            if not run.texts:
+                                run.first_index = index
+                            run.texts.append(text)
+                            run.models.append(obj.get("model"))
+                            run.ids.append(obj.get("id"))
+                            run.raws.append(RawJSON(data))
+                        else:
+                            append(content_chunk(text, obj.get("model"), obj.get("id"), index, RawJSON(data)))
                         continue
             before = len(out)
             parse_object(obj, out)
@@ -195,6 +206,10 @@ class OpenAIParser(EventParser):
         index = self.next_index
         self.next_index = index + 1
         return new_chunk(content, finish_reason, obj.get("model"), obj.get("id"), index, usage, tool_calls, metadata, obj)
+
+
+# The parse_into above, which fills the worker's text run (see parse_into).
+_OWN_PARSE_INTO = OpenAIParser.parse_into
 
 
 class OpenAIAdapter(Adapter):

@@ -26,7 +26,7 @@ import json
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from streamcoord._chunk import Chunk
+from streamcoord._chunk import Chunk, TextRun
 from streamcoord._keys import check_api_key, is_secret_header
 from streamcoord.errors import APIError, ConnectionLost, ProtocolError, api_error_for_status
 
@@ -110,6 +110,12 @@ class EventParser:
     # text only (no finish reason, usage, tool calls or metadata), which spares the worker
     # a look at each chunk. Leaving it False is always correct.
     plain = False
+
+    # Set by the worker (recovery on, nothing to shape) for the length of an attempt: a
+    # parser may add a text-only chunk to this run instead of appending a Chunk to
+    # parse_into's ``out``, as long as ``out`` is still empty in that call (the run's
+    # chunks come before out's). Ignoring it is always correct.
+    text_run: Optional[TextRun] = None
 
     # True when the provider sends more events after the one that sets ``done`` (OpenAI
     # chat completions: a usage chunk, then ``[DONE]``): the worker reads on for them, for

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from streamcoord._chunk import Chunk, ToolCallAccumulator
+from streamcoord._chunk import Chunk, TextRun, ToolCallAccumulator
 from streamcoord._logging import StreamLogger
 from streamcoord._metrics import MetricsTracker
 from streamcoord._shaping import callback_error, run_transform, run_validate, shape, take_in
@@ -137,6 +137,13 @@ class Pipeline:
         self.produced = False  # this attempt produced a chunk: no plain retry after that
         self.content_seen = False  # the stream produced a chunk: recovery has something to go on
         self._pending: List[Chunk] = []  # chunks held back by buffer_chunks
+        # Recovery on and nothing to shape or observe per chunk: plain text chunks travel
+        # as TextRuns (deliver_parts), never as Chunk objects held for a store write.
+        options = self.options
+        self.takes_runs = (
+            self.recovery is not None and options.validate_chunk is None and options.transform_chunk is None
+            and options.buffer_chunks <= 1 and spec.callback is None and self.telemetry is None
+        )
 
     def deliver(self, chunks: List[Chunk], plain: bool = False) -> None:
         """validate, persist (recovery), transform, accumulate, buffer, hand over.
@@ -192,6 +199,38 @@ class Pipeline:
         if error is not None:
             self.flush_pending()
             raise error
+
+    def deliver_parts(self, parts: List[Any]) -> None:
+        """``deliver`` for a slice of a stream that ``takes_runs``: ``parts`` are TextRuns
+        and lists of the other chunks, in order. The slice's text is persisted in one
+        write, then each part is taken into the answer and handed over as one queue item."""
+        metrics = self.metrics
+        if metrics.first_chunk_at is None:
+            metrics.first_chunk_at = time.monotonic()
+            self.log.debug("first chunk")
+        self.produced = self.content_seen = True
+        texts: List[str] = []
+        for part in parts:
+            metrics.chunks_received += len(part)
+            if part.__class__ is TextRun:
+                texts += part.texts
+            else:
+                texts += [c.content for c in part if c.content and "choice" not in c.metadata]
+        if texts:
+            self.recovery.persist("".join(texts))  # type: ignore[union-attr]  # before the consumer can see it
+        answer = self.answer
+        for part in parts:
+            if part.__class__ is TextRun:
+                answer.add_text("".join(part.texts))
+                if answer.model is None and part.models[0]:  # a run's chunks share the parser's model
+                    answer.model = part.models[0]
+            else:
+                shown = take_in(part, False, answer.note)
+                if answer.model is None:
+                    self._take_model(part, False)
+                if shown:
+                    answer.add_text("".join(shown))
+            self._enqueue(part)
 
     def _deliver_shaped(self, chunks: List[Chunk], plain: bool) -> None:
         """``deliver`` with validate_chunk and/or transform_chunk and recovery off: the

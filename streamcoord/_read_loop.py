@@ -24,7 +24,7 @@ import time
 from typing import Any, List, Optional
 
 from streamcoord._adapter import EventParser, HTTPRequest, error_message
-from streamcoord._chunk import Chunk
+from streamcoord._chunk import Chunk, TextRun
 from streamcoord._decoders import NDJSONDecoder, SSEDecoder
 from streamcoord._keys import secrets_in_headers
 from streamcoord._logging import StreamLogger
@@ -187,8 +187,24 @@ class ReadLoop:
         hold = HOLD_SECONDS if self.pipeline.recovery is not None else 0.0
         held: List[Chunk] = []  # parsed, not yet persisted nor handed over
         held_plain = True
+        # With nothing to shape per chunk (Pipeline.takes_runs), the parser keeps text-only
+        # chunks as strings in ``run`` (TextRun says why), and a slice is ``parts``: runs
+        # and lists of the other chunks, in order, persisted in one write.
+        run = parser.text_run = TextRun() if hold and self.pipeline.takes_runs else None
+        parts: List[Any] = []
         last_write = -hold  # when the last write went out; the first one never waits
         looked_at = None  # the idle limit past which the last look (below) was taken
+
+        def slice_goes_on() -> bool:
+            """Within the slice: wait for more. Past it, up to HOLD_BACKLOG_SECONDS, only
+            what is here already: a flood is read ahead into one write instead of one per
+            slice, a paced stream never waits longer."""
+            if ended or connection.complete:
+                return False
+            since = monotonic() - last_write
+            wait = min(hold - since, limit - now) if since < hold else 0.0
+            return since < HOLD_BACKLOG_SECONDS and connection.wait_ready(wait)
+
         try:
             while True:
                 limit = idle_limit = last_content + idle
@@ -236,29 +252,41 @@ class ReadLoop:
                 try:
                     parse_into(feed(data), chunks)
                 except Exception as exc:
-                    chunks, held = held + chunks, []
+                    chunks, held = held + _chunks_of(parts, run) + chunks, []
+                    parts, run = [], None
                     raise self._fail_mid_read(chunks, exc)  # noqa: B904 - the cause is set inside
                 if has_end_marker and decoder.done:  # the [DONE] marker
                     parser.done = ended = True
                 elif parser.done and not trailing:
                     ended = True
-                plain = parser.plain
-                if hold and (chunks or held):
+                if run is not None:
+                    if chunks:  # the run so far came before them
+                        if run.texts:
+                            parts.append(run)
+                            run = parser.text_run = TextRun()
+                        parts.append(chunks)
+                    if parts or run.texts:
+                        if slice_goes_on():
+                            continue  # one write for all of the slice
+                        if run.texts:
+                            parts.append(run)
+                            run = parser.text_run = TextRun()
+                        slice_parts, parts = parts, []
+                        last_write = monotonic()
+                        self.pipeline.deliver_parts(slice_parts)
+                        last_content = monotonic()
+                elif hold and (chunks or held):
                     held += chunks
-                    held_plain = held_plain and plain
+                    held_plain = held_plain and parser.plain
                     parser.plain = False
-                    if not ended and not connection.complete:
-                        since = monotonic() - last_write
-                        # Within the slice: wait for more. Past it, up to HOLD_BACKLOG_SECONDS,
-                        # only what is here already: a flood is read ahead into one write
-                        # instead of one per slice, a paced stream never waits longer.
-                        wait = min(hold - since, limit - now) if since < hold else 0.0
-                        if since < HOLD_BACKLOG_SECONDS and connection.wait_ready(wait):
-                            continue  # more is coming within this write's time slice: one write for all
-                    chunks, held, plain, held_plain = held, [], held_plain, True
+                    if slice_goes_on():
+                        continue  # one write for all of the slice
+                    chunks, held, plain, held_plain = held, [], held_plain, True  # before: deliver may raise
                     last_write = monotonic()
-                if chunks:
                     deliver(chunks, plain)
+                    last_content = monotonic()
+                elif chunks:
+                    deliver(chunks, parser.plain)
                     parser.plain = False
                     last_content = monotonic()
                 if ended:
@@ -267,9 +295,16 @@ class ReadLoop:
                     clean_end = True
                     break
         except Exception:
+            held += _chunks_of(parts, run)
             if held and not self.cancelled.is_set():
                 deliver(held)  # what was read before the failure is the consumer's, as in _fail_mid_read
             raise
+        finally:
+            parser.text_run = None
+        if run is not None and run.texts:
+            parts.append(run)
+        if parts:
+            self.pipeline.deliver_parts(parts)
         if held:
             deliver(held, held_plain)
         if self.cancelled.is_set():
@@ -311,3 +346,14 @@ class ReadLoop:
             f"no content from {self.spec.provider} for {timeout.idle:.3g}s (idle timeout); "
             "raise timeout= if the model needs longer to answer"
         )
+
+
+def _chunks_of(parts: List[Any], run: Optional[TextRun]) -> List[Chunk]:
+    """A slice's parts and the run after them as one list of chunks (a read failed: what
+    was read before is delivered the ordinary way)."""
+    chunks: List[Chunk] = []
+    for part in parts:
+        chunks += part.chunks() if part.__class__ is TextRun else part
+    if run is not None:
+        chunks += run.chunks()
+    return chunks

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional
 
-from streamcoord._chunk import Chunk
+from streamcoord._chunk import Chunk, TextRun
 from streamcoord._metrics import on_metrics_thread
 from streamcoord._pipeline import Groups
 from streamcoord._spec import Restart, StreamSpec
@@ -149,7 +149,7 @@ class ChatStream:
             )
         self._reading = CHUNKS
 
-    def _next_batch(self, timeout: Optional[float] = None) -> Optional[List[Chunk]]:
+    def _next_batch(self, timeout: Optional[float] = None) -> Optional[Iterable[Chunk]]:
         """The next batch from the worker; None at the end; [] when ``timeout`` passed
         first; raises the stream's error."""
         if self._groups:
@@ -172,6 +172,8 @@ class ChatStream:
                     return []
             if item.__class__ is list:
                 return item
+            if item.__class__ is TextRun:
+                return item.chunks()  # each Chunk made as it is read
             if item.__class__ is Groups:
                 self._groups = item[:0:-1]
                 return item[0]

@@ -1,0 +1,172 @@
+"""A flood with recovery on, over real loopback HTTP: text deltas wait for their store write
+as columns of strings (``TextRun``) and become ``Chunk`` objects only as the consumer reads
+them. The consumer still gets every chunk, in order, with every field, never before the
+store holds its text; and the chunks waiting for the store are not objects the garbage
+collector has to track."""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import pytest
+
+import streamcoord
+from recovery_store import MemoryStore
+from streamcoord import Chunk
+from tests.support.fakeserver import Drop, Response, anthropic_text, openai_text, sse
+
+MESSAGES = [{"role": "user", "content": "Count."}]
+MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5", "mistral": "mistral-small-latest"}
+FLOOD = [f" w{i}" for i in range(3000)]
+
+
+def openai_mixed(pieces):
+    """Text deltas with other chunks among them, so reads mix both: reasoning deltas and a
+    second choice's text (n=2) every so often, then the finish, usage and [DONE]."""
+    def event(delta, index=0, finish=None, **extra):
+        return dict({"id": "c-1", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+                     "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}, **extra)
+
+    events = [event({"role": "assistant", "content": ""})]
+    for i, piece in enumerate(pieces):
+        if i % 50 == 7:
+            events.append(event({"reasoning_content": f"think{i}"}))
+        if i % 37 == 5:
+            events.append(event({"content": f"other{i}"}, index=1))
+        events.append(event({"content": piece}))
+    events += [event({}, finish="stop"), dict(event({}), choices=[], usage={"prompt_tokens": 3, "completion_tokens": 9,
+                                                                          "total_tokens": 12})]
+    return whole(sse(events, done=True))
+
+
+def anthropic_thinking(pieces):
+    """Extended thinking: a thinking block, then the text block, as Claude streams them."""
+    def block(index, kind, deltas):
+        start = {"type": "content_block_start", "index": index, "content_block": {"type": kind, kind: ""}}
+        key = "thinking_delta" if kind == "thinking" else "text_delta"
+        return ([("content_block_start", start)]
+                + [("content_block_delta", {"type": "content_block_delta", "index": index,
+                                            "delta": {"type": key, kind: d}}) for d in deltas]
+                + [("content_block_stop", {"type": "content_block_stop", "index": index})])
+
+    start = {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                                                  "model": "claude-sonnet-4-5", "content": [],
+                                                  "usage": {"input_tokens": 3, "output_tokens": 1}}}
+    end = [("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                              "usage": {"output_tokens": 9}}), ("message_stop", {"type": "message_stop"})]
+    return whole(sse([("message_start", start)] + block(0, "thinking", [f"t{i} " for i in range(200)])
+                     + block(1, "text", pieces) + end))
+
+
+def whole(response):
+    """The body in one part: reads full of events, text deltas and others in the same read."""
+    return Response(parts=(b"".join(response.parts),))
+
+
+BUILDERS = {"openai": openai_text, "anthropic": anthropic_text, "mistral": openai_text,
+            "openai-mixed": openai_mixed, "anthropic-thinking": anthropic_thinking}
+PROVIDER = {"openai-mixed": "openai", "anthropic-thinking": "anthropic"}
+
+
+@pytest.fixture
+def store():
+    with MemoryStore() as memory:
+        yield memory
+
+
+def stream_of(client, provider, on, store=None, stream_id="hold-1", **options):
+    kwargs = {"recovery_store": store or MemoryStore()} if on else {}
+    return client(provider, max_retries=0, **kwargs).stream_chat(
+        MESSAGES, model=MODELS[provider], stream_recovery=on, stream_id=stream_id, **options)
+
+
+def fields(chunks):
+    return [(c, c.raw) for c in chunks]  # Chunk equality leaves raw out
+
+
+@pytest.mark.parametrize("body", sorted(BUILDERS))
+def test_a_flood_gives_the_same_chunks_with_recovery_on_as_off(server, client, body):
+    seen = {}
+    for recovery in (False, True):
+        server.enqueue(BUILDERS[body](FLOOD))
+        stream = stream_of(client, PROVIDER.get(body, body), recovery)
+        chunks = list(stream)
+        seen[recovery] = (fields(chunks), stream.text, stream.model, stream.finish_reason, stream.usage,
+                          stream.reasoning)
+    assert seen[True] == seen[False]
+    assert seen[True][1] == "".join(FLOOD)
+    assert [c.index for c, _ in seen[True][0]] == list(range(len(seen[True][0])))
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_every_chunk_of_a_flood_is_in_the_store_before_the_consumer_sees_it(server, client, store, provider):
+    server.enqueue(BUILDERS[provider](FLOOD))
+    stream = stream_of(client, provider, True, store, recovery={"keep": True})
+    shown = []
+    behind = []
+    for chunk in stream:
+        shown.append(chunk.content)
+        if chunk.content and len(shown) % 97 == 0:
+            stored = store.load("hold-1").text
+            if not stored.startswith("".join(shown)):
+                behind.append(chunk.index)
+    assert behind == []
+    assert "".join(shown) == stream.text == store.load("hold-1").text == "".join(FLOOD)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_flood_with_recovery_on_keeps_no_chunk_objects_waiting(server, client, provider):
+    # Held Chunk objects (hundreds per store write) are what made the garbage collector
+    # promote them and run full collections (TextRun's docstring); a run holds strings.
+    def alive():
+        return sum(1 for o in gc.get_objects() if type(o) is Chunk)
+
+    server.enqueue(BUILDERS[provider](FLOOD))
+    stream = stream_of(client, provider, True)
+    gc.collect()
+    before = alive()  # what earlier tests left (a failure's traceback keeps its chunks)
+    most = 0
+    text = []
+    for n, chunk in enumerate(stream):
+        text.append(chunk.content)
+        if n % 300 == 150:
+            most = max(most, alive() - before)
+    assert "".join(text) == "".join(FLOOD)
+    assert most < 16, f"{most} Chunk objects alive at once"
+
+
+def test_text_deltas_before_a_broken_event_in_the_same_read_reach_the_consumer_in_order(server, client):
+    # Reads after the first bring text deltas only (held as a run), the last one the event
+    # that does not parse.
+    body = openai_text(FLOOD[:1000], finish_reason=None, done=False)
+    server.enqueue(Response(parts=(b"".join(body.parts) + b"data: {not json\n\n",)))
+    stream = stream_of(client, "openai", True)
+    got = []
+    with pytest.raises(streamcoord.ProtocolError):
+        for chunk in stream:
+            got.append(chunk)
+    assert "".join(c.content for c in got) == "".join(FLOOD[:1000]) == stream.text
+    assert [c.index for c in got] == list(range(len(got)))
+
+
+def test_a_drop_after_a_flood_keeps_every_chunk_and_continues_after_them(server, client, store):
+    first = openai_text(FLOOD, finish_reason=None, done=False)
+    rest = openai_text([" end."])
+    server.enqueue(Response(parts=first.parts + (Drop(),)), rest)
+    stream = stream_of(client, "openai", True, store, recovery={"strategy": "exact"})
+    chunks = list(stream)
+    assert "".join(c.content for c in chunks) == stream.text == "".join(FLOOD) + " end."
+    assert stream.metrics.recoveries == 1
+    continuation = json.loads(server.requests[1].body)
+    assert {"role": "assistant", "content": "".join(FLOOD)} in continuation["messages"]
+
+
+def test_mistral_drops_its_echo_of_the_kept_text_with_recovery_on(server, client, store):
+    # Mistral's parser looks at what it parsed (the echo of a continuation's prefix): it
+    # gets Chunk objects, never a run, and the echo is still dropped.
+    first = openai_text(FLOOD[:50], finish_reason=None, done=False)
+    echo = openai_text(FLOOD[:50] + [" end."])
+    server.enqueue(Response(parts=first.parts + (Drop(),)), echo)
+    stream = stream_of(client, "mistral", True, store, recovery={"strategy": "exact"})
+    assert "".join(c.content for c in stream) == stream.text == "".join(FLOOD[:50]) + " end."
