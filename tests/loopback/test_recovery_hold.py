@@ -12,6 +12,7 @@ import json
 import pytest
 
 import streamcoord
+import streamcoord._read_loop
 from recovery_store import MemoryStore
 from streamcoord import Chunk
 from tests.support.fakeserver import Drop, Response, anthropic_text, openai_text, sse
@@ -170,3 +171,26 @@ def test_mistral_drops_its_echo_of_the_kept_text_with_recovery_on(server, client
     server.enqueue(Response(parts=first.parts + (Drop(),)), echo)
     stream = stream_of(client, "mistral", True, store, recovery={"strategy": "exact"})
     assert "".join(c.content for c in stream) == stream.text == "".join(FLOOD[:50]) + " end."
+
+
+class CountingStore(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.appends = 0
+
+    def append(self, stream_id, text, **kwargs):
+        self.appends += 1
+        super().append(stream_id, text, **kwargs)
+
+
+def test_a_flood_is_written_in_fewer_writes_than_it_has_reads(server, client):
+    # One write per time slice, not per network read (ReadLoop._read): the body below is
+    # at least len/READ_SIZE reads.
+    body = whole(openai_text(FLOOD))
+    server.enqueue(body)
+    store = CountingStore()
+    stream = stream_of(client, "openai", True, store)
+    assert "".join(c.content for c in stream) == "".join(FLOOD)
+    reads = len(body.parts[0]) // streamcoord._read_loop.READ_SIZE
+    assert reads >= 30
+    assert 1 <= store.appends <= reads // 2, (store.appends, reads)
