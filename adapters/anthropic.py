@@ -81,6 +81,7 @@ class AnthropicParser(EventParser):
     """
 
     provider = "anthropic"
+    fills_text_runs = True  # see EventParser (a subclass with its own parse_into gets none: parse_into)
 
     def __init__(self) -> None:
         super().__init__()

@@ -60,6 +60,7 @@ class MistralParser(OpenAIParser):
     as it comes."""
 
     finish_reasons = FINISH_REASONS
+    fills_text_runs = False  # parse_into looks at what it parsed (the echo): Chunks only
 
     def __init__(self, provider: str = "mistral", echo: str = "") -> None:
         super().__init__(provider)

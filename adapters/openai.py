@@ -56,6 +56,7 @@ class OpenAIParser(EventParser):
     provider = "openai"
     trailing_events = True  # the usage chunk and [DONE] come after the finish_reason
     takes_data_strings = True  # parse_into reads only an event's data: the SSE decoder may pass the str
+    fills_text_runs = True  # see EventParser (a subclass with its own parse_into gets none: parse_into)
     # Raw finish_reason -> normalized; unknown values count as "stop". Subclasses (Mistral)
     # extend it.
     finish_reasons: Dict[str, str] = FINISH_REASONS
@@ -73,7 +74,11 @@ class OpenAIParser(EventParser):
         """The first chunk of one event (an event with several choices makes several:
         the stream uses :meth:`parse_into`, which keeps them all)."""
         out: List[Chunk] = []
-        self.parse_into((event,), out)
+        run, self.text_run = self.text_run, None  # a Chunk, even while the worker holds a run
+        try:
+            self.parse_into((event,), out)
+        finally:
+            self.text_run = run
         return out[0] if out else None
 
     def parse_into(self, events: Any, out: List[Chunk]) -> None:

@@ -111,10 +111,13 @@ class EventParser:
     # a look at each chunk. Leaving it False is always correct.
     plain = False
 
-    # Set by the worker (recovery on, nothing to shape) for the length of an attempt: a
-    # parser may add a text-only chunk to this run instead of appending a Chunk to
-    # parse_into's ``out``, as long as ``out`` is still empty in that call (the run's
-    # chunks come before out's). Ignoring it is always correct.
+    # A parser class that sets fills_text_runs may be given a TextRun (text_run) by the
+    # worker for the length of an attempt (recovery on, nothing to shape per chunk): its
+    # parse_into then adds text-only chunks to the run instead of appending Chunks to
+    # ``out``, but only while ``out`` is still empty in that call (the run's chunks come
+    # before out's), and never from parse(). The worker offers no run to an instance whose
+    # parse_into was replaced (a wrapper or a spy sees Chunks).
+    fills_text_runs = False
     text_run: Optional[TextRun] = None
 
     # True when the provider sends more events after the one that sets ``done`` (OpenAI

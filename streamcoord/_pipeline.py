@@ -222,8 +222,8 @@ class Pipeline:
         for part in parts:
             if part.__class__ is TextRun:
                 answer.add_text("".join(part.texts))
-                if answer.model is None and part.models[0]:  # a run's chunks share the parser's model
-                    answer.model = part.models[0]
+                if answer.model is None:
+                    answer.model = next(filter(None, part.models), None)  # the first that says one
             else:
                 shown = take_in(part, False, answer.note)
                 if answer.model is None:

@@ -190,7 +190,11 @@ class ReadLoop:
         # With nothing to shape per chunk (Pipeline.takes_runs), the parser keeps text-only
         # chunks as strings in ``run`` (TextRun says why), and a slice is ``parts``: runs
         # and lists of the other chunks, in order, persisted in one write.
-        run = parser.text_run = TextRun() if hold and self.pipeline.takes_runs else None
+        takes_runs = bool(hold and self.pipeline.takes_runs and getattr(parser, "fills_text_runs", False)
+                          and getattr(parse_into, "__func__", None) is type(parser).parse_into)  # not replaced
+        run = TextRun() if takes_runs else None
+        if takes_runs:
+            parser.text_run = run
         parts: List[Any] = []
         last_write = -hold  # when the last write went out; the first one never waits
         looked_at = None  # the idle limit past which the last look (below) was taken
@@ -264,7 +268,10 @@ class ReadLoop:
                         if run.texts:
                             parts.append(run)
                             run = parser.text_run = TextRun()
-                        parts.append(chunks)
+                        if parts and parts[-1].__class__ is list:
+                            parts[-1] += chunks  # one queue item for a row of reads without a run
+                        else:
+                            parts.append(chunks)
                     if parts or run.texts:
                         if slice_goes_on():
                             continue  # one write for all of the slice
@@ -300,7 +307,8 @@ class ReadLoop:
                 deliver(held)  # what was read before the failure is the consumer's, as in _fail_mid_read
             raise
         finally:
-            parser.text_run = None
+            if takes_runs:
+                parser.text_run = None
         if run is not None and run.texts:
             parts.append(run)
         if parts:

@@ -6,15 +6,19 @@ collector has to track."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
+import time
 
 import pytest
 
 import streamcoord
 import streamcoord._read_loop
+from adapters.openai import OpenAIAdapter, OpenAIParser
 from recovery_store import MemoryStore
 from streamcoord import Chunk
+from tests.conftest import API_KEY
 from tests.support.fakeserver import Drop, Response, anthropic_text, openai_text, sse
 
 MESSAGES = [{"role": "user", "content": "Count."}]
@@ -100,20 +104,35 @@ def test_a_flood_gives_the_same_chunks_with_recovery_on_as_off(server, client, b
     assert [c.index for c, _ in seen[True][0]] == list(range(len(seen[True][0])))
 
 
+class SlowStore(MemoryStore):
+    """Each append takes 20 ms and counts its characters only once it has returned: a hand
+    over that does not wait for its write is seen by the consumer while it is going on."""
+
+    def __init__(self):
+        super().__init__()
+        self.written = 0
+
+    def append(self, stream_id, text, **kwargs):
+        time.sleep(0.02)
+        super().append(stream_id, text, **kwargs)
+        self.written += len(text)
+
+
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-def test_every_chunk_of_a_flood_is_in_the_store_before_the_consumer_sees_it(server, client, store, provider):
-    server.enqueue(BUILDERS[provider](FLOOD))
+def test_no_chunk_of_a_flood_reaches_the_consumer_before_its_store_write_returned(server, client, provider):
+    body = BUILDERS[provider](FLOOD)
+    # Several HTTP chunks of 300 events: several slices, each handed over after its write.
+    server.enqueue(Response(parts=tuple(b"".join(body.parts[i:i + 300]) for i in range(0, len(body.parts), 300))))
+    store = SlowStore()
     stream = stream_of(client, provider, True, store, recovery={"keep": True})
-    shown = []
+    shown = 0
     behind = []
     for chunk in stream:
-        shown.append(chunk.content)
-        if chunk.content and len(shown) % 97 == 0:
-            stored = store.load("hold-1").text
-            if not stored.startswith("".join(shown)):
-                behind.append(chunk.index)
+        shown += len(chunk.content)
+        if store.written < shown:
+            behind.append(chunk.index)
     assert behind == []
-    assert "".join(shown) == stream.text == store.load("hold-1").text == "".join(FLOOD)
+    assert stream.text == store.load("hold-1").text == "".join(FLOOD)
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
@@ -194,3 +213,42 @@ def test_a_flood_is_written_in_fewer_writes_than_it_has_reads(server, client):
     reads = len(body.parts[0]) // streamcoord._read_loop.READ_SIZE
     assert reads >= 30
     assert 1 <= store.appends <= reads // 2, (store.appends, reads)
+
+
+class UpperParser(OpenAIParser):
+    """A parser with a parse_into of its own that changes what the one it extends appended."""
+
+    def parse_into(self, events, out):
+        start = len(out)
+        super().parse_into(events, out)
+        out[start:] = [dataclasses.replace(c, content=c.content.upper()) for c in out[start:]]
+
+
+class UpperAdapter(OpenAIAdapter):
+    def new_parser(self, request):
+        return UpperParser(self.name)
+
+
+class WrappedAdapter(OpenAIAdapter):
+    """A parse_into wrapper set on the parser instance (a redaction, a spy)."""
+
+    def new_parser(self, request):
+        parser = OpenAIParser(self.name)
+        inner = parser.parse_into
+
+        def parse_into(events, out):
+            start = len(out)
+            inner(events, out)
+            out[start:] = [dataclasses.replace(c, content=c.content.upper()) for c in out[start:]]
+
+        parser.parse_into = parse_into
+        return parser
+
+
+@pytest.mark.parametrize("adapter", [UpperAdapter, WrappedAdapter], ids=["subclass", "instance-wrapper"])
+def test_a_parse_into_of_its_own_sees_every_chunk_with_recovery_on(server, adapter):
+    server.enqueue(whole(openai_text(FLOOD)))
+    client = streamcoord.Client(adapter(), api_key=API_KEY, base_url=server.base_url + "/v1", max_retries=0,
+                                recovery_store=MemoryStore())
+    stream = client.stream_chat(MESSAGES, model="m", stream_recovery=True)
+    assert "".join(c.content for c in stream) == stream.text == "".join(FLOOD).upper()
