@@ -178,7 +178,10 @@ class LiveProducer:
             if self.lost:
                 return
             self.lost = True
+            released = self._released
         self._stop.set()
+        if released:  # given up by this producer (its consumer closed the stream): nobody took it
+            return
         if not self.detached:
             self.log.warning(
                 "lost the lease of live stream %r to another producer; this stream goes on for its reader, "
