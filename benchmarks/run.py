@@ -1,6 +1,6 @@
 """The whole benchmark suite, one command, one table.
 
-    python -m benchmarks [--quick] [--only NAME ...] [--markdown]
+    python -m benchmarks [--quick] [--only NAME ...]
 
 Runs every module of ``BENCHES`` in a fresh Python process of its own (so that one
 benchmark's threads, memory and imports never weigh on the next), each against its
