@@ -133,7 +133,7 @@ class AnthropicParser(EventParser):
                             run.texts.append(text)
                             run.models.append(self.model)
                             run.ids.append(self.message_id)
-                            run.raws.append(RawJSON(data))
+                            run.raws.append(data)  # a str; RawJSON (a tracked subclass) when read
                         else:
                             append(content_chunk(text, self.model, self.message_id, index, RawJSON(data)))
                         continue

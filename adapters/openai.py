@@ -118,7 +118,7 @@ class OpenAIParser(EventParser):
                             run.texts.append(text)
                             run.models.append(obj.get("model"))
                             run.ids.append(obj.get("id"))
-                            run.raws.append(RawJSON(data))
+                            run.raws.append(data)  # a str; RawJSON (a tracked subclass) when read
                         else:
                             append(content_chunk(text, obj.get("model"), obj.get("id"), index, RawJSON(data)))
                         continue

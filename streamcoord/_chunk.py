@@ -142,7 +142,7 @@ class TextRun:
     bring full collections, which in an application with a large heap cost more than the
     store writes. Strings and lists of them are not tracked at all. Measured with the
     official SDKs imported (~200k objects): two full collections, 307 ms per 100k chunks,
-    before (benchmarks/profile_recovery.py).
+    before; none after (gc.callbacks around one stream of bench_throughput's workload).
     """
 
     __slots__ = ("first_index", "ids", "models", "raws", "texts")
@@ -151,7 +151,9 @@ class TextRun:
         self.texts: List[str] = []
         self.models: List[Any] = []
         self.ids: List[Any] = []
-        self.raws: List[Any] = []
+        # The events' JSON texts as plain str: a str subclass (RawJSON) is tracked by the
+        # collector, a str is not (gc.is_tracked), so RawJSON is made as each chunk is.
+        self.raws: List[str] = []
         self.first_index = 0  # the index of the first chunk; the others follow it one by one
 
     def __len__(self) -> int:
@@ -160,7 +162,8 @@ class TextRun:
     def chunks(self) -> Iterator[Chunk]:
         """The chunks, each made when it is asked for."""
         start = self.first_index
-        return map(content_chunk, self.texts, self.models, self.ids, range(start, start + len(self.texts)), self.raws)
+        return map(content_chunk, self.texts, self.models, self.ids, range(start, start + len(self.texts)),
+                   map(RawJSON, self.raws))
 
 
 def normalize_usage(

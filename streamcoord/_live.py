@@ -69,6 +69,7 @@ class LiveProducer:
         self.lost = False  # another producer has the lease now: write nothing more
         self._stop = threading.Event()
         self._released = False
+        self._gave_up = False  # release() gave the lease back (it was still this producer's)
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._cancel: Optional[Callable[[], None]] = None
@@ -178,9 +179,11 @@ class LiveProducer:
             if self.lost:
                 return
             self.lost = True
-            released = self._released
         self._stop.set()
-        if released:  # given up by this producer (its consumer closed the stream): nobody took it
+        if self._gave_up:  # this producer gave it up itself (its consumer closed the stream): nobody took it
+            return
+        if self._released:  # closed, but another producer had taken the stream over before
+            self.log.warning("lost the lease of live stream %r to another producer before it was closed", self.stream_id)
             return
         if not self.detached:
             self.log.warning(
@@ -243,7 +246,7 @@ class LiveProducer:
             self._released = True
         self._stop.set()
         try:
-            self.store.release_lease(self.stream_id, self.token)
+            self._gave_up = self.store.release_lease(self.stream_id, self.token)
         except Exception as exc:  # it expires by itself within lease_ttl
             self.log.warning("releasing the lease of %r failed (%s: %s)", self.stream_id, type(exc).__name__, exc)
 

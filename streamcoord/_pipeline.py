@@ -27,7 +27,7 @@ from streamcoord._spec import Cancelled, StreamSpec
 if TYPE_CHECKING:
     from streamcoord._shaping import Result
 
-__all__ = ["PUT_WAIT_SECONDS", "QUEUE_BATCHES", "Answer", "Groups", "Pipeline"]
+__all__ = ["PUT_WAIT_SECONDS", "QUEUE_BATCHES", "Answer", "Groups", "Parts", "Pipeline"]
 
 # Batches the queue holds before the worker waits for the consumer.
 QUEUE_BATCHES = 256
@@ -38,6 +38,13 @@ PUT_WAIT_SECONDS = 0.5
 class Groups(List[List[Chunk]]):
     """Several ``buffer_chunks`` groups handed over as one queue item; the consumer takes
     them one by one, as if each had been put on its own (``ChatStream._next_batch``)."""
+
+    __slots__ = ()
+
+
+class Parts(List[Any]):
+    """A recovery slice of several parts (TextRuns and lists of the other chunks) handed
+    over as one queue item; the consumer takes them in order (``ChatStream._next_batch``)."""
 
     __slots__ = ()
 
@@ -203,7 +210,9 @@ class Pipeline:
     def deliver_parts(self, parts: List[Any]) -> None:
         """``deliver`` for a slice of a stream that ``takes_runs``: ``parts`` are TextRuns
         and lists of the other chunks, in order. The slice's text is persisted in one
-        write, then each part is taken into the answer and handed over as one queue item."""
+        write, each part is taken into the answer, and the slice is handed over as one
+        queue item (``Parts`` when it has several: text and other chunks taking turns,
+        n > 1 choices, reasoning among the text, would otherwise cost a put per part)."""
         metrics = self.metrics
         if metrics.first_chunk_at is None:
             metrics.first_chunk_at = time.monotonic()
@@ -230,7 +239,7 @@ class Pipeline:
                     self._take_model(part, False)
                 if shown:
                     answer.add_text("".join(shown))
-            self._enqueue(part)
+        self._enqueue(parts[0] if len(parts) == 1 else Parts(parts))
 
     def _deliver_shaped(self, chunks: List[Chunk], plain: bool) -> None:
         """``deliver`` with validate_chunk and/or transform_chunk and recovery off: the

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 
 from streamcoord._chunk import Chunk, TextRun
 from streamcoord._metrics import on_metrics_thread
-from streamcoord._pipeline import Groups
+from streamcoord._pipeline import Groups, Parts
 from streamcoord._spec import Restart, StreamSpec
 from streamcoord._worker import Worker
 
@@ -53,8 +53,8 @@ class ChatStream:
         self._exhausted = False
         self._on_restart: Optional[Callable[[Restart], None]] = None  # set by events()
         self._reading: Optional[str] = None  # CHUNKS or EVENTS, from the first read on
-        # The rest of a Groups item (several buffer_chunks groups in one), last first.
-        self._groups: List[List[Chunk]] = []
+        # The rest of a Groups or Parts item (several batches in one), last first.
+        self._groups: List[Iterable[Chunk]] = []
         self.stream_id = spec.stream_id
         self.provider = spec.provider
 
@@ -97,7 +97,8 @@ class ChatStream:
 
     def batches(self) -> Iterator[List[Chunk]]:
         """Yield the chunks as the lists they were handed over in (groups of
-        ``buffer_chunks`` when buffering, else one list per network read). Leaving the
+        ``buffer_chunks`` when buffering, else one list per network read, or with recovery
+        on, where a store write covers several reads, a few per write). Leaving the
         loop early closes the stream, as with ``for chunk in stream``."""
         self._read_chunks()
         try:
@@ -175,8 +176,12 @@ class ChatStream:
             if item.__class__ is TextRun:
                 return item.chunks()  # each Chunk made as it is read
             if item.__class__ is Groups:
-                self._groups = item[:0:-1]
+                self._groups = list(item[:0:-1])
                 return item[0]
+            if item.__class__ is Parts:
+                batches = [part.chunks() if part.__class__ is TextRun else part for part in item]
+                self._groups = batches[:0:-1]
+                return batches[0]
             if item.__class__ is not Restart:
                 break
             if self._on_restart is not None:  # a recovery: the event reader starts its tool calls over

@@ -128,6 +128,31 @@ def test_a_directly_read_stream_that_lost_its_lease_still_gives_its_reader_its_o
     assert len(server.requests) == 2
 
 
+def test_a_stream_closed_after_another_producer_took_it_over_says_so(server, client, tmp_path, caplog):
+    # Closing gives the lease up, and a close after the lease was lost (not given up) must
+    # still say that another producer took the stream over.
+    kept, other = KEPT["paragraph"], "Another ending."
+    wake_old, go_on = threading.Event(), threading.Event()
+    server.enqueue(gated_answer(wake_old), openai_text([other], usage=USAGE, stall_after=0, stall=Gate(go_on)))
+    store = pausable("memory", tmp_path)
+    live = client(recovery_store=store, lease_ttl=LEASE_TTL)
+    direct = live.stream_chat(MESSAGES, model="gpt-4o-mini", stream_recovery=True, stream_id="read")
+    got = []
+    while consumer_view(got) != BROKEN:
+        got.append(next(direct))
+    store.paused.set()
+    attached = iter(live.attach("read"))
+    first = next(attached)  # takes the generation over once the paused lease expires
+    assert server.wait_for_requests(2, timeout=10)
+    wait_for_text(store, "read", kept)
+    direct.close()
+    wake_old.set()
+    store.resumed.set()
+    go_on.set()
+    assert consumer_view([first, *attached]) == kept + other, "attached readers follow only the new producer"
+    assert any("to another producer before it was closed" in r.getMessage() for r in caplog.records), caplog.text
+
+
 def test_an_attach_takes_a_background_response_over_natively(server, client):
     wire = ResponsesStream("resp_bg", background=True).text(["Hel", "lo ", "there"]).completed()
     first = wire.response(drop_after=wire.seq_of("response.output_text.delta", 1))
