@@ -156,14 +156,9 @@ class Pipeline:
         """validate, persist (recovery), transform, accumulate, buffer, hand over.
         ``plain``: the parser says every chunk is text only (EventParser.plain)."""
         options = self.options
-        metrics = self.metrics
-        if metrics.first_chunk_at is None:
-            metrics.first_chunk_at = time.monotonic()
-            self.log.debug("first chunk")
-        metrics.chunks_received += len(chunks)
+        self._arrived(len(chunks))
         if self.telemetry is not None:
             self.telemetry.on_read(chunks)
-        self.produced = self.content_seen = True
         if self.recovery is None and (options.validate_chunk is not None or options.transform_chunk is not None):
             self._deliver_shaped(chunks, plain)
             return
@@ -213,14 +208,9 @@ class Pipeline:
         write, each part is taken into the answer, and the slice is handed over as one
         queue item (``Parts`` when it has several: text and other chunks taking turns,
         n > 1 choices, reasoning among the text, would otherwise cost a put per part)."""
-        metrics = self.metrics
-        if metrics.first_chunk_at is None:
-            metrics.first_chunk_at = time.monotonic()
-            self.log.debug("first chunk")
-        self.produced = self.content_seen = True
+        self._arrived(sum(map(len, parts)))
         texts: List[str] = []
         for part in parts:
-            metrics.chunks_received += len(part)
             if part.__class__ is TextRun:
                 texts += part.texts
             else:
@@ -240,6 +230,15 @@ class Pipeline:
                 if shown:
                     answer.add_text("".join(shown))
         self._enqueue(parts[0] if len(parts) == 1 else Parts(parts))
+
+    def _arrived(self, count: int) -> None:
+        """A delivery's ``count`` chunks arrived: metrics, and the attempt has produced."""
+        metrics = self.metrics
+        if metrics.first_chunk_at is None:
+            metrics.first_chunk_at = time.monotonic()
+            self.log.debug("first chunk")
+        metrics.chunks_received += count
+        self.produced = self.content_seen = True
 
     def _deliver_shaped(self, chunks: List[Chunk], plain: bool) -> None:
         """``deliver`` with validate_chunk and/or transform_chunk and recovery off: the

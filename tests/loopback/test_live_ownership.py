@@ -104,10 +104,16 @@ def test_a_producer_paused_past_its_lease_writes_nothing_into_its_successors_ans
     assert len(server.requests) == 2, "one continuation"
 
 
-def test_a_directly_read_stream_that_lost_its_lease_still_gives_its_reader_its_own_answer(server, client, tmp_path):
-    kept, other = KEPT["paragraph"], "Another ending."
+OTHER_ENDING = "Another ending."
+
+
+def taken_over(server, client, tmp_path):
+    """A stream read directly whose producer pauses past its lease right after BROKEN, and
+    an attach that takes the generation over (its continuation stalls until ``go_on``).
+    Returns (store, direct, what direct gave so far, attached, its first chunk, wake_old
+    (releases the old producer's stalled answer), go_on)."""
     wake_old, go_on = threading.Event(), threading.Event()
-    server.enqueue(gated_answer(wake_old), openai_text([other], usage=USAGE, stall_after=0, stall=Gate(go_on)))
+    server.enqueue(gated_answer(wake_old), openai_text([OTHER_ENDING], usage=USAGE, stall_after=0, stall=Gate(go_on)))
     store = pausable("memory", tmp_path)
     live = client(recovery_store=store, lease_ttl=LEASE_TTL)
     direct = live.stream_chat(MESSAGES, model="gpt-4o-mini", stream_recovery=True, stream_id="read")
@@ -118,38 +124,32 @@ def test_a_directly_read_stream_that_lost_its_lease_still_gives_its_reader_its_o
     attached = iter(live.attach("read"))
     first = next(attached)  # takes the generation over once the paused lease expires
     assert server.wait_for_requests(2, timeout=10)
-    wait_for_text(store, "read", kept)
+    wait_for_text(store, "read", KEPT["paragraph"])
+    return store, direct, got, attached, first, wake_old, go_on
+
+
+def test_a_directly_read_stream_that_lost_its_lease_still_gives_its_reader_its_own_answer(server, client, tmp_path):
+    store, direct, got, attached, first, wake_old, go_on = taken_over(server, client, tmp_path)
     wake_old.set()
     assert store.stale_write.wait(10)
     store.resumed.set()
     go_on.set()
     assert consumer_view(got + list(direct)) == FULL, "its reader gets its own answer, whole"
-    assert consumer_view([first, *attached]) == kept + other, "attached readers follow only the new producer"
+    assert consumer_view([first, *attached]) == KEPT["paragraph"] + OTHER_ENDING, \
+        "attached readers follow only the new producer"
     assert len(server.requests) == 2
 
 
 def test_a_stream_closed_after_another_producer_took_it_over_says_so(server, client, tmp_path, caplog):
     # Closing gives the lease up, and a close after the lease was lost (not given up) must
     # still say that another producer took the stream over.
-    kept, other = KEPT["paragraph"], "Another ending."
-    wake_old, go_on = threading.Event(), threading.Event()
-    server.enqueue(gated_answer(wake_old), openai_text([other], usage=USAGE, stall_after=0, stall=Gate(go_on)))
-    store = pausable("memory", tmp_path)
-    live = client(recovery_store=store, lease_ttl=LEASE_TTL)
-    direct = live.stream_chat(MESSAGES, model="gpt-4o-mini", stream_recovery=True, stream_id="read")
-    got = []
-    while consumer_view(got) != BROKEN:
-        got.append(next(direct))
-    store.paused.set()
-    attached = iter(live.attach("read"))
-    first = next(attached)  # takes the generation over once the paused lease expires
-    assert server.wait_for_requests(2, timeout=10)
-    wait_for_text(store, "read", kept)
+    store, direct, _, attached, first, wake_old, go_on = taken_over(server, client, tmp_path)
     direct.close()
     wake_old.set()
     store.resumed.set()
     go_on.set()
-    assert consumer_view([first, *attached]) == kept + other, "attached readers follow only the new producer"
+    assert consumer_view([first, *attached]) == KEPT["paragraph"] + OTHER_ENDING, \
+        "attached readers follow only the new producer"
     assert any("to another producer before it was closed" in r.getMessage() for r in caplog.records), caplog.text
 
 
